@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+// mumu: community SDXL fine-tunes for MUMU image generation, on a plain CPU.
+import PackageDescription
+
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+let cOptimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
+
+let package = Package(
+    name: "mumu",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "mumu", targets: ["mumu"]),
+        .library(name: "MumuFormats", targets: ["MumuFormats"]),
+        .library(name: "MumuTensor", targets: ["MumuTensor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config (install-deps.sh installs the -dev packages).
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+
+        // Hand-written C kernels (dtype conversion) with run-time CPU dispatch.
+        .target(name: "CMumuKernels", cSettings: cOptimize),
+
+        .target(name: "MumuTensor", dependencies: ["CMumuKernels", "CBLAS"],
+                swiftSettings: optimize),
+        .target(name: "MumuFormats",
+                dependencies: ["MumuTensor", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: optimize),
+        .executableTarget(name: "mumu",
+                          dependencies: ["MumuFormats", "MumuTensor",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: optimize),
+
+        .testTarget(name: "MumuTensorTests", dependencies: ["MumuTensor"]),
+        .testTarget(name: "MumuFormatsTests", dependencies: ["MumuFormats", "MumuTensor"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

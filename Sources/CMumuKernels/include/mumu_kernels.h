@@ -1,0 +1,41 @@
+// Hand-written numeric kernels for mumu, with run-time CPU dispatch.
+// Conversions are exact: round to nearest even, subnormals kept, inf and NaN preserved
+// (NaN payloads keep their top bits and come out quiet, as x86 F16C does).
+#ifndef MUMU_KERNELS_H
+#define MUMU_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// IEEE binary16 <-> binary32.
+void mumu_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+void mumu_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+// bfloat16 <-> binary32.
+void mumu_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+void mumu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+// float8 e4m3fn (torch.float8_e4m3fn: bias 7, no inf, NaN = S.1111.111, max 448) and
+// float8 e5m2 (torch.float8_e5m2: bias 15, IEEE-like with inf) <-> binary32.
+// Encoding follows torch: e4m3fn maps |x| >= 480 (and inf) to NaN, e5m2 rounds to inf.
+void mumu_f8e4m3_to_f32(const uint8_t *src, float *dst, size_t n);
+void mumu_f32_to_f8e4m3(const float *src, uint8_t *dst, size_t n);
+void mumu_f8e5m2_to_f32(const uint8_t *src, float *dst, size_t n);
+void mumu_f32_to_f8e5m2(const float *src, uint8_t *dst, size_t n);
+
+// Direct 16-bit conversions without a float buffer (through registers).
+void mumu_f16_to_bf16(const uint16_t *src, uint16_t *dst, size_t n);
+void mumu_bf16_to_f16(const uint16_t *src, uint16_t *dst, size_t n);
+
+// Scalar reference versions (always the portable path), for tests of the dispatched ones.
+float mumu_f16_to_f32_scalar(uint16_t h);
+uint16_t mumu_f32_to_f16_scalar(float f);
+
+// 1 when the F16C (+AVX2) fast path is in use on this CPU.
+int mumu_has_f16c(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,54 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory mapping of a whole file. Tensors read from it point into the mapping, so
+/// nothing is copied and pages are read from disk only when touched.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let size: Int
+    /// Start of the mapping (nil for an empty file).
+    public let base: UnsafeRawPointer?
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError.io(path: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FormatError.io(path: path, reason: "cannot stat: \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError.io(path: path, reason: "not a regular file") }
+        size = Int(st.st_size)
+        if size == 0 { base = nil; return }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw FormatError.io(path: path, reason: "cannot map \(size) bytes: \(String(cString: strerror(errno)))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit {
+        if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+
+    /// The bytes in `range` (which the caller has checked lies inside the file).
+    public func bytes(_ range: Range<Int>) -> UnsafeRawBufferPointer {
+        precondition(range.lowerBound >= 0 && range.upperBound <= size, "range outside mapped file")
+        guard let base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
+    }
+
+    /// The whole file.
+    public var all: UnsafeRawBufferPointer { bytes(0..<size) }
+
+    /// Tells the kernel the range will be read front to back soon (read-ahead).
+    public func adviseSequential(_ range: Range<Int>? = nil) {
+        guard let base else { return }
+        let r = range ?? 0..<size
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = r.lowerBound / page * page
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), r.upperBound - start, MADV_SEQUENTIAL)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), r.upperBound - start, MADV_WILLNEED)
+    }
+}

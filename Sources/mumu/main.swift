@@ -1,0 +1,2 @@
+import MumuFormats
+print("mumu")
