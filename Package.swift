@@ -15,7 +15,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // System libraries, found through pkg-config (install-deps.sh installs the -dev packages).
@@ -26,14 +25,18 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
-        // Hand-written C kernels (dtype conversion) with run-time CPU dispatch.
+        // Hand-written C kernels (dtype conversion, SHA-256) with run-time CPU dispatch.
         .target(name: "CMumuKernels", cSettings: cOptimize),
 
         .target(name: "MumuTensor", dependencies: ["CMumuKernels", "CBLAS"],
                 swiftSettings: optimize),
+        // Architecture descriptors (formats/*.json) are compiled into MumuFormats by this plugin.
+        .executableTarget(name: "EmbedFormatsTool", path: "Sources/EmbedFormatsTool"),
+        .plugin(name: "EmbedFormats", capability: .buildTool(), dependencies: ["EmbedFormatsTool"]),
         .target(name: "MumuFormats",
-                dependencies: ["MumuTensor", .product(name: "Crypto", package: "swift-crypto")],
-                swiftSettings: optimize),
+                dependencies: ["MumuTensor", "CMumuKernels"],
+                swiftSettings: optimize,
+                plugins: ["EmbedFormats"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -60,7 +60,7 @@ Other decisions:
   * modelspec implementation is "sgm" for all (SD1's CompVis layout is sgm's ancestor and
     the keys are the same style).
   * The MUMU connector (optional component, block BASE) follows this project's definition
-    (the weights are not public; see /work/main/docs): 16 pre-norm layers, bias-free
+    (defined by this project; the MUMU weights are not public): 16 pre-norm layers, bias-free
     q/k/v, width 2048, heads 32, MLP 8192; proj_in 4096 -> 2048; pooled_proj 2048 -> 1280.
 """
 
@@ -106,7 +106,9 @@ ARCHS = [
                        ("vae", SGM_PREFIX["vae"], False)],
         "models": {"unet": ("unet", C.SDXL_REFINER_UNET), "te2": ("clip_proj", C.CLIP_BIGG),
                    "vae": ("vae", C.SDXL_VAE)},
-        "expect": {"te2": 694_659_840, "vae": 83_653_863},
+        # refiner UNet: no figure in REFERENCE.md; 2,259,526,660 is what the published
+        # config instantiates to (also found in an unrelated public project's pinned values)
+        "expect": {"unet": 2_259_526_660, "te2": 694_659_840, "vae": 83_653_863},
     },
     {
         "name": "sd1", "title": "Stable Diffusion 1.5", "family": "sd1",

@@ -42,6 +42,17 @@ public final class MappedFile: @unchecked Sendable {
     /// The whole file.
     public var all: UnsafeRawBufferPointer { bytes(0..<size) }
 
+    /// Drops the pages of `range` from this process (they stay in the page cache), so streaming
+    /// through a large file does not grow the resident set.
+    public func release(_ range: Range<Int>) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (range.lowerBound + page - 1) / page * page
+        let end = range.upperBound >= size ? size : range.upperBound / page * page
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     /// Tells the kernel the range will be read front to back soon (read-ahead).
     public func adviseSequential(_ range: Range<Int>? = nil) {
         guard let base else { return }

@@ -4,6 +4,7 @@ import CMumuKernels
 public struct ConversionError: Error, CustomStringConvertible {
     public let from: DType
     public let to: DType
+    public init(from: DType, to: DType) { self.from = from; self.to = to }
     public var description: String { "cannot convert \(from.rawValue) to \(to.rawValue): only F16, BF16, F32, F64, F8_E4M3 and F8_E5M2 convert" }
 }
 

@@ -35,6 +35,20 @@ uint16_t mumu_f32_to_f16_scalar(float f);
 // 1 when the F16C (+AVX2) fast path is in use on this CPU.
 int mumu_has_f16c(void);
 
+// SHA-256, with the x86 SHA extensions where the CPU has them.
+typedef struct {
+    uint32_t state[8];
+    uint64_t length;
+    uint8_t buffer[64];
+    size_t buffered;
+} mumu_sha256_ctx;
+void mumu_sha256_init(mumu_sha256_ctx *c);
+void mumu_sha256_update(mumu_sha256_ctx *c, const void *data, size_t n);
+void mumu_sha256_final(mumu_sha256_ctx *c, uint8_t out[32]);
+int mumu_sha256_has_shani(void);
+// Tests only: 1 forces the portable block function.
+void mumu_sha256_force_portable(int on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,12 +5,13 @@ import MumuTensor
 /// 7 GB file holds no more than the tensors in flight. The layout is the reference writer's: tensors
 /// ordered by descending dtype (so each is naturally aligned) then by name, the header padded with
 /// spaces to a multiple of 8. The file appears at `path` only when `finish()` succeeds.
-public final class SafetensorsWriter: @unchecked Sendable {
+public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
     public let path: String
     public let layout: Layout
     private let out: AtomicFile
     private let lock = Mutex()
-    private var written: [Bool]
+    /// Bytes written so far, per tensor (parts may arrive in any order).
+    private var written: [Int]
     private let index: [String: Int]
 
     /// Where each tensor goes, and the header bytes.
@@ -73,7 +74,7 @@ public final class SafetensorsWriter: @unchecked Sendable {
         self.path = path
         layout = try Self.layout(tensors, metadata: metadata)
         out = try AtomicFile(path: path, overwrite: overwrite)
-        written = Array(repeating: false, count: layout.entries.count)
+        written = Array(repeating: 0, count: layout.entries.count)
         index = Dictionary(uniqueKeysWithValues: layout.entries.enumerated().map { ($1.info.name, $0) })
         try out.reserve(layout.totalSize)
         try layout.prefix.withUnsafeBytes { try out.write($0, at: 0) }
@@ -85,15 +86,26 @@ public final class SafetensorsWriter: @unchecked Sendable {
     /// Writes one declared tensor's bytes (exactly its declared size).
     public func write(_ name: String, _ bytes: UnsafeRawBufferPointer) throws {
         guard let i = index[name] else { throw FormatError.unsupported("\(path): tensor '\(name)' was not declared") }
+        guard bytes.count == layout.entries[i].range.count else {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "got \(bytes.count) bytes, declared \(layout.entries[i].range.count)")
+        }
+        try writePart(name, offset: 0, bytes)
+    }
+
+    /// Writes `bytes` at byte `offset` inside a declared tensor: large tensors stream in parts.
+    public func writePart(_ name: String, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        guard let i = index[name] else { throw FormatError.unsupported("\(path): tensor '\(name)' was not declared") }
         let e = layout.entries[i]
-        guard bytes.count == e.range.count else {
-            throw FormatError.badTensor(path: path, tensor: name, reason: "got \(bytes.count) bytes, declared \(e.range.count)")
+        guard offset >= 0, offset + bytes.count <= e.range.count else {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "part [\(offset), \(offset + bytes.count)) lies outside its \(e.range.count) bytes")
         }
         try lock.locked {
-            guard !written[i] else { throw FormatError.badTensor(path: path, tensor: name, reason: "written twice") }
-            written[i] = true
+            guard written[i] + bytes.count <= e.range.count else {
+                throw FormatError.badTensor(path: path, tensor: name, reason: "written twice")
+            }
+            written[i] += bytes.count
         }
-        if bytes.count > 0 { try out.write(bytes, at: layout.prefix.count + e.range.lowerBound) }
+        if bytes.count > 0 { try out.write(bytes, at: layout.prefix.count + e.range.lowerBound + offset) }
     }
 
     /// Writes a tensor, converting it to the declared dtype when they differ.
@@ -109,7 +121,7 @@ public final class SafetensorsWriter: @unchecked Sendable {
 
     /// Checks every declared tensor was written, then moves the file into place.
     public func finish() throws {
-        if let missing = written.firstIndex(of: false) {
+        if let missing = layout.entries.indices.first(where: { written[$0] != layout.entries[$0].range.count }) {
             out.abort()
             throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
         }

@@ -80,7 +80,7 @@ public final class ShardedSafetensors: TensorSource, @unchecked Sendable {
 /// Writes a model as shards of at most `maxShardSize` bytes of tensor data each, plus the index.
 /// Tensors are assigned in name order; a tensor bigger than the limit gets a shard of its own.
 /// All shards are finished before the index is written, so a complete index means a complete set.
-public final class ShardedSafetensorsWriter: @unchecked Sendable {
+public final class ShardedSafetensorsWriter: ModelSink, @unchecked Sendable {
     public let indexPath: String
     public let writers: [SafetensorsWriter]
     private let shardOf: [String: Int]
@@ -131,9 +131,9 @@ public final class ShardedSafetensorsWriter: @unchecked Sendable {
         self.shardOf = shardOf
     }
 
-    public func write(_ data: TensorData) throws {
-        guard let s = shardOf[data.info.name] else { throw FormatError.unsupported("\(indexPath): tensor '\(data.info.name)' was not declared") }
-        try writers[s].write(data)
+    public func writePart(_ name: String, offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        guard let s = shardOf[name] else { throw FormatError.unsupported("\(indexPath): tensor '\(name)' was not declared") }
+        try writers[s].writePart(name, offset: offset, bytes)
     }
 
     public func finish() throws {

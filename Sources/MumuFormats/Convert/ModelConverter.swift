@@ -1,0 +1,64 @@
+import MumuTensor
+
+/// Rewrites a model tensor by tensor: another dtype, a subset of components, another layout,
+/// shards. Streams: each output tensor is produced in parts straight from the (memory-mapped) input.
+public struct ModelConverter {
+    public var source: TensorSource
+    /// Output float dtype (nil keeps each tensor's own). Integer tensors are always kept.
+    public var dtype: DType?
+    /// Components to keep (nil keeps everything).
+    public var components: Set<String>?
+    public var threads = 2
+
+    public init(source: TensorSource) { self.source = source }
+
+    /// One output tensor and where its bytes come from.
+    public struct Item {
+        public var output: TensorInfo
+        public var sourceName: String
+    }
+
+    /// The output tensors (identity names; layout conversion maps names before this).
+    public func plan() throws -> [Item] {
+        var names = source.tensors
+        if let components {
+            let detection = ModelDetector.detect(names, metadata: source.metadata)
+            guard let arch = detection.architecture.flatMap(Architectures.named) else {
+                throw FormatError.unsupported("\(source.path): --components needs a known architecture (\(detection.notes.first ?? "unknown"))")
+            }
+            for c in components where arch.component(c) == nil {
+                throw FormatError.unsupported("\(arch.name) has no component '\(c)' (it has \(arch.components.map(\.name).joined(separator: ", ")))")
+            }
+            names = names.filter { arch.componentOf(key: $0.name).map(components.contains) ?? false }
+            guard !names.isEmpty else {
+                throw FormatError.unsupported("\(source.path): none of the components \(components.sorted().joined(separator: ", ")) is present")
+            }
+        }
+        return names.map { t in
+            var out = t
+            if let dtype, t.dtype.isConvertibleFloat { out.dtype = dtype }
+            return Item(output: out, sourceName: t.name)
+        }
+    }
+
+    /// The output metadata: the input's, minus hashes that no longer describe the bytes.
+    public func metadata(changesBytes: Bool) -> [String: String] {
+        var m = source.metadata
+        if changesBytes {
+            m["modelspec.hash_sha256"] = nil
+            m["sshs_model_hash"] = nil
+            m["sshs_legacy_hash"] = nil
+        }
+        return m
+    }
+
+    public func jobs(_ items: [Item]) -> [StreamJob] {
+        let mapped = (source as? SafetensorsFile)?.file
+        return items.map { item in
+            StreamJob(output: item.output) { emit in
+                let data = try source.tensor(item.sourceName)
+                try StreamExecutor.converting(data, to: item.output.dtype, mapped: mapped)(emit)
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+/// Which naming scheme a model's keys follow, and an sgm-named view for detection.
+public enum Layouts {
+    /// sgm | diffusers | diffusers-unet | diffusers-vae | transformers-clip | unknown
+    public static func detectLayout(_ names: [String]) -> String {
+        let sgmPrefixes = ["model.diffusion_model.", "first_stage_model.", "conditioner.embedders.", "cond_stage_model.", "connector."]
+        if names.contains(where: { n in sgmPrefixes.contains { n.hasPrefix($0) } }) { return "sgm" }
+        if names.contains(where: { $0.hasPrefix("unet.") || $0.hasPrefix("vae.") || $0.hasPrefix("text_encoder.") || $0.hasPrefix("text_encoder_2.") }) {
+            return "diffusers"
+        }
+        if names.contains(where: { $0.hasPrefix("down_blocks.") || $0.hasPrefix("conv_in.") }) {
+            return names.contains { $0.hasPrefix("encoder.") || $0.hasPrefix("decoder.") } ? "diffusers-vae" : "diffusers-unet"
+        }
+        if names.contains(where: { $0.hasPrefix("text_model.") || $0.hasPrefix("encoder.layers.") }) { return "transformers-clip" }
+        return "unknown"
+    }
+}
+
+extension Layouts {
+    /// The source's tensors under sgm single-file names (what the descriptors use).
+    public static func sgmView(_ source: TensorSource, layout: String) -> [TensorInfo] {
+        source.tensors
+    }
+}

@@ -1,0 +1,24 @@
+/// Where streamed tensors go: a safetensors file, a sharded set, a diffusers folder. Every tensor
+/// is declared up front; parts of a tensor may be written in any order, from any thread; nothing
+/// appears at the destination until `finish()` succeeds.
+public protocol ModelSink: AnyObject, Sendable {
+    /// Writes `bytes` at byte `offset` inside the declared tensor `name`.
+    func writePart(_ name: String, offset: Int, _ bytes: UnsafeRawBufferPointer) throws
+    /// Checks that every declared tensor is complete and moves the output into place.
+    func finish() throws
+    /// Abandons the output; nothing is left at the destination.
+    func abort()
+}
+
+extension ModelSink {
+    /// Writes a whole tensor (converted to `dtype` when given and different).
+    public func write(_ data: TensorData, as dtype: DType? = nil) throws {
+        if let dtype, dtype != data.info.dtype {
+            try writePart(data.info.name, offset: 0, try data.converted(to: dtype).bytes)
+        } else {
+            try writePart(data.info.name, offset: 0, data.bytes)
+        }
+    }
+}
+
+import MumuTensor

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import MumuFormats
+
+struct DemoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Run the main job on a self-contained example: synthesize a tiny SDXL checkpoint and inspect it.")
+
+    @Option(help: "Folder for the demo's files (default: a new temporary folder).")
+    var dir: String?
+
+    func run() throws {
+        try runReportingErrors {
+            let folder = dir ?? (NSTemporaryDirectory() + "mumu-demo-\(getpid())")
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let base = folder + "/tiny-base.safetensors"
+            let tuned = folder + "/tiny-finetune.safetensors"
+            guard let arch = Architectures.named("sdxl-tiny") else { throw FormatError.unsupported("sdxl-tiny descriptor missing") }
+
+            print("1. synthesize a tiny SDXL checkpoint (\(arch.title))")
+            var synth = Synthesizer(architecture: arch)
+            synth.seed = 1
+            let w1 = try SafetensorsWriter(path: base, tensors: try synth.outputInfos(), metadata: synth.metadata(), overwrite: true)
+            try synth.write(to: w1)
+            print("   wrote \(base) (\(formatBytes(w1.layout.totalSize)))")
+
+            print("2. synthesize a fine-tune of it (base + 1% noise)")
+            var ft = Synthesizer(architecture: arch)
+            ft.seed = 2
+            ft.perturb = (try SafetensorsFile(path: base), 0.01)
+            let w2 = try SafetensorsWriter(path: tuned, tensors: try ft.outputInfos(), metadata: ft.metadata(), overwrite: true)
+            try ft.write(to: w2)
+            print("   wrote \(tuned)")
+
+            print("3. inspect them\n")
+            for path in [base, tuned] {
+                print(try Inspector.inspect(path, hash: true, cache: nil).text(includeKeys: false))
+                print("")
+            }
+            print("Demo files are in \(folder).")
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import MumuFormats
+import MumuTensor
+
+/// Options shared by commands that write files.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Overwrite an existing output.")
+    var force = false
+    @Option(name: .long, help: "Worker threads (default: the number of cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(name: .long, help: "No progress bar.")
+    var quiet = false
+}
+
+/// Turns a library error into a clean exit with the message on stderr.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as FormatError {
+        FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
+        throw ExitCode(1)
+    } catch let e as ConversionError {
+        FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+func parseDType(_ name: String, allowKeep: Bool) throws -> DType? {
+    if allowKeep && name == "keep" { return nil }
+    guard let d = DType(userName: name), [.f16, .bf16, .f32, .f8e4m3, .f8e5m2].contains(d) else {
+        throw ValidationError("unknown dtype '\(name)': use f16, bf16, f32\(allowKeep ? ", keep" : "") (or f8_e4m3, f8_e5m2)")
+    }
+    return d
+}
+
+/// "2GB", "500MB", "5GiB", "1000000" -> bytes.
+func parseSize(_ text: String) throws -> Int {
+    let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+    let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
+    for (suffix, factor) in units where t.hasSuffix(suffix) {
+        if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { return Int(v * factor) }
+    }
+    if let v = Int(t), v > 0 { return v }
+    throw ValidationError("cannot read size '\(text)': use e.g. 2GB, 500MB, 5GiB or a byte count")
+}
+
+/// A one-line progress bar on stderr when it is a terminal.
+final class ProgressBar: @unchecked Sendable {
+    private let label: String
+    private let enabled: Bool
+    private let start = Date()
+    private let lock = NSLock()
+    private var last = Date.distantPast
+
+    init(_ label: String, quiet: Bool) {
+        self.label = label
+        enabled = !quiet && isatty(2) != 0
+    }
+
+    func update(_ p: StreamProgress) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        let now = Date()
+        guard now.timeIntervalSince(last) > 0.1 || p.tensorsDone == p.tensorsTotal else { return }
+        last = now
+        let elapsed = now.timeIntervalSince(start)
+        let fraction = p.bytesTotal > 0 ? Double(p.bytesDone) / Double(p.bytesTotal) : 1
+        let rate = elapsed > 0 ? Double(p.bytesDone) / elapsed : 0
+        let eta = rate > 0 ? Double(p.bytesTotal - p.bytesDone) / rate : 0
+        let width = 24
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "\r%@ [%@] %d/%d tensors  %@/%@  %@/s  ETA %.0fs ",
+                          label, bar, p.tensorsDone, p.tensorsTotal, formatBytes(p.bytesDone), formatBytes(p.bytesTotal),
+                          formatBytes(Int(rate)), eta)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\n".utf8))
+    }
+}

@@ -1,2 +1,0 @@
-import MumuFormats
-print("mumu")
