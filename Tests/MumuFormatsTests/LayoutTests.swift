@@ -281,6 +281,22 @@ final class LayoutTests: XCTestCase {
         XCTAssertFalse(converted.names.contains { $0.hasPrefix("conditioner.embedders.1.") })
     }
 
+    func testBareComponentFilesConvertOnceGivenTheirPrefix() throws {
+        // A standalone diffusers VAE file and the sgm VAE inside micro_sgm hold the same tensors.
+        let bare = try SafetensorsFile(path: fixturePath("layouts/micro_diffusers/vae/diffusion_pytorch_model.safetensors"))
+        let vae = PrefixedSource(bare, diffusers: .vae)
+        XCTAssertTrue(vae.names.allSatisfy { $0.hasPrefix("vae.") })
+        let sgmVAE = try LayoutConverter().convert(source: vae, to: .sgm)
+        XCTAssertEqual(sgmVAE.unmapped, [])
+        let sgm = try SafetensorsFile(path: fixturePath("layouts/micro_sgm.safetensors"))
+        for info in sgmVAE.tensors {
+            let a = try sgmVAE.tensor(info.name), b = try sgm.tensor(info.name)
+            withExtendedLifetime((a, b)) { XCTAssertTrue(a.info == b.info && a.bytes.elementsEqual(b.bytes), info.name) }
+        }
+        XCTAssertEqual(sgmVAE.names.count, 180)
+        XCTAssertThrowsError(try vae.tensor("encoder.conv_in.weight"))
+    }
+
     // MARK: - what cannot be converted is reported
 
     func testUnknownTensorsAreReportedNeverDropped() throws {
