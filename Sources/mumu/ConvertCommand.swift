@@ -24,19 +24,42 @@ struct ConvertCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let (source, _) = try ModelFile.open(input)
+            let (opened, _) = try ModelFile.open(input)
+            let inputLayout = Layouts.detectLayout(opened.names)
+            var source: TensorSource = opened
+            switch inputLayout {
+            case "diffusers-unet": source = PrefixedSource(opened, diffusers: .unet)
+            case "diffusers-vae": source = PrefixedSource(opened, diffusers: .vae)
+            default: break
+            }
+            let from = Layout.detect(names: source.names)
+            var to = from
+            if let layout {
+                guard let l = Layout(rawValue: layout) else { throw ValidationError("unknown layout '\(layout)': use sgm or diffusers") }
+                to = l
+            }
+            if let from, let to, from != to {
+                let converted = try LayoutConverter().convert(source: source, from: from, to: to)
+                if !converted.unmapped.isEmpty {
+                    warn("\(converted.unmapped.count) tensors have no \(to) counterpart and are left out: " +
+                         converted.unmapped.prefix(5).map(\.description).joined(separator: "; ") + (converted.unmapped.count > 5 ? "; ..." : ""))
+                }
+                source = converted
+            }
             var converter = ModelConverter(source: source)
             converter.dtype = try parseDType(dtype, allowKeep: true)
             converter.threads = out.threads
             converter.components = components.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
-            if let layout, layout != Layouts.detectLayout(source.names) {
-                throw ValidationError("layout conversion to '\(layout)' is not available in this build")
-            }
             let items = try converter.plan()
             let changes = items.contains { $0.output.dtype != source.infoByName[$0.sourceName]?.dtype }
-            let metadata = converter.metadata(changesBytes: changes)
+            var metadata = converter.metadata(changesBytes: changes)
+            if let to { metadata["modelspec.implementation"] = metadata["modelspec.sai_model_spec"] == nil ? nil : to.rawValue }
             let sink: ModelSink
-            if let maxShardSize {
+            if to == .diffusers {
+                guard maxShardSize == nil else { throw ValidationError("--max-shard-size applies to single-file output, not --layout diffusers") }
+                sink = try DiffusersFolderWriter(path: output, tensors: items.map(\.output), metadata: metadata,
+                                                 configs: diffusersConfigs(opened), overwrite: out.force)
+            } else if let maxShardSize {
                 sink = try ShardedSafetensorsWriter(path: output, tensors: items.map(\.output), metadata: metadata,
                                                     maxShardSize: try parseSize(maxShardSize), overwrite: out.force)
             } else {
@@ -48,4 +71,22 @@ struct ConvertCommand: ParsableCommand {
             if !out.quiet { print("wrote \(output): \(items.count) tensors") }
         }
     }
+}
+
+/// Component configs for a diffusers folder: the input folder's own, else the detected architecture's.
+func diffusersConfigs(_ source: TensorSource) -> [ModelComponent: JSONValue] {
+    if let folder = source as? DiffusersFolder {
+        var configs: [ModelComponent: JSONValue] = [:]
+        for c in ModelComponent.allCases { if let cfg = folder.config(for: c) { configs[c] = cfg } }
+        return configs
+    }
+    let layout = Layouts.detectLayout(source.names)
+    let detection = ModelDetector.detect(Layouts.sgmView(source, layout: layout), metadata: source.metadata)
+    guard let arch = detection.architecture.flatMap(Architectures.named) else {
+        warn("architecture unknown (\(detection.notes.first ?? "")): the diffusers folder gets no config.json files")
+        return [:]
+    }
+    var configs: [ModelComponent: JSONValue] = [:]
+    for c in ModelComponent.allCases { if let cfg = arch.component(c.rawValue)?.config, cfg != .null { configs[c] = cfg } }
+    return configs
 }

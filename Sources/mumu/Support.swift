@@ -24,6 +24,10 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     }
 }
 
+func warn(_ message: String) {
+    FileHandle.standardError.write(Data("mumu: note: \(message)\n".utf8))
+}
+
 func parseDType(_ name: String, allowKeep: Bool) throws -> DType? {
     if allowKeep && name == "keep" { return nil }
     guard let d = DType(userName: name), [.f16, .bf16, .f32, .f8e4m3, .f8e5m2].contains(d) else {

@@ -18,18 +18,15 @@ public struct ModelConverter {
         public var sourceName: String
     }
 
-    /// The output tensors (identity names; layout conversion maps names before this).
+    /// The output tensors (the source's names: layout conversion happens in the source, see `LayoutConverter`).
     public func plan() throws -> [Item] {
         var names = source.tensors
         if let components {
-            let detection = ModelDetector.detect(names, metadata: source.metadata)
-            guard let arch = detection.architecture.flatMap(Architectures.named) else {
-                throw FormatError.unsupported("\(source.path): --components needs a known architecture (\(detection.notes.first ?? "unknown"))")
+            let known: Set<String> = ["unet", "vae", "te1", "te2", "connector"]
+            for c in components where !known.contains(c) {
+                throw FormatError.unsupported("unknown component '\(c)': use \(known.sorted().joined(separator: ", "))")
             }
-            for c in components where arch.component(c) == nil {
-                throw FormatError.unsupported("\(arch.name) has no component '\(c)' (it has \(arch.components.map(\.name).joined(separator: ", ")))")
-            }
-            names = names.filter { arch.componentOf(key: $0.name).map(components.contains) ?? false }
+            names = names.filter { componentOf($0.name).map(components.contains) ?? false }
             guard !names.isEmpty else {
                 throw FormatError.unsupported("\(source.path): none of the components \(components.sorted().joined(separator: ", ")) is present")
             }
@@ -53,12 +50,19 @@ public struct ModelConverter {
     }
 
     public func jobs(_ items: [Item]) -> [StreamJob] {
-        let mapped = (source as? SafetensorsFile)?.file
-        return items.map { item in
+        items.map { item in
             StreamJob(output: item.output) { emit in
                 let data = try source.tensor(item.sourceName)
-                try StreamExecutor.converting(data, to: item.output.dtype, mapped: mapped)(emit)
+                try withExtendedLifetime(data) { try StreamExecutor.converting(data, to: item.output.dtype)(emit) }
             }
         }
     }
+}
+
+/// The component a tensor belongs to, from its sgm or flat diffusers prefix (nil when neither).
+public func componentOf(_ name: String) -> String? {
+    if let sgm = SGMPrefix.split(name) { return sgm.prefix.component.rawValue }
+    if let d = ModelComponent.splitDiffusers(name) { return d.component.rawValue }
+    if name.hasPrefix("connector.") { return "connector" }
+    return nil
 }

@@ -17,7 +17,20 @@ public enum Layouts {
 
 extension Layouts {
     /// The source's tensors under sgm single-file names (what the descriptors use).
+    /// Diffusers names are converted with the layout key maps; names that do not convert are kept
+    /// as they are (so detection reports them as extra instead of losing them).
     public static func sgmView(_ source: TensorSource, layout: String) -> [TensorInfo] {
-        source.tensors
+        let viewed: TensorSource
+        switch layout {
+        case "diffusers": viewed = source
+        case "diffusers-unet": viewed = PrefixedSource(source, diffusers: .unet)
+        case "diffusers-vae": viewed = PrefixedSource(source, diffusers: .vae)
+        default: return source.tensors
+        }
+        guard let converted = try? LayoutConverter().convert(source: viewed, from: .diffusers, to: .sgm) else {
+            return source.tensors
+        }
+        let unmapped = Set(converted.unmapped.map(\.name))
+        return converted.tensors + viewed.tensors.filter { unmapped.contains($0.name) }
     }
 }

@@ -73,7 +73,8 @@ public enum StreamExecutor {
 
     /// A job body that streams a source tensor converted to `dtype`, part by part, releasing the
     /// source pages as it goes when the source is memory-mapped.
-    public static func converting(_ source: TensorData, to dtype: DType, mapped: MappedFile? = nil) -> (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void {
+    public static func converting(_ source: TensorData, to dtype: DType) -> (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void {
+        let mapped = source.owner as? MappedFile
         return { emit in
             let count = source.info.elementCount
             if count == 0 { return }
