@@ -53,6 +53,16 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
     }
 
+    /// Maps the pages of `range` in one call (MADV_POPULATE_READ, Linux 5.14+) instead of taking one
+    /// page fault per 4 KiB when they are first read; a no-op where the kernel lacks it.
+    public func populate(_ range: Range<Int>) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        let end = min(size, range.upperBound)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, 22 /* MADV_POPULATE_READ */)
+    }
+
     /// Tells the kernel the range will be read front to back soon (read-ahead).
     public func adviseSequential(_ range: Range<Int>? = nil) {
         guard let base else { return }

@@ -21,19 +21,11 @@ public struct FileHashes: Codable, Sendable, Equatable {
 }
 
 public enum Hashing {
-    /// Hex SHA256 of a byte range, read in large slices (SHA-NI where the CPU has it).
-    public static func sha256(_ bytes: UnsafeRawBufferPointer, release file: MappedFile? = nil, offset: Int = 0) -> String {
+    /// Hex SHA256 of bytes in memory.
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> String {
         var h = SHA256()
-        let slice = 32 << 20
-        var i = 0
-        while i < bytes.count {
-            let n = min(slice, bytes.count - i)
-            h.update(UnsafeRawBufferPointer(rebasing: bytes[i..<(i + n)]))
-            // Drop the pages from this process once hashed, so hashing a 7 GB file keeps RSS small.
-            file?.release(offset + i..<(offset + i + n))
-            i += n
-        }
-        return hex(h.finalize())
+        h.update(bytes)
+        return h.hexDigest()
     }
 
     static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
@@ -43,30 +35,48 @@ public enum Hashing {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Computes every hash of a file. For safetensors (when `dataStart` is given) the whole-file hash
-    /// and the data-only hash run on two threads over the same mapping, so both cost one pass.
+    /// Computes every hash of a file in one pass over 64 MiB windows: each window's pages are mapped
+    /// in one call, hashed, then dropped from the process (so RSS stays small). For safetensors (when
+    /// `dataStart` is given) the whole-file hash and the data-only hash run on two threads over the
+    /// same window, so both cost one pass.
     public static func hashes(of file: MappedFile, dataStart: Int?) -> FileHashes {
         let all = file.all
         let v1Range = min(0x100000, all.count)..<min(0x110000, all.count)
         let autoV1 = String(sha256(UnsafeRawBufferPointer(rebasing: all[v1Range])).prefix(8))
-        file.adviseSequential()
-        guard let dataStart, dataStart <= all.count else {
-            return FileHashes(sha256: sha256(all, release: file), autoV1: autoV1, dataSHA256: nil)
-        }
-        var results = ["", ""]
-        results.withUnsafeMutableBufferPointer { out in
-            let out = UnsafeMutableBufferPointerBox(out)
-            DispatchQueue.concurrentPerform(iterations: 2) { k in
-                if k == 0 {
-                    out.buffer[0] = sha256(all)
-                } else {
-                    out.buffer[1] = sha256(UnsafeRawBufferPointer(rebasing: all[dataStart...]))
+        let dataStart = dataStart.map { min($0, all.count) }
+        var whole = SHA256()
+        var data = SHA256()
+        let window = 64 << 20
+        var offset = 0
+        while offset < all.count {
+            let end = min(all.count, offset + window)
+            file.populate(offset..<end)
+            let chunk = UnsafeRawBufferPointer(rebasing: all[offset..<end])
+            if let dataStart, dataStart < end {
+                let from = max(dataStart, offset)
+                let tail = UnsafeRawBufferPointer(rebasing: all[from..<end])
+                withUnsafeMutablePointer(to: &whole) { w in
+                    withUnsafeMutablePointer(to: &data) { d in
+                        let hashers = HasherPair(whole: w, data: d)
+                        DispatchQueue.concurrentPerform(iterations: 2) { k in
+                            if k == 0 { hashers.whole.pointee.update(chunk) } else { hashers.data.pointee.update(tail) }
+                        }
+                    }
                 }
+            } else {
+                whole.update(chunk)
             }
+            file.release(offset..<end)
+            offset = end
         }
-        file.release(0..<all.count)
-        return FileHashes(sha256: results[0], autoV1: autoV1, dataSHA256: results[1])
+        return FileHashes(sha256: whole.hexDigest(), autoV1: autoV1, dataSHA256: dataStart == nil ? nil : data.hexDigest())
     }
+}
+
+/// Two hashers updated from two threads (each touches only its own).
+private struct HasherPair: @unchecked Sendable {
+    let whole: UnsafeMutablePointer<SHA256>
+    let data: UnsafeMutablePointer<SHA256>
 }
 
 /// Incremental SHA-256 over the C kernel (SHA-NI where the CPU has it).
@@ -86,10 +96,4 @@ public struct SHA256 {
     public mutating func hexDigest() -> String { Hashing.hex(finalize()) }
     /// Whether the SHA-NI path is in use on this CPU.
     public static var usesSHAExtensions: Bool { mumu_sha256_has_shani() != 0 }
-}
-
-/// Lets two threads write disjoint slots of one buffer.
-struct UnsafeMutableBufferPointerBox<T>: @unchecked Sendable {
-    let buffer: UnsafeMutableBufferPointer<T>
-    init(_ b: UnsafeMutableBufferPointer<T>) { buffer = b }
 }

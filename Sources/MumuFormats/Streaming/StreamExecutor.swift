@@ -83,6 +83,7 @@ public enum StreamExecutor {
                 var i = 0
                 while i < source.bytes.count {
                     let n = min(step, source.bytes.count - i)
+                    populatePages(source, mapped, i..<(i + n))
                     try emit(UnsafeRawBufferPointer(rebasing: source.bytes[i..<(i + n)]))
                     releasePages(source, mapped, i..<(i + n))
                     i += n
@@ -96,12 +97,19 @@ public enum StreamExecutor {
             var e = 0
             while e < count {
                 let n = min(partElements, count - e)
+                populatePages(source, mapped, (e * inSize)..<((e + n) * inSize))
                 try Convert.convert(source.bytes.baseAddress! + e * inSize, from: source.info.dtype, to: dtype, buffer.pointer, count: n)
                 try emit(UnsafeRawBufferPointer(start: buffer.pointer, count: n * outSize))
                 releasePages(source, mapped, (e * inSize)..<((e + n) * inSize))
                 e += n
             }
         }
+    }
+
+    private static func populatePages(_ source: TensorData, _ mapped: MappedFile?, _ range: Range<Int>) {
+        guard let mapped, let base = mapped.base, let start = source.bytes.baseAddress else { return }
+        let offset = start - base
+        mapped.populate((offset + range.lowerBound)..<(offset + range.upperBound))
     }
 
     private static func releasePages(_ source: TensorData, _ mapped: MappedFile?, _ range: Range<Int>) {
