@@ -1,0 +1,159 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An output file written under a temporary name in the destination's folder and renamed into
+/// place only when complete, so an interrupted or failed run never leaves a half file at the
+/// output path. An existing file is refused unless `overwrite` is set. Temporary files are removed
+/// on failure, on deinit, and on SIGINT/SIGTERM.
+public final class AtomicFile: @unchecked Sendable {
+    public let path: String
+    public let temporaryPath: String
+    public let fd: Int32
+    private let overwrite: Bool
+    private var done = false
+
+    public init(path: String, overwrite: Bool) throws {
+        self.path = path
+        self.overwrite = overwrite
+        if !overwrite, access(path, F_OK) == 0 {
+            throw FormatError.io(path: path, reason: "already exists (use --force to overwrite)")
+        }
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[..<$0]) } ?? "."
+        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        var dirStat = stat()
+        guard stat(dir.isEmpty ? "/" : dir, &dirStat) == 0, (dirStat.st_mode & S_IFMT) == S_IFDIR else {
+            throw FormatError.io(path: path, reason: "folder '\(dir)' does not exist")
+        }
+        let tmp = "\(dir)/.\(base).mumu-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw FormatError.io(path: path, reason: "cannot create a file in '\(dir)': \(String(cString: strerror(errno)))")
+        }
+        self.fd = fd
+        temporaryPath = tmp
+        TemporaryFiles.register(tmp)
+    }
+
+    deinit { abort() }
+
+    /// Makes sure `bytes` more fit on the destination's file system and sets the file's final size.
+    public func reserve(_ bytes: Int) throws {
+        var fs = statvfs()
+        if fstatvfs(fd, &fs) == 0 {
+            let free = Int(fs.f_bavail) &* Int(fs.f_frsize)
+            if free < bytes {
+                throw FormatError.io(path: path, reason: "not enough disk space: needs \(formatBytes(bytes)), \(formatBytes(free)) free")
+            }
+        }
+        guard ftruncate(fd, off_t(bytes)) == 0 else {
+            throw FormatError.io(path: path, reason: "cannot size the output to \(bytes) bytes: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Writes all of `bytes` at `offset` (safe to call from several threads for disjoint ranges).
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FormatError.io(path: path, reason: "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    /// Flushes and renames the file into place.
+    public func commit() throws {
+        guard !done else { return }
+        if fsync(fd) != 0 {
+            throw FormatError.io(path: path, reason: "fsync failed: \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        done = true
+        if !overwrite, access(path, F_OK) == 0 {
+            unlink(temporaryPath)
+            TemporaryFiles.unregister(temporaryPath)
+            throw FormatError.io(path: path, reason: "appeared while writing; not overwritten (use --force)")
+        }
+        guard rename(temporaryPath, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporaryPath)
+            TemporaryFiles.unregister(temporaryPath)
+            throw FormatError.io(path: path, reason: "cannot move the finished file into place: \(reason)")
+        }
+        TemporaryFiles.unregister(temporaryPath)
+    }
+
+    /// Removes the temporary file (nothing happens at the output path).
+    public func abort() {
+        guard !done else { return }
+        done = true
+        close(fd)
+        unlink(temporaryPath)
+        TemporaryFiles.unregister(temporaryPath)
+    }
+}
+
+/// Paths of temporary outputs, removed if the process is interrupted.
+enum TemporaryFiles {
+    // A fixed table of C strings so the signal handler only calls async-signal-safe unlink.
+    private static let capacity = 256
+    nonisolated(unsafe) private static var table = [UnsafeMutablePointer<CChar>?](repeating: nil, count: capacity)
+    private static let lock = Mutex()
+    nonisolated(unsafe) private static var installed = false
+
+    static func register(_ path: String) {
+        lock.locked {
+            if !installed { installHandlers(); installed = true }
+            if let slot = table.firstIndex(where: { $0 == nil }) { table[slot] = strdup(path) }
+        }
+    }
+
+    static func unregister(_ path: String) {
+        lock.locked {
+            for i in 0..<capacity {
+                if let p = table[i], String(cString: p) == path { free(p); table[i] = nil }
+            }
+        }
+    }
+
+    private static func installHandlers() {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { sig in
+                TemporaryFiles.table.withUnsafeBufferPointer { slots in
+                    for case let p? in slots { unlink(p) }
+                }
+                _exit(128 + sig)
+            }
+        }
+    }
+}
+
+/// A plain pthread mutex (Foundation-free, usable from any thread).
+public final class Mutex: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    public init() { pthread_mutex_init(&m, nil) }
+    deinit { pthread_mutex_destroy(&m) }
+    public func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return try body()
+    }
+}
+
+/// "6.94 GB" style sizes for messages (decimal units, as file managers show).
+public func formatBytes(_ n: Int) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1000, u < units.count - 1 { v /= 1000; u += 1 }
+    if u == 0 { return "\(n) B" }
+    let hundredths = Int((v * 100).rounded())
+    let frac = hundredths % 100
+    return "\(hundredths / 100).\(frac < 10 ? "0" : "")\(frac) \(units[u])"
+}

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Small file-system helpers without Foundation.
+public func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+public func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+}
+
+/// Names in a folder (not recursive, no `.` / `..`), sorted.
+public func listDirectory(_ path: String) -> [String] {
+    guard let d = opendir(path) else { return [] }
+    defer { closedir(d) }
+    var names: [String] = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+            String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
+/// The first bytes of a file (for sniffing its format).
+public func readPrefix(_ path: String, count: Int) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: count)
+    let n = read(fd, &buf, count)
+    return n > 0 ? Array(buf[..<n]) : []
+}
+
+/// Size and modification time, for caches keyed by file identity.
+public struct FileIdentity: Hashable, Sendable, Codable {
+    public var size: Int
+    public var mtimeNanoseconds: Int
+    public var inode: UInt64
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        size = Int(st.st_size)
+        mtimeNanoseconds = Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
+        inode = UInt64(st.st_ino)
+    }
+}

@@ -1,0 +1,121 @@
+import MumuTensor
+
+/// Streams a safetensors file: the header is computed from the declared tensors first, then each
+/// tensor is written at its place as it is produced (in any order, from any thread), so writing a
+/// 7 GB file holds no more than the tensors in flight. The layout is the reference writer's: tensors
+/// ordered by descending dtype (so each is naturally aligned) then by name, the header padded with
+/// spaces to a multiple of 8. The file appears at `path` only when `finish()` succeeds.
+public final class SafetensorsWriter: @unchecked Sendable {
+    public let path: String
+    public let layout: Layout
+    private let out: AtomicFile
+    private let lock = Mutex()
+    private var written: [Bool]
+    private let index: [String: Int]
+
+    /// Where each tensor goes, and the header bytes.
+    public struct Layout: Sendable {
+        /// Entries in data order.
+        public var entries: [SafetensorsHeader.Entry]
+        /// The 8-byte length followed by the padded JSON header.
+        public var prefix: [UInt8]
+        public var totalSize: Int { prefix.count + (entries.last?.range.upperBound ?? 0) }
+    }
+
+    /// The reference writer's order: dtype descending (in the safetensors enum order), then name by bytes.
+    public static func order(_ tensors: [TensorInfo]) -> [TensorInfo] {
+        let rank = Dictionary(uniqueKeysWithValues: DType.allCases.enumerated().map { ($1, $0) })
+        return tensors.sorted { a, b in
+            let ra = rank[a.dtype]!, rb = rank[b.dtype]!
+            if ra != rb { return ra > rb }
+            return a.name.utf8.lexicographicallyPrecedes(b.name.utf8)
+        }
+    }
+
+    public static func layout(_ tensors: [TensorInfo], metadata: [String: String]) throws -> Layout {
+        var seen = Set<String>()
+        for t in tensors {
+            guard seen.insert(t.name).inserted else { throw FormatError.unsupported("tensor '\(t.name)' is declared twice") }
+            guard t.name != "__metadata__", !t.name.utf8.contains(0), !t.name.isEmpty else {
+                throw FormatError.unsupported("'\(t.name)' cannot be a tensor name in a safetensors file")
+            }
+            guard let numel = elementCount(t.shape), t.dtype.byteCount(elements: numel) != nil else {
+                throw FormatError.unsupported("tensor '\(t.name)': shape \(t.shape) of \(t.dtype.rawValue) is not a valid size")
+            }
+        }
+        var entries: [SafetensorsHeader.Entry] = []
+        var offset = 0
+        var json = "{"
+        if !metadata.isEmpty {
+            let members = metadata.keys.sorted().map { JSONWriter.quote($0) + ":" + JSONWriter.quote(metadata[$0]!) }
+            json += "\"__metadata__\":{" + members.joined(separator: ",") + "}"
+        }
+        for t in order(tensors) {
+            let size = t.byteCount
+            entries.append(.init(info: t, range: offset..<(offset + size)))
+            if json.count > 1 { json += "," }
+            json += JSONWriter.quote(t.name) + ":{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":["
+                + t.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(offset + size)]}"
+            offset += size
+        }
+        json += "}"
+        var header = Array(json.utf8)
+        header.append(contentsOf: repeatElement(0x20, count: (8 - header.count % 8) % 8))
+        guard header.count <= SafetensorsHeader.maxHeaderLength else {
+            throw FormatError.unsupported("the header would be \(header.count) bytes, over safetensors' 100,000,000-byte limit")
+        }
+        var prefix = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) }
+        prefix.append(contentsOf: header)
+        return Layout(entries: entries, prefix: prefix)
+    }
+
+    public init(path: String, tensors: [TensorInfo], metadata: [String: String] = [:], overwrite: Bool = false) throws {
+        self.path = path
+        layout = try Self.layout(tensors, metadata: metadata)
+        out = try AtomicFile(path: path, overwrite: overwrite)
+        written = Array(repeating: false, count: layout.entries.count)
+        index = Dictionary(uniqueKeysWithValues: layout.entries.enumerated().map { ($1.info.name, $0) })
+        try out.reserve(layout.totalSize)
+        try layout.prefix.withUnsafeBytes { try out.write($0, at: 0) }
+    }
+
+    /// The tensors in the order they sit in the file (writing in this order is sequential I/O).
+    public var tensors: [TensorInfo] { layout.entries.map(\.info) }
+
+    /// Writes one declared tensor's bytes (exactly its declared size).
+    public func write(_ name: String, _ bytes: UnsafeRawBufferPointer) throws {
+        guard let i = index[name] else { throw FormatError.unsupported("\(path): tensor '\(name)' was not declared") }
+        let e = layout.entries[i]
+        guard bytes.count == e.range.count else {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "got \(bytes.count) bytes, declared \(e.range.count)")
+        }
+        try lock.locked {
+            guard !written[i] else { throw FormatError.badTensor(path: path, tensor: name, reason: "written twice") }
+            written[i] = true
+        }
+        if bytes.count > 0 { try out.write(bytes, at: layout.prefix.count + e.range.lowerBound) }
+    }
+
+    /// Writes a tensor, converting it to the declared dtype when they differ.
+    public func write(_ data: TensorData) throws {
+        guard let i = index[data.info.name] else { throw FormatError.unsupported("\(path): tensor '\(data.info.name)' was not declared") }
+        let declared = layout.entries[i].info
+        if declared.dtype == data.info.dtype {
+            try write(data.info.name, data.bytes)
+        } else {
+            try write(data.info.name, try data.converted(to: declared.dtype).bytes)
+        }
+    }
+
+    /// Checks every declared tensor was written, then moves the file into place.
+    public func finish() throws {
+        if let missing = written.firstIndex(of: false) {
+            out.abort()
+            throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
+        }
+        try out.commit()
+    }
+
+    /// Abandons the file: nothing appears at `path`.
+    public func abort() { out.abort() }
+}
