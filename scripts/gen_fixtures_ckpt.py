@@ -57,8 +57,9 @@ def write_zip(path, archive, entries, deflate=()):
     entries = list(entries) + [(n, d) for n, d in (("byteorder", b"little"), ("version", b"3\n")) if n not in names]
     with zipfile.ZipFile(path, "w") as z:
         for name, data in entries:
-            method = zipfile.ZIP_DEFLATED if name in deflate else zipfile.ZIP_STORED
-            z.writestr(f"{archive}/{name}", data, compress_type=method)
+            info = zipfile.ZipInfo(f"{archive}/{name}", date_time=(2024, 1, 1, 0, 0, 0))  # reproducible bytes
+            info.compress_type = zipfile.ZIP_DEFLATED if name in deflate else zipfile.ZIP_STORED
+            z.writestr(info, data)
 
 
 def torch_entries(path):
