@@ -19,7 +19,7 @@ public enum ModelFile {
         }
         let magic = readPrefix(path, count: 4)
         if magic == [0x50, 0x4B, 0x03, 0x04] || magic == [0x50, 0x4B, 0x05, 0x06] {
-            throw FormatError.unsupported("\(path): PyTorch zip checkpoints are not readable yet")
+            return (try CheckpointFile(path: path), .ckpt)
         }
         if magic.first == 0x80, path.hasSuffix(".ckpt") || path.hasSuffix(".pt") || path.hasSuffix(".pth") || path.hasSuffix(".bin") {
             throw FormatError.unsupported("\(path): a legacy (pre-1.6, non-zip) PyTorch file; mumu reads the zip format only: re-save it with torch.save in a recent PyTorch, or get a .safetensors version")

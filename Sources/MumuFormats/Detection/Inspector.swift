@@ -164,6 +164,7 @@ public enum Inspector {
         }
         var report = InspectReport(path: path, format: format, sizeBytes: size, layout: layout, detection: detection,
                                    lora: lora, metadata: source.metadata, hashes: hashes, tensors: names)
+        if let ckpt = source as? CheckpointFile { report.skipped = ckpt.skippedEntries }
         return report
     }
 }
