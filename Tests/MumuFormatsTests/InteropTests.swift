@@ -151,6 +151,28 @@ final class InteropTests: XCTestCase {
         }
     }
 
+    /// The reference orders tensors by its `Dtype` enum, descending (`BOOL, F4, F6_E2M3, F6_E3M2, U8, I8,
+    /// F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ, I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64,
+    /// U64` in safetensors/src/tensor.rs). safetensors 0.8.0's `serialize` was observed to give, for one
+    /// tensor of each dtype its Python binding takes: U64 I64 F64 C64 F32 U32 I32 BF16 F16 U16 I16
+    /// F8_E5M2FNUZ F8_E4M3FNUZ F8_E8M0 F8_E4M3 F8_E5M2 I8 U8 F4 BOOL (F6 has no Python dtype; its place
+    /// comes from the enum). BOOL is last, below the sub-byte floats.
+    func testWriterOrdersDtypesAsTheReferenceEnum() throws {
+        let reference: [DType] = [.u64, .i64, .f64, .c64, .f32, .u32, .i32, .bf16, .f16, .u16, .i16,
+                                  .f8e5m2fnuz, .f8e4m3fnuz, .f8e8m0, .f8e4m3, .f8e5m2, .i8, .u8, .f6e3m2, .f6e2m3, .f4, .bool]
+        XCTAssertEqual(Set(reference), Set(DType.allCases), "every dtype has its place")
+        // Names in reverse alphabetical order, so the order cannot come from the names.
+        let infos = DType.allCases.enumerated().map { i, d in
+            TensorInfo(name: String(UnicodeScalar(UInt8(0x7A - i))) + "_" + d.rawValue.lowercased(), dtype: d, shape: [8])
+        }
+        XCTAssertEqual(SafetensorsWriter.order(infos).map(\.dtype), reference)
+        let path = dir + "/all_dtypes.safetensors"
+        let w = try SafetensorsWriter(path: path, tensors: infos)
+        for t in infos { try [UInt8](repeating: 0, count: t.byteCount).withUnsafeBytes { try w.write(t.name, $0) } }
+        try w.finish()
+        XCTAssertEqual(try SafetensorsFile(path: path).tensors.map(\.dtype), reference)
+    }
+
     // MARK: - (c) a sharded set huggingface_hub wrote
 
     func testShardedSetOpensThroughTheIndexAndThroughAShard() throws {
