@@ -98,7 +98,8 @@ static inline uint8_t f32_to_f8e4m3(float f) {
     uint32_t x = f2u(f);
     uint8_t sign = (uint8_t)((x >> 24) & 0x80);
     uint32_t ax = x & 0x7FFFFFFFu;
-    if (ax >= 0x43F00000u) return sign | 0x7F;        // >= 480, inf, NaN -> NaN (torch)
+    if (ax > 0x7F800000u) return sign | 0x7F;         // NaN stays NaN (S.1111.111)
+    if (ax >= 0x43E00000u) return sign | 0x7E;        // >= 448 (the largest finite) and inf saturate to +-448 (torch)
     if (ax < 0x3C800000u) {                           // below 2^-6: subnormal (ulp 2^-9) or zero
         if (ax < 0x3A800000u) return sign;            // <= 2^-10 rounds to zero
         uint32_t e = ax >> 23;

@@ -18,7 +18,9 @@ void mumu_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void mumu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 // float8 e4m3fn (torch.float8_e4m3fn: bias 7, no inf, NaN = S.1111.111, max 448) and
 // float8 e5m2 (torch.float8_e5m2: bias 15, IEEE-like with inf) <-> binary32.
-// Encoding follows torch: e4m3fn maps |x| >= 480 (and inf) to NaN, e5m2 rounds to inf.
+// Encoding follows torch (2.15, checked by Tests/MumuFormatsTests/Fixtures/dtypes/f8_reference.safetensors):
+// round to nearest even; e4m3fn saturates every value beyond 448, inf included, to +-448 (NaN stays NaN);
+// e5m2 rounds values >= 61440 to +-inf.
 void mumu_f8e4m3_to_f32(const uint8_t *src, float *dst, size_t n);
 void mumu_f32_to_f8e4m3(const float *src, uint8_t *dst, size_t n);
 void mumu_f8e5m2_to_f32(const uint8_t *src, float *dst, size_t n);

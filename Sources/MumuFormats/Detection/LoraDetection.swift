@@ -57,11 +57,12 @@ public enum LoraDetector {
             guard let s = suffixes.first(where: { t.name.hasSuffix($0) }) else { unknown.append(t.name); continue }
             groups[String(t.name.dropLast(s.count)), default: [:]][s] = t
         }
-        var peftAlpha: Float?
-        var peftRank: Int?
-        if let meta = source.metadata["lora_adapter_metadata"], let json = try? JSONParser.parse(meta) {
-            peftAlpha = number(json["lora_alpha"]).map(Float.init)
-            peftRank = number(json["r"]).map(Int.init)
+        // PEFT: diffusers writes one flat object keyed "<component>.<LoraConfig field>" (`unet.lora_alpha`,
+        // `text_encoder_2.r`, ...), each component with its own values; a bare LoraConfig uses the plain keys.
+        let peftConfig = source.metadata["lora_adapter_metadata"].flatMap { try? JSONParser.parse($0) }
+        func peftValue(_ field: String, module: String) -> Double? {
+            guard let json = peftConfig else { return nil }
+            return number(json[String(module.prefix { $0 != "." }) + "." + field]) ?? number(json[field])
         }
         var modules: [LoraDetection.Module] = []
         for (name, parts) in groups.sorted(by: { $0.key < $1.key }) {
@@ -69,7 +70,8 @@ public enum LoraDetector {
             var rank: Int?
             if let down = parts[".lora_down.weight"] ?? parts[".lora_A.weight"] ?? parts[".lora.down.weight"] {
                 rank = down.shape.first
-                if down.shape.count == 4, down.shape[2] * down.shape[3] > 1 { kind = "LoCon" }
+                // LoCon is kohya / LyCORIS's name for LoRA on 3x3 convs; PEFT calls every adapter LoRA.
+                if isKohya, down.shape.count == 4, down.shape[2] * down.shape[3] > 1 { kind = "LoCon" }
             } else if let w1b = parts[".hada_w1_b"] {
                 kind = "LoHa"; rank = w1b.shape.first
             } else if parts[".lokr_w1"] != nil || parts[".lokr_w1_a"] != nil || parts[".lokr_w2"] != nil || parts[".lokr_w2_a"] != nil {
@@ -86,8 +88,8 @@ public enum LoraDetector {
             }
             var alpha: Float?
             if let a = parts[".alpha"], let v = try? source.tensor(a.name).floats().first { alpha = v }
-            if alpha == nil, !isKohya { alpha = peftAlpha }
-            if !isKohya, rank == nil { rank = peftRank }
+            if alpha == nil, !isKohya { alpha = peftValue("lora_alpha", module: name).map(Float.init) }
+            if !isKohya, rank == nil { rank = peftValue("r", module: name).map(Int.init) }
             modules.append(.init(name: name, component: component(of: name), kind: kind, rank: rank, alpha: alpha))
         }
         var rankCounts: [Int: Int] = [:]
@@ -145,12 +147,38 @@ public enum LoraDetector {
                 if let down = parts[".lora_down.weight"], let up = parts[".lora_up.weight"] {
                     return down.shape.count >= 2 && down.shape[1] == shape.dropFirst().first && up.shape.first == shape.first
                 }
+                // LoHa, LoKr and full diffs: the (out, in x kernel) their factors make must be the weight's.
+                if let made = factoredSize(parts) {
+                    return made.out == shape.first && made.inner == shape.dropFirst().reduce(1, *)
+                }
                 return true
             }
             if fits { return d.name }
         }
         return nil
     }
+}
+
+/// The (rows, elements per row) of the weight a LoHa, LoKr or full-diff module rebuilds, from its
+/// factors' shapes (LyCORIS layouts; with Tucker cores the kernel comes from `hada_t1` / `lokr_t2`).
+func factoredSize(_ parts: [String: TensorInfo]) -> (out: Int, inner: Int)? {
+    func dims(_ suffix: String) -> [Int]? { parts[suffix]?.shape }
+    if let diff = dims(".diff"), let first = diff.first { return (first, diff.dropFirst().reduce(1, *)) }
+    if let a = dims(".hada_w1_a"), let b = dims(".hada_w1_b"), a.count == 2, b.count == 2 {
+        if let t = dims(".hada_t1"), t.count >= 2 { return (a[1], b[1] * t.dropFirst(2).reduce(1, *)) }   // a [r, out], b [r, in]
+        return (a[0], b[1])                                                                            // a [out, r], b [r, in x k]
+    }
+    var w1: (out: Int, inner: Int)?
+    if let w = dims(".lokr_w1"), w.count == 2 { w1 = (w[0], w[1]) }
+    else if let a = dims(".lokr_w1_a"), let b = dims(".lokr_w1_b"), a.count == 2, b.count == 2 { w1 = (a[0], b[1]) }
+    var w2: (out: Int, inner: Int)?
+    if let w = dims(".lokr_w2"), let first = w.first { w2 = (first, w.dropFirst().reduce(1, *)) }
+    else if let a = dims(".lokr_w2_a"), let b = dims(".lokr_w2_b"), a.count == 2, b.count == 2 {
+        if let t = dims(".lokr_t2"), t.count >= 2 { w2 = (a[1], b[1] * t.dropFirst(2).reduce(1, *)) }
+        else { w2 = (a[0], b[1]) }
+    }
+    if let w1, let w2 { return (w1.out * w2.out, w1.inner * w2.inner) }
+    return nil
 }
 
 extension Substring {

@@ -23,9 +23,15 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
         public var totalSize: Int { prefix.count + (entries.last?.range.upperBound ?? 0) }
     }
 
+    /// The reference's `Dtype` enum order (safetensors/src/tensor.rs), which is not `DType.allCases`'
+    /// (BOOL comes first there, before the sub-byte floats).
+    static let referenceDTypeOrder: [DType] = [.bool, .f4, .f6e2m3, .f6e3m2, .u8, .i8, .f8e5m2, .f8e4m3, .f8e8m0,
+                                               .f8e4m3fnuz, .f8e5m2fnuz, .i16, .u16, .f16, .bf16, .i32, .u32, .f32,
+                                               .c64, .f64, .i64, .u64]
+
     /// The reference writer's order: dtype descending (in the safetensors enum order), then name by bytes.
     public static func order(_ tensors: [TensorInfo]) -> [TensorInfo] {
-        let rank = Dictionary(uniqueKeysWithValues: DType.allCases.enumerated().map { ($1, $0) })
+        let rank = Dictionary(uniqueKeysWithValues: referenceDTypeOrder.enumerated().map { ($1, $0) })
         return tensors.sorted { a, b in
             let ra = rank[a.dtype]!, rb = rank[b.dtype]!
             if ra != rb { return ra > rb }
