@@ -57,8 +57,9 @@ def write_zip(path, archive, entries, deflate=()):
     entries = list(entries) + [(n, d) for n, d in (("byteorder", b"little"), ("version", b"3\n")) if n not in names]
     with zipfile.ZipFile(path, "w") as z:
         for name, data in entries:
-            method = zipfile.ZIP_DEFLATED if name in deflate else zipfile.ZIP_STORED
-            z.writestr(f"{archive}/{name}", data, compress_type=method)
+            info = zipfile.ZipInfo(f"{archive}/{name}", date_time=(2024, 1, 1, 0, 0, 0))  # reproducible bytes
+            info.compress_type = zipfile.ZIP_DEFLATED if name in deflate else zipfile.ZIP_STORED
+            z.writestr(info, data)
 
 
 def torch_entries(path):
@@ -106,6 +107,42 @@ def unicode(s):
 def short_unicode(s):
     b = s.encode()
     return b"\x8c" + bytes([len(b)]) + b
+
+
+def lightning_checkpoint():
+    """What a PyTorch Lightning 1.x checkpoint holds around its state dict: a callback state keyed
+    by the callback class, numpy scalars, optimizer states with tensors, hyper-parameters. The
+    callback class is a stand-in registered under Lightning's module name (Lightning itself is not
+    needed); pickle records only its name."""
+    import sys
+    import types
+
+    import numpy as np
+
+    names = ["pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint"]
+    for name in names:
+        sys.modules.setdefault(name, types.ModuleType(name))
+    ModelCheckpoint = type("ModelCheckpoint", (), {"__module__": names[-1]})
+    sys.modules[names[-1]].ModelCheckpoint = ModelCheckpoint
+
+    g = torch.Generator().manual_seed(7)
+    sd = OrderedDict()
+    sd["model.diffusion_model.out.2.weight"] = torch.randn(4, 2, 3, 3, generator=g).half()
+    sd["model.diffusion_model.out.2.bias"] = torch.randn(4, generator=g).half()
+    sd["first_stage_model.decoder.conv_out.bias"] = torch.randn(3, generator=g)
+    return sd, {
+        "epoch": 3,
+        "global_step": np.int64(1234),
+        "pytorch-lightning_version": "1.9.4",
+        "state_dict": sd,
+        "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_score": torch.tensor(0.5),
+                                        "best_model_path": "/ckpt/last.ckpt", "lr": np.float32(0.25),
+                                        "history": np.arange(3)}},
+        "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 1e-4, "params": [0]}]}],
+        "lr_schedulers": [],
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"base_lr": 1e-4, "betas": (0.9, 0.999)},
+    }
 
 
 def int_tuple(xs):
@@ -177,6 +214,11 @@ def main():
     for name, data in malicious_pickles().items():
         archive = name.rsplit(".", 1)[0]
         write_zip(os.path.join(OUT, name), archive, [("data.pkl", data)])
+
+    # lightning.ckpt: a Lightning-style checkpoint (numpy scalars, a callback class as a key).
+    lsd, lckpt = lightning_checkpoint()
+    save(lckpt, "lightning.ckpt")
+    save_file({k: v.contiguous() for k, v in lsd.items()}, os.path.join(OUT, "lightning_expected.safetensors"))
 
     # oob.ckpt: a tensor whose view (offset 2, 4 elements) runs past its 4-element storage.
     floats = struct.pack("<4f", 1, 2, 3, 4)

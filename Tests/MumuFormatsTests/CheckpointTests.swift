@@ -79,6 +79,27 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    func testLightningCheckpointWithNumpyAndCallbacks() throws {
+        let ckpt = try CheckpointFile(path: try fixture("lightning.ckpt"))
+        let expected = try readSafetensors(try fixture("lightning_expected.safetensors"))
+        XCTAssertEqual(ckpt.names, ["model.diffusion_model.out.2.weight", "model.diffusion_model.out.2.bias",
+                                    "first_stage_model.decoder.conv_out.bias"])
+        for info in ckpt.tensors {
+            XCTAssertEqual(try bytes(ckpt, info.name), expected[info.name]?.bytes, info.name)
+        }
+        XCTAssertEqual(ckpt.tensorRoot, "state_dict")
+        XCTAssertEqual(ckpt.skipped, [
+            .init(name: "epoch", summary: "int 3"),
+            .init(name: "global_step", summary: "int 1234"), // a numpy.int64, decoded from its bytes
+            .init(name: "pytorch-lightning_version", summary: "str '1.9.4'"),
+            .init(name: "callbacks", summary: "dict of 1 entries"),
+            .init(name: "optimizer_states", summary: "list of 1"),
+            .init(name: "lr_schedulers", summary: "list of 0"),
+            .init(name: "hparams_name", summary: "str 'kwargs'"),
+            .init(name: "hyper_parameters", summary: "dict of 2 entries"),
+        ])
+    }
+
     // MARK: - Refusing what is not data
 
     func testMaliciousPicklesAreRefusedAndNothingRuns() throws {
@@ -112,7 +133,7 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testEveryTruncationOfTinyIsAFormatError() throws {
-        let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: try fixture("tiny.ckpt"))))
+        let bytes = try readFile(try fixture("tiny.ckpt"))
         var cuts = Array(stride(from: 0, to: bytes.count, by: 41))
         cuts += Array(max(0, bytes.count - 200)..<bytes.count) // every cut inside the end records
         for cut in cuts {
@@ -130,7 +151,7 @@ final class CheckpointTests: XCTestCase {
             if size >= 22 { bytes.replaceSubrange((size - 22)..<(size - 18), with: [0x50, 0x4B, 0x05, 0x06]) }
             XCTAssertThrowsError(try CheckpointFile(path: try temporaryFile(bytes))) { XCTAssertNotNil($0 as? FormatError) }
         }
-        let tiny = try Array(Data(contentsOf: URL(fileURLWithPath: try fixture("tiny.ckpt"))))
+        let tiny = try readFile(try fixture("tiny.ckpt"))
         // Half the mutations anywhere, half in the zip structures at the end.
         let structure = tiny.count - 1300
         var opened = 0
@@ -169,13 +190,23 @@ final class CheckpointTests: XCTestCase {
             bytes += data.bytes.count
             if data.owner is OwnedBuffer { copied += 1 }
         }
+        // MUMU_CKPT_EXPECTED=/path/same.safetensors also compares every tensor bit for bit.
+        if let expectedPath = ProcessInfo.processInfo.environment["MUMU_CKPT_EXPECTED"] {
+            let expected = try SafetensorsFile(path: expectedPath)
+            XCTAssertEqual(Set(expected.names), Set(ckpt.names))
+            for info in expected.tensors {
+                let a = try ckpt.tensor(info.name), b = try expected.tensor(info.name)
+                XCTAssertEqual(a.info, b.info)
+                withExtendedLifetime((a, b)) { XCTAssertTrue(a.bytes.elementsEqual(b.bytes), info.name) }
+            }
+        }
         print("\(path): \(ckpt.tensors.count) tensors, \(bytes) bytes, \(copied) gathered, opened in \(String(format: "%.3f", opened)) s; root '\(ckpt.tensorRoot)'; skipped: \(ckpt.skipped.map { "\($0.name) (\($0.summary))" })")
     }
 
     // MARK: - The unpickler alone
 
     func testUnpicklerReadsProtocolZeroText() throws {
-        let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: try fixture("proto0.pkl"))))
+        let bytes = try readFile(try fixture("proto0.pkl"))
         let p = try Unpickler.unpickle(bytes, path: "proto0.pkl")
         let root = try XCTUnwrap(p.dict(p.root))
         XCTAssertEqual(root["a"], .int(1))
@@ -248,10 +279,7 @@ final class CheckpointTests: XCTestCase {
         return withExtendedLifetime(data) { Array(data.bytes) }
     }
 
-    private func fixture(_ name: String) throws -> String {
-        let root = try XCTUnwrap(Bundle.module.url(forResource: "Fixtures", withExtension: nil))
-        return root.appendingPathComponent("ckpt").appendingPathComponent(name).path
-    }
+    private func fixture(_ name: String) throws -> String { fixturePath("ckpt/" + name) }
 
     private func assertMalformed(_ name: String, mentioning text: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let path = try fixture(name)
@@ -264,22 +292,20 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
-    private lazy var scratch: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-ckpt-tests-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    private var scratch: String?
     private var scratchCount = 0
 
+    /// Writes `bytes` to a new file in this test's temporary folder.
     private func temporaryFile(_ bytes: [UInt8]) throws -> String {
+        if scratch == nil { scratch = try makeTemporaryDirectory() }
         scratchCount += 1
-        let url = scratch.appendingPathComponent("f\(scratchCount).ckpt")
-        try Data(bytes).write(to: url)
-        return url.path
+        let path = (scratch ?? "") + "/f\(scratchCount).ckpt"
+        try writeFile(bytes, path)
+        return path
     }
 
     override func tearDown() {
-        if scratchCount > 0 { try? FileManager.default.removeItem(at: scratch) }
+        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
         super.tearDown()
     }
 
@@ -289,18 +315,12 @@ final class CheckpointTests: XCTestCase {
         var bytes: [UInt8]
     }
 
-    /// A minimal safetensors reader for the expected values: u64 header length, JSON, data.
+    /// The tensors of a safetensors file (read with mumu's reader), by name.
     private func readSafetensors(_ path: String) throws -> [String: ExpectedTensor] {
-        let data = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
-        let n = data[0..<8].reversed().reduce(0) { $0 << 8 | Int($1) }
-        let header = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(data[8..<(8 + n)])) as? [String: Any])
+        let file = try SafetensorsFile(path: path)
         var out: [String: ExpectedTensor] = [:]
-        for (name, value) in header where name != "__metadata__" {
-            let entry = try XCTUnwrap(value as? [String: Any])
-            let offsets = try XCTUnwrap(entry["data_offsets"] as? [Int])
-            out[name] = ExpectedTensor(dtype: try XCTUnwrap(entry["dtype"] as? String),
-                                       shape: try XCTUnwrap(entry["shape"] as? [Int]),
-                                       bytes: Array(data[(8 + n + offsets[0])..<(8 + n + offsets[1])]))
+        for info in file.tensors {
+            out[info.name] = ExpectedTensor(dtype: info.dtype.rawValue, shape: info.shape, bytes: try bytes(file, info.name))
         }
         return out
     }
