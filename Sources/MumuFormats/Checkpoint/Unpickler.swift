@@ -477,15 +477,18 @@ public struct Unpickler {
     /// other is kept as an inert object.
     private mutating func numpyScalar(_ args: [PickleValue]) throws -> PickleValue {
         guard args.count >= 2, case .object(let d) = args[0], objects[d].type == .numpyDType,
-              case .string(var descr) = objects[d].arguments.first ?? .none
+              case .string(let descrString) = objects[d].arguments.first ?? .none
         else {
             objects.append(PickleObject(type: .numpyScalar, arguments: args, state: nil))
             return .object(objects.count - 1)
         }
+        // A Substring, so dropping the byte-order character copies nothing; and at most 9 bytes
+        // of the data (a scalar has at most 8): a memoized long string may be passed again and again.
+        var descr = Substring(descrString)
         let raw: [UInt8]
         switch args[1] {
-        case .bytes(let b): raw = b
-        case .string(let s): raw = s.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) }
+        case .bytes(let b): raw = Array(b.prefix(9))
+        case .string(let s): raw = s.unicodeScalars.prefix(9).map { UInt8(truncatingIfNeeded: $0.value) }
         default: throw malformed("numpy scalar data is a \(pickle.summary(args[1]))")
         }
         var bigEndian = false
