@@ -52,4 +52,34 @@ final class FuzzRegressionTests: XCTestCase {
         p += binunicode(Array("\u{5}\0\0\0\0\0\0\0".utf8)) + [0x86, 0x52, 0x2E]
         XCTAssertEqual(try Unpickler.unpickle(p, path: "fuzz").root, .int(5))
     }
+
+    /// A memoized 1,000,000-character string used as a dict key 10,000 times (SETITEM, DICT,
+    /// OrderedDict of a dict, OrderedDict of pairs): every use hashed it whole (about a minute
+    /// here). Key bytes are now charged to the unpickler's budget, so this is refused at once.
+    func testMemoizedLongDictKeyIsChargedToTheBudget() throws {
+        let prefix: [UInt8] = [0x80, 0x02] + binunicode([UInt8](repeating: 0x61, count: 1_000_000)) + [0x71, 0, 0x30]
+        let ordered = Array("ccollections\nOrderedDict\n".utf8) + [0x71, 1, 0x30]
+        let cases: [(String, [UInt8], [UInt8])] = [
+            ("SETITEM", prefix + [0x7D], [0x68, 0, 0x4E, 0x73]),                     // GET key, None, SETITEM
+            ("DICT", prefix, [0x28, 0x68, 0, 0x4E, 0x64, 0x30]),                     // MARK key None DICT; POP
+            ("OrderedDict(dict)", prefix + ordered + [0x7D, 0x68, 0, 0x4E, 0x73, 0x71, 2, 0x30],
+             [0x68, 1, 0x68, 2, 0x85, 0x52, 0x30]),                                  // OrderedDict(d); POP
+            ("OrderedDict(pairs)", prefix + ordered + [0x68, 0, 0x4E, 0x86, 0x85, 0x71, 2, 0x30],
+             [0x68, 1, 0x68, 2, 0x85, 0x52, 0x30]),                                  // OrderedDict(((key, None),)); POP
+        ]
+        for (name, head, step) in cases {
+            var p = head
+            for _ in 0..<10_000 { p += step }
+            p += [0x4E, 0x2E]
+            switch unpickleTimed(p) {
+            case .success: XCTFail("\(name): a long key used 10,000 times is accepted")
+            case .failure(let error): XCTAssertTrue("\(error)".contains("decompression bomb"), "\(name): \(error)")
+            }
+        }
+        // Long keys used once each, as in a real state dict, stay well within the budget.
+        var p: [UInt8] = [0x80, 0x02, 0x7D, 0x28]
+        for i in 0..<1000 { p += binunicode(Array("model.diffusion_model.layer\(i).".utf8) + [UInt8](repeating: 0x62, count: 200)) + [0x4E] }
+        p += [0x75, 0x2E]
+        XCTAssertEqual(try Unpickler.unpickle(p, path: "fuzz").dicts.first?.count, 1000)
+    }
 }
