@@ -9,7 +9,8 @@ import MumuTensor
 /// Bounded by its input: every opcode consumes at least one byte and pushes at most one value,
 /// so the stack, the memo and the containers are bounded by the pickle's length; the few
 /// conversions that copy (set(list), torch.Size(list), OrderedDict(pairs), _codecs.encode)
-/// draw from a budget proportional to that length. There are no loops over untrusted counts.
+/// and the hashing of string dict keys draw from a budget proportional to that length. There
+/// are no loops over untrusted counts.
 public struct Unpickler {
     /// The file the pickle came from, for errors.
     public let path: String
@@ -150,7 +151,10 @@ public struct Unpickler {
             let items = try popMark()
             guard items.count % 2 == 0 else { throw malformed("DICT with an odd number of items") }
             var dict = PickleDict()
-            for i in stride(from: 0, to: items.count, by: 2) { dict.set(items[i], items[i + 1]) }
+            for i in stride(from: 0, to: items.count, by: 2) {
+                try spend(keyCost(items[i]), "DICT")
+                dict.set(items[i], items[i + 1])
+            }
             push(newDict(dict))
         case 0x6C: push(newSequence(try popMark(), .list)) // LIST
         case 0x74: push(newSequence(try popMark(), .tuple)) // TUPLE
@@ -299,7 +303,17 @@ public struct Unpickler {
 
     private mutating func setItems(_ items: [PickleValue], in target: PickleValue) throws {
         guard case .dict(let d) = target else { throw malformed("SETITEM on a \(pickle.summary(target)), not a dict") }
-        for i in stride(from: 0, to: items.count, by: 2) { dicts[d].set(items[i], items[i + 1]) }
+        for i in stride(from: 0, to: items.count, by: 2) {
+            try spend(keyCost(items[i]), "SETITEM")
+            dicts[d].set(items[i], items[i + 1])
+        }
+    }
+
+    /// What setting `key` in a dict costs: a string key is hashed whole, and a memoized one can
+    /// be used again and again for two bytes of pickle each, so its length is charged to the budget.
+    private func keyCost(_ key: PickleValue) -> Int {
+        if case .string(let s) = key { return s.utf8.count }
+        return 0
     }
 
     /// The arena so far, for summaries in messages.
@@ -338,11 +352,15 @@ public struct Unpickler {
             if let source = args.first {
                 if case .dict(let d) = source {
                     try spend(dicts[d].count, "OrderedDict(dict)")
-                    for e in dicts[d].entries { dict.set(e.key, e.value) }
+                    for e in dicts[d].entries {
+                        try spend(keyCost(e.key), "OrderedDict(dict)")
+                        dict.set(e.key, e.value)
+                    }
                 } else if let pairs = pickle.items(source) {
                     try spend(pairs.count, "OrderedDict(pairs)")
                     for pair in pairs {
                         guard let kv = pickle.items(pair), kv.count == 2 else { throw malformed("OrderedDict with an item that is not a pair") }
+                        try spend(keyCost(kv[0]), "OrderedDict(pairs)")
                         dict.set(kv[0], kv[1])
                     }
                 } else {
@@ -477,15 +495,18 @@ public struct Unpickler {
     /// other is kept as an inert object.
     private mutating func numpyScalar(_ args: [PickleValue]) throws -> PickleValue {
         guard args.count >= 2, case .object(let d) = args[0], objects[d].type == .numpyDType,
-              case .string(var descr) = objects[d].arguments.first ?? .none
+              case .string(let descrString) = objects[d].arguments.first ?? .none
         else {
             objects.append(PickleObject(type: .numpyScalar, arguments: args, state: nil))
             return .object(objects.count - 1)
         }
+        // A Substring, so dropping the byte-order character copies nothing; and at most 9 bytes
+        // of the data (a scalar has at most 8): a memoized long string may be passed again and again.
+        var descr = Substring(descrString)
         let raw: [UInt8]
         switch args[1] {
-        case .bytes(let b): raw = b
-        case .string(let s): raw = s.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) }
+        case .bytes(let b): raw = Array(b.prefix(9))
+        case .string(let s): raw = s.unicodeScalars.prefix(9).map { UInt8(truncatingIfNeeded: $0.value) }
         default: throw malformed("numpy scalar data is a \(pickle.summary(args[1]))")
         }
         var bigEndian = false

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds mumu's libFuzzer targets with swiftc directly (no SwiftPM).
+#
+#   fuzz/build.sh [target...]      targets: safetensors pickle (default: both)
+#
+# Outputs (git-ignored): fuzz/build/safetensors-fuzz, fuzz/build/pickle-fuzz
+#
+# How: every target is ONE Swift module (MumuFuzz) made of
+#   - Sources/MumuTensor/*.swift and Sources/MumuFormats/**/*.swift, copied into
+#     fuzz/build/src/ with their `import MumuTensor` / `import MumuFormats` lines removed
+#     (they are the same module here);
+#   - fuzz/EmbeddedFormatsStub.swift in place of the EmbeddedFormats.swift that the SwiftPM
+#     build plugin generates (the parsers never read the architecture descriptors);
+#   - the target's fuzz/<Name>Fuzz.swift, which defines LLVMFuzzerTestOneInput.
+# `import CMumuKernels` stays: a module map in fuzz/build/cmodules/ points at
+# Sources/CMumuKernels/include/mumu_kernels.h, and the C kernels are compiled with clang into
+# objects (with AddressSanitizer) and linked in.
+# Swift is compiled with `-sanitize=fuzzer,address -O` (checked arithmetic, not the package's
+# -Ounchecked, so overflows and out-of-range indices trap) in Swift 5 language mode, as the
+# package builds. Uses the swiftc and clang on PATH (the Swift 6.3 toolchain); override with
+# SWIFTC=... CLANG=... . Takes a couple of minutes per target; set JOBS=1 on a busy machine.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+SWIFTC="${SWIFTC:-swiftc}"
+CLANG="${CLANG:-clang}"
+JOBS="${JOBS:-1}"
+out="$root/fuzz/build"
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors pickle)
+
+rm -rf "$out/src" "$out/cmodules" "$out/obj"
+mkdir -p "$out/src" "$out/cmodules/CMumuKernels" "$out/obj"
+
+# 1. Library sources, flattened into one folder (names made unique by their path).
+find Sources/MumuTensor Sources/MumuFormats -name '*.swift' | sort | while read -r f; do
+    flat="$(echo "${f#Sources/}" | tr '/' '_')"
+    sed -E '/^[[:space:]]*(@_exported[[:space:]]+)?import[[:space:]]+(MumuTensor|MumuFormats)[[:space:]]*$/d' "$f" >"$out/src/$flat"
+done
+if grep -q 'EmbeddedFormats' "$out"/src/*.swift; then cp fuzz/EmbeddedFormatsStub.swift "$out/src/"; fi
+
+# 2. The C kernels, and a module map so `import CMumuKernels` resolves.
+cat >"$out/cmodules/CMumuKernels/module.modulemap" <<MAP
+module CMumuKernels {
+    header "$root/Sources/CMumuKernels/include/mumu_kernels.h"
+    export *
+}
+MAP
+objs=()
+for c in Sources/CMumuKernels/*.c; do
+    o="$out/obj/$(basename "${c%.c}").o"
+    "$CLANG" -c -O2 -g -fsanitize=address -fno-math-errno -I Sources/CMumuKernels/include "$c" -o "$o"
+    objs+=("$o")
+done
+
+# 3. One executable per target.
+for t in "${targets[@]}"; do
+    case "$t" in
+        safetensors) main=fuzz/SafetensorsFuzz.swift ;;
+        pickle) main=fuzz/PickleFuzz.swift ;;
+        *) echo "unknown target '$t' (safetensors, pickle)" >&2; exit 2 ;;
+    esac
+    echo "building fuzz/build/$t-fuzz"
+    "$SWIFTC" -sanitize=fuzzer,address -parse-as-library -O -g -swift-version 5 \
+        -module-name MumuFuzz -j"$JOBS" -use-ld=lld \
+        -I "$out/cmodules/CMumuKernels" -Xcc -I -Xcc Sources/CMumuKernels/include \
+        "$out"/src/*.swift "$main" "${objs[@]}" \
+        -o "$out/$t-fuzz"
+done
