@@ -13,6 +13,8 @@ import MumuTensor
 /// Contiguous tensors are served zero-copy from the memory mapping; strided views (a saved
 /// `.t()`) and misaligned ones are gathered into an owned buffer.
 public final class CheckpointFile: TensorSource {
+    /// Largest `data.pkl` accepted (64 MiB).
+    public static let maxPickleSize = 64 << 20
     /// A value the file holds that is not served as a tensor.
     public struct SkippedValue: Sendable, Equatable {
         /// Its name, joined with `.` like a tensor's (`global_step`, `state_dict.version`).
@@ -74,6 +76,12 @@ public final class CheckpointFile: TensorSource {
             }
         }
 
+        // The object tree of a real checkpoint pickles to well under a megabyte (SDXL's 2,515 tensors:
+        // ~400 KB); tensor data lives outside it. The unpickler needs up to ~200 bytes of memory per
+        // pickle byte on hostile input, so a cap bounds it.
+        guard pickleEntry.uncompressedSize <= Self.maxPickleSize else {
+            throw FormatError.malformed(path: path, reason: "'\(pickleEntry.name)' is \(pickleEntry.uncompressedSize) bytes, over the \(Self.maxPickleSize)-byte limit for a checkpoint's object tree")
+        }
         let pickle = try Unpickler.unpickle(try archive.data(of: pickleEntry), path: path, entry: pickleEntry.name)
         var flat = Flattener(pickle: pickle, path: path)
         let (root, rootName) = try flat.selectRoot()
