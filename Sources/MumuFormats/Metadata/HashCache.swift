@@ -62,7 +62,7 @@ public final class HashCache: @unchecked Sendable {
         let mapped = try MappedFile(path: file)
         var dataStart: Int?
         if let header = try? SafetensorsHeader.parse(mapped.all, path: file) { dataStart = header.dataStart }
-        let h = Hashing.hashes(of: mapped, dataStart: dataStart)
+        let h = try Hashing.hashes(of: mapped, dataStart: dataStart)
         store(file, h)
         return h
     }

@@ -35,11 +35,11 @@ public enum Hashing {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Computes every hash of a file in one pass over 64 MiB windows: each window's pages are mapped
-    /// in one call, hashed, then dropped from the process (so RSS stays small). For safetensors (when
+    /// Computes every hash of a file in one pass over 64 MiB windows read with pread (one copy from the
+    /// page cache, no page-table work, RSS stays small). For safetensors (when
     /// `dataStart` is given) the whole-file hash and the data-only hash run on two threads over the
     /// same window, so both cost one pass.
-    public static func hashes(of file: MappedFile, dataStart: Int?) -> FileHashes {
+    public static func hashes(of file: MappedFile, dataStart: Int?) throws -> FileHashes {
         let all = file.all
         let v1Range = min(0x100000, all.count)..<min(0x110000, all.count)
         let autoV1 = String(sha256(UnsafeRawBufferPointer(rebasing: all[v1Range])).prefix(8))
@@ -47,14 +47,15 @@ public enum Hashing {
         var whole = SHA256()
         var data = SHA256()
         let window = 64 << 20
+        let buffer = OwnedBuffer(byteCount: min(window, max(all.count, 1)))
         var offset = 0
         while offset < all.count {
             let end = min(all.count, offset + window)
-            file.populate(offset..<end)
-            let chunk = UnsafeRawBufferPointer(rebasing: all[offset..<end])
+            try file.read(offset..<end, into: buffer.pointer)
+            let chunk = UnsafeRawBufferPointer(start: buffer.pointer, count: end - offset)
             if let dataStart, dataStart < end {
                 let from = max(dataStart, offset)
-                let tail = UnsafeRawBufferPointer(rebasing: all[from..<end])
+                let tail = UnsafeRawBufferPointer(rebasing: chunk[(from - offset)...])
                 withUnsafeMutablePointer(to: &whole) { w in
                     withUnsafeMutablePointer(to: &data) { d in
                         let hashers = HasherPair(whole: w, data: d)
@@ -66,7 +67,6 @@ public enum Hashing {
             } else {
                 whole.update(chunk)
             }
-            file.release(offset..<end)
             offset = end
         }
         return FileHashes(sha256: whole.hexDigest(), autoV1: autoV1, dataSHA256: dataStart == nil ? nil : data.hexDigest())

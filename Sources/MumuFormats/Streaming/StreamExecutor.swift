@@ -71,50 +71,38 @@ public enum StreamExecutor {
         try sink.finish()
     }
 
-    /// A job body that streams a source tensor converted to `dtype`, part by part, releasing the
-    /// source pages as it goes when the source is memory-mapped.
+    /// A job body that streams a source tensor converted to `dtype`, part by part. When the tensor
+    /// lies in a memory-mapped file, each part is read with pread into a small buffer instead of
+    /// through the mapping (no page faults, no resident growth).
     public static func converting(_ source: TensorData, to dtype: DType) -> (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void {
-        let mapped = source.owner as? MappedFile
+        let file = source.owner as? MappedFile
+        let fileOffset = file?.offset(of: source.bytes.baseAddress)
         return { emit in
             let count = source.info.elementCount
             if count == 0 { return }
-            if dtype == source.info.dtype {
-                let step = partElements * max(1, dtype.byteSize ?? 1)
-                var i = 0
-                while i < source.bytes.count {
-                    let n = min(step, source.bytes.count - i)
-                    populatePages(source, mapped, i..<(i + n))
-                    try emit(UnsafeRawBufferPointer(rebasing: source.bytes[i..<(i + n)]))
-                    releasePages(source, mapped, i..<(i + n))
-                    i += n
-                }
-                return
-            }
             guard let inSize = source.info.dtype.byteSize, let outSize = dtype.byteSize else {
+                if dtype == source.info.dtype { try emit(source.bytes); return }
                 throw ConversionError(from: source.info.dtype, to: dtype)
             }
-            let buffer = OwnedBuffer(byteCount: min(count, partElements) * outSize)
+            let part = min(count, partElements)
+            let staging = (file != nil && fileOffset != nil) ? OwnedBuffer(byteCount: part * inSize) : nil
+            let output = dtype == source.info.dtype ? nil : OwnedBuffer(byteCount: part * outSize)
             var e = 0
             while e < count {
-                let n = min(partElements, count - e)
-                populatePages(source, mapped, (e * inSize)..<((e + n) * inSize))
-                try Convert.convert(source.bytes.baseAddress! + e * inSize, from: source.info.dtype, to: dtype, buffer.pointer, count: n)
-                try emit(UnsafeRawBufferPointer(start: buffer.pointer, count: n * outSize))
-                releasePages(source, mapped, (e * inSize)..<((e + n) * inSize))
+                let n = min(part, count - e)
+                var input = UnsafeRawPointer(source.bytes.baseAddress! + e * inSize)
+                if let staging, let file, let fileOffset {
+                    try file.read((fileOffset + e * inSize)..<(fileOffset + (e + n) * inSize), into: staging.pointer)
+                    input = UnsafeRawPointer(staging.pointer)
+                }
+                if let output {
+                    try Convert.convert(input, from: source.info.dtype, to: dtype, output.pointer, count: n)
+                    try emit(UnsafeRawBufferPointer(start: output.pointer, count: n * outSize))
+                } else {
+                    try emit(UnsafeRawBufferPointer(start: input, count: n * inSize))
+                }
                 e += n
             }
         }
-    }
-
-    private static func populatePages(_ source: TensorData, _ mapped: MappedFile?, _ range: Range<Int>) {
-        guard let mapped, let base = mapped.base, let start = source.bytes.baseAddress else { return }
-        let offset = start - base
-        mapped.populate((offset + range.lowerBound)..<(offset + range.upperBound))
-    }
-
-    private static func releasePages(_ source: TensorData, _ mapped: MappedFile?, _ range: Range<Int>) {
-        guard let mapped, let base = mapped.base, let start = source.bytes.baseAddress else { return }
-        let offset = start - base
-        mapped.release((offset + range.lowerBound)..<(offset + range.upperBound))
     }
 }
