@@ -71,35 +71,4 @@ public final class MappedFile: @unchecked Sendable {
 
     /// The whole file.
     public var all: UnsafeRawBufferPointer { bytes(0..<size) }
-
-    /// Drops the pages of `range` from this process (they stay in the page cache), so streaming
-    /// through a large file does not grow the resident set.
-    public func release(_ range: Range<Int>) {
-        guard let base, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (range.lowerBound + page - 1) / page * page
-        let end = range.upperBound >= size ? size : range.upperBound / page * page
-        guard end > start else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
-    }
-
-    /// Maps the pages of `range` in one call (MADV_POPULATE_READ, Linux 5.14+) instead of taking one
-    /// page fault per 4 KiB when they are first read; a no-op where the kernel lacks it.
-    public func populate(_ range: Range<Int>) {
-        guard let base, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = range.lowerBound / page * page
-        let end = min(size, range.upperBound)
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, 22 /* MADV_POPULATE_READ */)
-    }
-
-    /// Tells the kernel the range will be read front to back soon (read-ahead).
-    public func adviseSequential(_ range: Range<Int>? = nil) {
-        guard let base else { return }
-        let r = range ?? 0..<size
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = r.lowerBound / page * page
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), r.upperBound - start, MADV_SEQUENTIAL)
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), r.upperBound - start, MADV_WILLNEED)
-    }
 }
