@@ -21,16 +21,14 @@ struct DemoCommand: ParsableCommand {
             print("1. synthesize a tiny SDXL checkpoint (\(arch.title))")
             var synth = Synthesizer(architecture: arch)
             synth.seed = 1
-            let w1 = try SafetensorsWriter(path: base, tensors: try synth.outputInfos(), metadata: synth.metadata(), overwrite: true)
-            try synth.write(to: w1)
-            print("   wrote \(base) (\(formatBytes(w1.layout.totalSize)))")
+            let size = try synth.write(toFile: base, overwrite: true)
+            print("   wrote \(base) (\(formatBytes(size)))")
 
             print("2. synthesize a fine-tune of it (base + 1% noise)")
             var ft = Synthesizer(architecture: arch)
             ft.seed = 2
             ft.perturb = (try SafetensorsFile(path: base), 0.01)
-            let w2 = try SafetensorsWriter(path: tuned, tensors: try ft.outputInfos(), metadata: ft.metadata(), overwrite: true)
-            try ft.write(to: w2)
+            try ft.write(toFile: tuned, overwrite: true)
             print("   wrote \(tuned)")
 
             print("3. inspect them\n")

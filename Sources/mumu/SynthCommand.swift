@@ -41,11 +41,10 @@ struct SynthCommand: ParsableCommand {
                 guard scale >= 0, scale.isFinite else { throw ValidationError("--scale must be a non-negative number") }
                 synth.perturb = (try ModelFile.open(perturb).source, scale)
             }
-            let writer = try SafetensorsWriter(path: output, tensors: try synth.outputInfos(), metadata: synth.metadata(), overwrite: out.force)
             let bar = ProgressBar("synth", quiet: out.quiet)
-            try synth.write(to: writer, progress: bar.update)
+            let size = try synth.write(toFile: output, overwrite: out.force, progress: bar.update)
             bar.finish()
-            if !out.quiet { print("wrote \(output): \(descriptor.name), \(writer.tensors.count) tensors, \(formatBytes(writer.layout.totalSize))") }
+            if !out.quiet { print("wrote \(output): \(descriptor.name), \(try synth.plan().count) tensors, \(formatBytes(size))") }
         }
     }
 }

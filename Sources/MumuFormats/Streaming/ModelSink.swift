@@ -1,3 +1,5 @@
+import MumuTensor
+
 /// Where streamed tensors go: a safetensors file, a sharded set, a diffusers folder. Every tensor
 /// is declared up front; parts of a tensor may be written in any order, from any thread; nothing
 /// appears at the destination until `finish()` succeeds.
@@ -20,5 +22,3 @@ extension ModelSink {
         }
     }
 }
-
-import MumuTensor

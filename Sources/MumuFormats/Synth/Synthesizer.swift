@@ -59,6 +59,14 @@ public struct Synthesizer {
         try plan().map { TensorInfo(name: $0.name, dtype: $0.dtype ?? dtype, shape: $0.shape) }
     }
 
+    /// Writes the model as a safetensors file at `path`; returns the file's size.
+    @discardableResult
+    public func write(toFile path: String, overwrite: Bool, progress: ((StreamProgress) -> Void)? = nil) throws -> Int {
+        let writer = try SafetensorsWriter(path: path, tensors: try outputInfos(), metadata: metadata(), overwrite: overwrite)
+        try write(to: writer, progress: progress)
+        return writer.layout.totalSize
+    }
+
     public func write(to sink: ModelSink, progress: ((StreamProgress) -> Void)? = nil) throws {
         let rows = try plan()
         if let perturb {
@@ -113,10 +121,16 @@ public struct Synthesizer {
         let out = OwnedBuffer(byteCount: max(part, 1) * outSize)
 
         var baseTensor: TensorData?
+        var baseValues: UnsafeMutableBufferPointer<Float>?
+        defer { baseValues?.deallocate() }
         var noiseScale: Float = 0
         if let perturb {
             let b = try perturb.base.tensor(row.name)
+            guard b.info.dtype.isConvertibleFloat else {
+                throw FormatError.badTensor(path: perturb.base.path, tensor: row.name, reason: "\(b.info.dtype.rawValue) cannot be perturbed (needs a float dtype)")
+            }
             baseTensor = b
+            baseValues = .allocate(capacity: max(part, 1))
             noiseScale = perturb.scale * (try Self.rms(b)) * 1.7320508   // uniform[-1,1) has RMS 1/sqrt(3)
         }
         let (offset, amplitude) = Self.role(row)
@@ -125,10 +139,7 @@ public struct Synthesizer {
             let n = min(part, count - e)
             let chunk = UnsafeMutableBufferPointer(rebasing: values[0..<n])
             rng.fill(chunk)
-            if let b = baseTensor {
-                let inSize = b.info.dtype.byteSize!
-                let base = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
-                defer { base.deallocate() }
+            if let b = baseTensor, let base = baseValues, let inSize = b.info.dtype.byteSize {
                 try Convert.toF32(b.bytes.baseAddress! + e * inSize, b.info.dtype, base.baseAddress!, count: n)
                 for k in 0..<n { chunk[k] = base[k] + noiseScale * chunk[k] }
             } else {
