@@ -12,9 +12,11 @@ let package = Package(
         .executable(name: "mumu", targets: ["mumu"]),
         .library(name: "MumuFormats", targets: ["MumuFormats"]),
         .library(name: "MumuTensor", targets: ["MumuTensor"]),
+        .library(name: "MumuMerge", targets: ["MumuMerge"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // System libraries, found through pkg-config (install-deps.sh installs the -dev packages).
@@ -37,13 +39,20 @@ let package = Package(
                 dependencies: ["MumuTensor", "CMumuKernels"],
                 swiftSettings: optimize,
                 plugins: ["EmbedFormats"]),
+        // Recipes, merge methods, the streaming merge executor, LoRA bake-in.
+        .target(name: "MumuMerge",
+                dependencies: ["MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS",
+                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: optimize),
         .executableTarget(name: "mumu",
-                          dependencies: ["MumuFormats", "MumuTensor",
+                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: optimize),
 
         .testTarget(name: "MumuTensorTests", dependencies: ["MumuTensor"]),
         .testTarget(name: "MumuFormatsTests", dependencies: ["MumuFormats", "MumuTensor"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],
