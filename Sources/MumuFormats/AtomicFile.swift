@@ -29,7 +29,7 @@ public final class AtomicFile: @unchecked Sendable {
             throw FormatError.io(path: path, reason: "folder '\(dir)' does not exist")
         }
         let tmp = "\(dir)/.\(base).mumu-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw FormatError.io(path: path, reason: "cannot create a file in '\(dir)': \(String(cString: strerror(errno)))")
         }

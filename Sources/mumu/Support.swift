@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MumuFormats
+import MumuMerge
 import MumuTensor
 
 /// Options shared by commands that write files.
@@ -19,6 +20,9 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
         throw ExitCode(1)
     } catch let e as ConversionError {
+        FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
+        throw ExitCode(1)
+    } catch let e as MergeError {
         FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
         throw ExitCode(1)
     }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import MumuTensor
 
 /// Streams a safetensors file: the header is computed from the declared tensors first, then each
@@ -53,14 +56,17 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
         var entries: [SafetensorsHeader.Entry] = []
         var offset = 0
         var json = "{"
+        var empty = true   // (String.count is linear: testing json.count per tensor made this quadratic)
         if !metadata.isEmpty {
+            empty = false
             let members = metadata.keys.sorted().map { JSONWriter.quote($0) + ":" + JSONWriter.quote(metadata[$0]!) }
             json += "\"__metadata__\":{" + members.joined(separator: ",") + "}"
         }
         for t in order(tensors) {
             let size = t.byteCount
             entries.append(.init(info: t, range: offset..<(offset + size)))
-            if json.count > 1 { json += "," }
+            if !empty { json += "," }
+            empty = false
             json += JSONWriter.quote(t.name) + ":{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":["
                 + t.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(offset + size)]}"
             offset += size
@@ -132,6 +138,53 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
             throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
         }
         try out.commit()
+    }
+
+    /// The placeholder a metadata value is declared with when `finish(fillingDataHashInto:)` will fill it:
+    /// "0x" and 64 zeros, the length of a ModelSpec `hash_sha256`.
+    public static let dataHashPlaceholder = "0x" + String(repeating: "0", count: 64)
+
+    /// Like `finish()`, but first hashes the tensor bytes (SHA-256 of everything after the header, read
+    /// back from the file) and writes "0x" + the digest over the placeholder value of metadata `key`,
+    /// which must have been declared as `dataHashPlaceholder`. Returns the digest (hex).
+    @discardableResult
+    public func finish(fillingDataHashInto key: String) throws -> String {
+        if let missing = layout.entries.indices.first(where: { written[$0] != layout.entries[$0].range.count }) {
+            out.abort()
+            throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
+        }
+        do {
+            let needle = Array("\"\(key)\":\"\(Self.dataHashPlaceholder)\"".utf8)
+            guard let at = layout.prefix.firstRange(of: needle) else {
+                throw FormatError.unsupported("\(path): metadata '\(key)' was not declared with the hash placeholder")
+            }
+            var hasher = SHA256()
+            let start = layout.prefix.count
+            let end = layout.totalSize
+            let chunk = 8 << 20
+            let buffer = OwnedBuffer(byteCount: chunk)
+            var offset = start
+            while offset < end {
+                let n = min(chunk, end - offset)
+                var done = 0
+                while done < n {
+                    let r = pread(out.fd, buffer.pointer + done, n - done, off_t(offset + done))
+                    if r < 0 && errno == EINTR { continue }
+                    guard r > 0 else { throw FormatError.io(path: out.temporaryPath, reason: "cannot read back the written data") }
+                    done += r
+                }
+                hasher.update(UnsafeRawBufferPointer(start: buffer.pointer, count: n))
+                offset += n
+            }
+            let digest = hasher.hexDigest()
+            let value = Array("\"\(key)\":\"0x\(digest)\"".utf8)
+            try value.withUnsafeBytes { try out.write($0, at: at.lowerBound) }
+            try out.commit()
+            return digest
+        } catch {
+            out.abort()
+            throw error
+        }
     }
 
     /// Abandons the file: nothing appears at `path`.

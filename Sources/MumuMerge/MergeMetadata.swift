@@ -1,0 +1,137 @@
+import Foundation
+import MumuFormats
+
+/// The metadata a merged file carries: ModelSpec (architecture, title, merged_from, hash_sha256
+/// filled after the data is written), the canonical recipe with the inputs' SHA-256 (`mumu_recipe`),
+/// and A1111's `sd_merge_recipe` / `sd_merge_models` lineage, nested from the inputs' own.
+public enum MergeMetadata {
+    /// Whole-file hashes of the inputs (nil for folders and sharded sets, which have no single file).
+    public static func inputHashes(_ plan: MergePlan, cache: HashCache = .shared) throws -> [String: FileHashes] {
+        var out: [String: FileHashes] = [:]
+        for input in plan.inputs where input.format != "unused" {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: input.path, isDirectory: &isDir), !isDir.boolValue,
+                  !input.path.hasSuffix(".index.json") else { continue }
+            out[input.name] = try cache.hashes(of: input.path)
+        }
+        return out
+    }
+
+    /// The recipe in canonical JSON (sorted keys; model paths reduced to file names, with hashes).
+    public static func canonicalRecipe(_ plan: MergePlan, hashes: [String: FileHashes]) -> String {
+        let recipe = plan.recipe
+        var models: [(String, JSONValue)] = []
+        for input in plan.inputs where input.format != "unused" {
+            var fields: [(String, JSONValue)] = [("file", .string((input.path as NSString).lastPathComponent))]
+            if let arch = input.architecture { fields.append(("architecture", .string(arch))) }
+            if let h = hashes[input.name] { fields.append(("sha256", .string(h.sha256))) }
+            models.append((input.name, .object(fields)))
+        }
+        var output: [(String, JSONValue)] = [("dtype", .string(plan.options.dtype ?? recipe.output.dtype))]
+        if let c = recipe.output.components { output.append(("components", .array(c.map { .string($0) }))) }
+        if !recipe.output.excludeComponents.isEmpty {
+            output.append(("exclude_components", .array(recipe.output.excludeComponents.map { .string($0) })))
+        }
+        var doc: [(String, JSONValue)] = [("merge", recipe.merge.json), ("models", .object(models.sorted { $0.0 < $1.0 })),
+                                          ("output", .object(output)), ("version", .int(Recipe.version))]
+        if let policy = plan.options.missing ?? recipe.missing { doc.append(("missing", .string(policy.rawValue))) }
+        return JSONWriter.write(.object(doc.sorted { $0.0 < $1.0 }))
+    }
+
+    /// Everything to write into the output's header. `hash_sha256` is a placeholder that
+    /// `SafetensorsWriter.finish(fillingDataHashInto:)` fills.
+    public static func metadata(_ plan: MergePlan, hashes: [String: FileHashes], title: String) -> [String: String] {
+        var m: [String: String] = [:]
+        let used = plan.inputs.filter { $0.format != "unused" }
+        let recipeJSON = canonicalRecipe(plan, hashes: hashes)
+        m["mumu_recipe"] = recipeJSON
+
+        // ModelSpec: from the output's architecture, else carried from the first input that has one.
+        let parentSpec = used.lazy.compactMap { ModelSpec(metadata: $0.source.metadata) }.first
+        var spec = ModelSpec()
+        spec.fields["sai_model_spec"] = ModelSpec.version
+        if let arch = plan.architecture {
+            spec.fields["architecture"] = arch.modelspecArchitecture
+            spec.fields["implementation"] = arch.modelspecImplementation
+            spec.fields["resolution"] = arch.resolution
+        }
+        for field in ["architecture", "implementation", "resolution", "prediction_type"] where spec.fields[field] == nil {
+            if let v = parentSpec?[field] { spec.fields[field] = v }
+        }
+        spec.fields["title"] = title
+        spec.fields["date"] = ISO8601DateFormatter().string(from: Date())
+        spec.fields["merged_from"] = used.map { ($0.path as NSString).lastPathComponent }.joined(separator: ", ")
+        spec.fields["description"] = "Merged by mumu from \(used.map(\.name).joined(separator: ", ")); the recipe is in mumu_recipe."
+        spec.fields["hash_sha256"] = SafetensorsWriter.dataHashPlaceholder
+        for (k, v) in spec.metadata { m[k] = v }
+
+        // A1111 lineage: this merge's recipe, and every input (with its own recipe) plus the inputs' ancestors.
+        var models: [A1111MergeMetadata.Model] = []
+        var seen = Set<String>()
+        for input in used {
+            let parent = A1111MergeMetadata(metadata: input.source.metadata)
+            if let h = hashes[input.name], seen.insert(h.sha256).inserted {
+                models.append(.init(sha256: h.sha256, name: (input.path as NSString).lastPathComponent, legacyHash: h.autoV1,
+                                    recipe: parent?.recipe))
+            }
+            for ancestor in parent?.models ?? [] where seen.insert(ancestor.sha256).inserted { models.append(ancestor) }
+        }
+        let a1111Recipe: JSONValue = .object([
+            ("type", .string("mumu")),
+            ("recipe", (try? JSONParser.parse(recipeJSON)) ?? .null),
+            ("primary_model_hash", used.first.flatMap { hashes[$0.name] }.map { .string($0.sha256) } ?? .null),
+        ])
+        for (k, v) in A1111MergeMetadata(recipe: JSONWriter.write(a1111Recipe), models: models).metadata { m[k] = v }
+        return m
+    }
+}
+
+/// Writes a plan to a safetensors file, atomically: the merge, then the ModelSpec data hash.
+public enum MergeRunner {
+    public struct Result {
+        public var output: String
+        public var tensors: Int
+        public var bytes: Int
+        public var dataSHA256: String
+        public var nonFiniteInputs: [String]
+    }
+
+    public static func run(_ plan: MergePlan, to path: String, title: String? = nil, overwrite: Bool,
+                           hashes: [String: FileHashes], progress: ((StreamProgress) -> Void)? = nil) throws -> Result {
+        let name = title ?? plan.recipe.title ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        let metadata = MergeMetadata.metadata(plan, hashes: hashes, title: name)
+        try checkDiskSpace(for: path, bytes: plan.outputBytes + 1 << 20)
+        let writer = try SafetensorsWriter(path: path, tensors: plan.outputs, metadata: metadata, overwrite: overwrite)
+        let executor = MergeExecutor(plan: plan)
+        do {
+            try StreamExecutor.run(executor.jobs(order: writer.tensors), into: DeferredFinishSink(writer),
+                                   threads: plan.options.threads, progress: progress)
+        } catch {
+            writer.abort()
+            throw error
+        }
+        let digest = try writer.finish(fillingDataHashInto: "modelspec.hash_sha256")
+        return Result(output: path, tensors: plan.outputs.count, bytes: plan.outputBytes, dataSHA256: digest,
+                      nonFiniteInputs: executor.nonFiniteInputs)
+    }
+
+    /// Refuses to start when the output's file system lacks room for it.
+    public static func checkDiskSpace(for path: String, bytes: Int) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let folder = dir.isEmpty ? "." : dir
+        guard let attrs = try? FileManager.default.attributesOfFileSystem(forPath: folder),
+              let free = (attrs[.systemFreeSize] as? NSNumber)?.int64Value else { return }
+        if Int64(bytes) > free {
+            throw MergeError.output("\(folder): \(formatBytes(Int(free))) free, the output needs \(formatBytes(bytes))")
+        }
+    }
+}
+
+/// Passes parts through to a writer but leaves finishing to the caller (who hashes the data first).
+final class DeferredFinishSink: ModelSink, @unchecked Sendable {
+    let writer: SafetensorsWriter
+    init(_ writer: SafetensorsWriter) { self.writer = writer }
+    func writePart(_ name: String, offset: Int, _ bytes: UnsafeRawBufferPointer) throws { try writer.writePart(name, offset: offset, bytes) }
+    func finish() throws {}
+    func abort() { writer.abort() }
+}

@@ -1,0 +1,14 @@
+/// Every merge method mumu knows, by name (docs/merging.md lists them with their formulas).
+public enum MergeMethods {
+    public static let all: [MethodDefinition] = linear + selective + geometric + lora
+
+    public static let registry: [String: MethodDefinition] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    public static func named(_ name: String) -> MethodDefinition? { registry[name] }
+
+    /// torch.lerp's formula (what sd-mecha's weighted_sum computes): exact at both ends.
+    @inline(__always)
+    static func lerp(_ a: Float, _ b: Float, _ t: Float) -> Float {
+        abs(t) < 0.5 ? a + t * (b - a) : b - (b - a) * (1 - t)
+    }
+}

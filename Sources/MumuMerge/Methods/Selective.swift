@@ -1,0 +1,248 @@
+import Foundation
+
+/// Task-vector methods over a base and a list of models: TIES, DARE, DARE-TIES (REFERENCE 4).
+/// The kernel's inputs are [base, m_1, ..., m_n]; d_i = m_i - base.
+extension MergeMethods {
+    static let density = ParameterSpec("density", .number(default: 1, range: 0...1), "fraction of each task vector kept")
+    static let lambda = ParameterSpec("lambda", .number(default: 1, range: nil), "scale of the merged task vector")
+    static let vote = ParameterSpec("vote", .choice(["sum", "count"], default: "sum"),
+                                    "sign election: sum of the weighted deltas (TIES paper, mergekit) or count of signs (sd-mecha)")
+    static let seed = ParameterSpec("seed", .integer(default: 0, range: 0...Int.max), "DARE's random seed (per key and model)")
+    static let rescale = ParameterSpec("rescale", .bool(default: true), "divide kept DARE elements by density")
+
+    static let selective: [MethodDefinition] = [
+        MethodDefinition(
+            name: "ties", summary: "TIES: trim each task vector to its top density, elect signs, mean of agreeing deltas",
+            inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
+            parameters: [ParameterSpec("density", .number(default: 0.2, range: 0...1), "fraction of each task vector kept (by magnitude)"),
+                         lambda, vote]
+        ) { args in
+            .kernel(TiesKernel(weights: args.weights.map(Float.init), density: args.number("density"),
+                               lambda: args.float("lambda"), countVote: args.choices["vote"] == "count",
+                               dare: nil))
+        },
+        MethodDefinition(
+            name: "dare", summary: "DARE: drop task-vector elements at random (kept with probability density), rescale, add",
+            inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
+            parameters: [ParameterSpec("density", .number(default: 0.5, range: 0...1), "probability of keeping an element"),
+                         lambda, seed, rescale]
+        ) { args in
+            .kernel(DareKernel(weights: args.weights.map(Float.init), dare: DareDrop(args), lambda: args.float("lambda")))
+        },
+        MethodDefinition(
+            name: "dare_ties", summary: "DARE's random drop, then TIES' sign election and disjoint mean",
+            inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
+            parameters: [ParameterSpec("density", .number(default: 0.5, range: 0...1), "probability of keeping an element"),
+                         lambda, seed, rescale, vote]
+        ) { args in
+            .kernel(TiesKernel(weights: args.weights.map(Float.init), density: 1, lambda: args.float("lambda"),
+                               countVote: args.choices["vote"] == "count", dare: DareDrop(args)))
+        },
+    ]
+}
+
+/// DARE's drop mask: element j of task vector i is kept when u(seed, key, i, j) < density, with a
+/// counter-based generator (SplitMix64 finalizer over seed, key hash, model index and element index),
+/// so the mask depends on nothing but those four: not on chunking, threads or order.
+struct DareDrop {
+    let density: Float
+    let scale: Float
+    let streams: [UInt64]
+
+    init(_ args: MethodArguments) {
+        density = args.float("density")
+        scale = (args.bools["rescale"] ?? true) && density > 0 ? 1 / density : 1
+        let seed = UInt64(truncatingIfNeeded: args.integers["seed"] ?? 0)
+        let key = DareDrop.fnv1a(args.key)
+        streams = (0..<(args.inputCount - 1)).map { i in DareDrop.mix(DareDrop.mix(seed) ^ key ^ DareDrop.mix(UInt64(i + 1))) }
+    }
+
+    @inline(__always)
+    static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    static func fnv1a(_ s: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return h
+    }
+
+    /// The uniform draw in [0, 1) for element `j` of model `i` (24 bits, exact in f32).
+    @inline(__always)
+    func uniform(model i: Int, element j: Int) -> Float {
+        Float(DareDrop.mix(streams[i] &+ UInt64(j)) >> 40) * 0x1p-24
+    }
+
+    /// Element j of task vector i after the drop (and rescale).
+    @inline(__always)
+    func apply(model i: Int, element j: Int, _ d: Float) -> Float {
+        uniform(model: i, element: j) < density ? d * scale : 0
+    }
+}
+
+/// DARE: base + lambda * sum_i w_i * drop(d_i).
+final class DareKernel: MergeKernel {
+    let weights: [Float], dare: DareDrop, lambda: Float
+    init(weights: [Float], dare: DareDrop, lambda: Float) { self.weights = weights; self.dare = dare; self.lambda = lambda }
+
+    func map(inputs: [UnsafePointer<Float>], output: UnsafeMutablePointer<Float>, chunk: Chunk) throws {
+        let base = inputs[0]
+        for j in 0..<chunk.count {
+            var sum: Float = 0
+            for i in 0..<weights.count { sum += weights[i] * dare.apply(model: i, element: chunk.start + j, inputs[i + 1][j] - base[j]) }
+            output[j] = base[j] + lambda * sum
+        }
+    }
+}
+
+/// TIES (and DARE-TIES). Trimming keeps |d_i| >= the k-th smallest |d_i| with
+/// k = max(floor((1 - density) n), 1), as sd-mecha's filter_top_k (ties at the threshold are all kept).
+/// The k-th smallest is found exactly in two streaming passes of a radix select over the bits of
+/// |d_i| (non-negative floats order like their bit patterns): 16 high bits, then 16 low bits.
+final class TiesKernel: MergeKernel {
+    let weights: [Float], density: Double, lambda: Float, countVote: Bool, dare: DareDrop?
+    /// 2^16 counts per model (radix select over large tensors).
+    private var histogram: UnsafeMutablePointer<Int>?
+    private var targets: [Int] = []       // rank still sought inside the selected bin, per model
+    private var highBins: [UInt32] = []
+    private var thresholds: [Float] = []
+    private static let bins = 1 << 16
+
+    init(weights: [Float], density: Double, lambda: Float, countVote: Bool, dare: DareDrop?) {
+        self.weights = weights; self.density = density; self.lambda = lambda; self.countVote = countVote; self.dare = dare
+    }
+    deinit { histogram?.deallocate() }
+
+    var trims: Bool { density < 1 }
+    var reductionPasses: Int { trims ? 2 : 0 }
+
+    func reduce(pass: Int, inputs: [UnsafePointer<Float>], chunk: Chunk) {
+        let k = max(Int((1 - density) * Double(chunk.total)), 1)
+        let base = inputs[0]
+        if chunk.count == chunk.total {
+            // The whole tensor is at hand: select directly (one pass; the second is skipped).
+            if pass == 0 {
+                var bits = [UInt32](repeating: 0, count: chunk.count)
+                thresholds = (0..<weights.count).map { i in
+                    let m = inputs[i + 1]
+                    bits.withUnsafeMutableBufferPointer { b in
+                        for j in 0..<chunk.count { b[j] = TiesKernel.magnitudeBits(m[j] - base[j]) }
+                    }
+                    return Float(bitPattern: TiesKernel.select(&bits, rank: k - 1))
+                }
+            }
+            return
+        }
+        if histogram == nil {
+            histogram = .allocate(capacity: TiesKernel.bins * weights.count)
+            histogram!.initialize(repeating: 0, count: TiesKernel.bins * weights.count)
+            targets = Array(repeating: k, count: weights.count)
+        }
+        for i in 0..<weights.count {
+            let m = inputs[i + 1], h = histogram! + i * TiesKernel.bins
+            if pass == 0 {
+                for j in 0..<chunk.count { h[Int(TiesKernel.magnitudeBits(m[j] - base[j]) >> 16)] += 1 }
+            } else {
+                let high = highBins[i]
+                for j in 0..<chunk.count {
+                    let bits = TiesKernel.magnitudeBits(m[j] - base[j])
+                    if bits >> 16 == high { h[Int(bits & 0xFFFF)] += 1 }
+                }
+            }
+        }
+    }
+
+    func endPass(_ pass: Int) {
+        guard let histogram else { return }   // selected directly
+        for i in 0..<weights.count {
+            let h = histogram + i * TiesKernel.bins
+            var remaining = targets[i]
+            var bin = 0
+            while bin < TiesKernel.bins - 1 && h[bin] < remaining { remaining -= h[bin]; bin += 1 }
+            targets[i] = remaining
+            if pass == 0 {
+                highBins.append(UInt32(bin))
+                h.update(repeating: 0, count: TiesKernel.bins)
+            } else {
+                thresholds.append(Float(bitPattern: highBins[i] << 16 | UInt32(bin)))
+            }
+        }
+    }
+
+    /// The element of the given 0-based rank in ascending order (quickselect; reorders `values`).
+    static func select(_ values: inout [UInt32], rank: Int) -> UInt32 {
+        values.withUnsafeMutableBufferPointer { v in
+            var lo = 0, hi = v.count - 1
+            while lo < hi {
+                // Median of three as the pivot, then a three-way partition (many equal values are common).
+                let mid = lo + (hi - lo) / 2
+                let pivot = max(min(v[lo], v[mid]), min(max(v[lo], v[mid]), v[hi]))
+                var lt = lo, i = lo, gt = hi
+                while i <= gt {
+                    if v[i] < pivot { v.swapAt(lt, i); lt += 1; i += 1 }
+                    else if v[i] > pivot { v.swapAt(i, gt); gt -= 1 }
+                    else { i += 1 }
+                }
+                if rank < lt { hi = lt - 1 } else if rank > gt { lo = gt + 1 } else { return pivot }
+            }
+            return v[rank]
+        }
+    }
+
+    @inline(__always)
+    static func magnitudeBits(_ x: Float) -> UInt32 { x.bitPattern & 0x7FFF_FFFF }
+
+    /// Elements per block of the output pass: small enough for the scratch rows to stay in L1/L2.
+    private static let block = 2048
+
+    func map(inputs: [UnsafePointer<Float>], output: UnsafeMutablePointer<Float>, chunk: Chunk) throws {
+        let models = weights.count, block = TiesKernel.block
+        // Scratch: tau rows per model, then the vote, the sum and the divisor.
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * (models + 3))
+        defer { scratch.deallocate() }
+        let vote = scratch + block * models, sum = vote + block, divisor = sum + block
+        var offset = 0
+        while offset < chunk.count {
+            let n = min(block, chunk.count - offset)
+            let base = inputs[0] + offset
+            vote.update(repeating: 0, count: n)
+            for i in 0..<models {
+                let m = inputs[i + 1] + offset, t = scratch + i * block, w = weights[i]
+                for j in 0..<n { t[j] = m[j] - base[j] }
+                if trims {
+                    let threshold = thresholds[i]
+                    for j in 0..<n { t[j] = abs(t[j]) >= threshold ? t[j] : 0 }
+                }
+                if let dare {
+                    for j in 0..<n { t[j] = dare.apply(model: i, element: chunk.start + offset + j, t[j]) }
+                }
+                for j in 0..<n { t[j] *= w }
+                if countVote {
+                    for j in 0..<n { vote[j] += t[j] > 0 ? 1 : (t[j] < 0 ? -1 : 0) }
+                } else {
+                    for j in 0..<n { vote[j] += t[j] }
+                }
+            }
+            sum.update(repeating: 0, count: n)
+            divisor.update(repeating: 0, count: n)
+            for i in 0..<models {
+                let t = scratch + i * block, w = weights[i]
+                for j in 0..<n {
+                    let agree = (t[j] > 0 && vote[j] > 0) || (t[j] < 0 && vote[j] < 0)
+                    sum[j] += agree ? t[j] : 0
+                    divisor[j] += agree ? w : 0
+                }
+            }
+            let out = output + offset, l = lambda
+            for j in 0..<n {
+                let merged = divisor[j] != 0 ? sum[j] / divisor[j] : 0
+                out[j] = base[j] + l * (merged.isFinite ? merged : 0)
+            }
+            offset += n
+        }
+    }
+}

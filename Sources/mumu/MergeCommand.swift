@@ -1,0 +1,171 @@
+import ArgumentParser
+import Foundation
+import MumuFormats
+import MumuMerge
+
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Merge models with a recipe (YAML) or one method inline, streamed in bounded memory.",
+        discussion: """
+        mumu merge RECIPE.yaml -o OUT.safetensors
+        mumu merge --method weighted_sum --a X --b Y --alpha 0.3 -o OUT.safetensors
+        mumu merge --method ties --base B --models X,Y --density 0.3 -o OUT.safetensors
+        mumu merge --into-mumu FINETUNE --mumu DECODER --base SDXL_BASE -o OUT.safetensors
+        Methods: \(MergeMethods.all.map(\.name).joined(separator: ", ")). Recipes and formulas: docs/merging.md.
+        """)
+
+    @Argument(help: "A recipe file (YAML).")
+    var recipe: String?
+    @Option(name: [.short, .customLong("output")], help: "Output .safetensors file.")
+    var output: String?
+    @Flag(help: "Print the plan (inputs, hashes, architectures, keys per block, output size) without computing.")
+    var dryRun = false
+
+    @Option(help: "Inline: the method (weighted_sum, add_difference, ties, ...).")
+    var method: String?
+    @Option(help: "Inline: model a.") var a: String?
+    @Option(help: "Inline: model b.") var b: String?
+    @Option(help: "Inline: model c.") var c: String?
+    @Option(help: "Inline (and --into-mumu): the base model.") var base: String?
+    @Option(help: "Inline: comma-separated models for ties, dare, dare_ties, model_stock.") var models: String?
+    @Option(help: "Inline: comma-separated weights, one per --models entry.") var weights: String?
+    @Option(help: "Inline: alpha.") var alpha: Double?
+    @Option(help: "Inline: beta.") var beta: Double?
+    @Option(help: "Inline: density.") var density: Double?
+    @Option(help: "Inline: lambda.") var lambda: Double?
+    @Option(help: "Inline: seed (DARE).") var seed: Int?
+    @Option(help: "Inline: vote (sum or count).") var vote: String?
+
+    @Option(help: "A community fine-tune to put under MUMU: UNet = MUMU + (FINETUNE - base), MUMU's VAE and connector kept.")
+    var intoMumu: String?
+    @Option(help: "With --into-mumu: the MUMU decoder checkpoint.") var mumu: String?
+
+    @Option(help: "Output dtype: f16, bf16, f32 or keep (default: the recipe's, else f16).")
+    var dtype: String?
+    @Option(help: "Keys some inputs lack: error (default), keep-first or skip.")
+    var missing: String?
+    @Flag(help: "Write non-finite output values instead of failing.")
+    var allowNonfinite = false
+    @Option(help: "ModelSpec title (default: the recipe's, else the output file name).")
+    var title: String?
+    @OptionGroup var out: OutputOptions
+
+    func run() throws {
+        try runReportingErrors {
+            let recipe = try makeRecipe()
+            var options = MergeOptions()
+            options.threads = max(1, out.threads)
+            options.allowNonFinite = allowNonfinite
+            if let dtype {
+                guard ["f16", "bf16", "f32", "keep"].contains(dtype) else { throw ValidationError("--dtype must be f16, bf16, f32 or keep") }
+                options.dtype = dtype
+            }
+            if let missing {
+                guard let p = MissingKeyPolicy(rawValue: missing) else { throw ValidationError("--missing must be error, keep-first or skip") }
+                options.missing = p
+            }
+            if !dryRun {
+                guard let output else { throw ValidationError("give the output file with -o (or --dry-run)") }
+                if FileManager.default.fileExists(atPath: output) && !out.force {
+                    throw ValidationError("\(output) exists; pass --force to overwrite it")
+                }
+            }
+            let plan = try MergePlan(recipe: recipe, options: options)
+            for note in plan.notes { warn(note) }
+            let hashes = try MergeMetadata.inputHashes(plan)
+            if dryRun {
+                printPlan(plan, hashes: hashes)
+                return
+            }
+            let bar = ProgressBar("merge", quiet: out.quiet)
+            let start = Date()
+            let result = try MergeRunner.run(plan, to: output!, title: title, overwrite: out.force, hashes: hashes, progress: bar.update)
+            bar.finish()
+            for line in result.nonFiniteInputs.prefix(10) { warn("non-finite values in input \(line)") }
+            if !out.quiet {
+                let seconds = Date().timeIntervalSince(start)
+                print("wrote \(result.output): \(result.tensors) tensors, \(formatBytes(result.bytes)) in \(String(format: "%.1f", seconds)) s; "
+                      + "hash_sha256 0x\(result.dataSHA256.prefix(16))…")
+            }
+        }
+    }
+
+    func makeRecipe() throws -> Recipe {
+        let cwd = FileManager.default.currentDirectoryPath
+        if let intoMumu {
+            guard recipe == nil, method == nil else { throw ValidationError("--into-mumu takes no recipe or --method") }
+            guard let mumu, let base else { throw ValidationError("--into-mumu needs --mumu DECODER and --base SDXL_BASE") }
+            return MumuRecipes.intoMumu(finetune: intoMumu, mumu: mumu, base: base, directory: cwd)
+        }
+        if let recipe {
+            guard method == nil else { throw ValidationError("give a recipe file or --method, not both") }
+            return try Recipe.load(path: recipe)
+        }
+        guard let method else { throw ValidationError("give a recipe file, --method NAME or --into-mumu") }
+        var modelList: [(String, String)] = []
+        var entries: [(String, RecipeValue)] = [("method", .string(method))]
+        for (name, path) in [("a", a), ("b", b), ("c", c), ("base", base)] {
+            guard let path else { continue }
+            modelList.append((name, path))
+            entries.append((name, .string(name)))
+        }
+        if let models {
+            let paths = models.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            var names: [RecipeValue] = []
+            for (i, p) in paths.enumerated() { modelList.append(("m\(i + 1)", p)); names.append(.string("m\(i + 1)")) }
+            entries.append(("models", .list(names)))
+        }
+        if let weights {
+            let values = try weights.split(separator: ",").map { w -> RecipeValue in
+                guard let v = Double(w.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--weights: '\(w)' is not a number") }
+                return .number(v)
+            }
+            entries.append(("weights", .list(values)))
+        }
+        for (name, value) in [("alpha", alpha), ("beta", beta), ("density", density), ("lambda", lambda)] {
+            if let value { entries.append((name, .number(value))) }
+        }
+        if let seed { entries.append(("seed", .number(Double(seed)))) }
+        if let vote { entries.append(("vote", .string(vote))) }
+        let absolute = modelList.map { ($0.0, $0.1.hasPrefix("/") ? $0.1 : cwd + "/" + $0.1) }
+        return Recipe(origin: "--method \(method)", directory: cwd, models: absolute, merge: .map(entries))
+    }
+
+    func printPlan(_ plan: MergePlan, hashes: [String: FileHashes]) {
+        print("inputs:")
+        for input in plan.inputs where input.format != "unused" {
+            let h = hashes[input.name].map { "sha256 \($0.sha256.prefix(12))… AutoV2 \($0.autoV2)" } ?? "no file hash (folder or shards)"
+            print("  \(input.name): \(input.path)")
+            print("    \(input.format), \(input.architecture ?? "unknown architecture"), \(input.infos.count) tensors, \(h)")
+        }
+        print("output: \(plan.outputs.count) tensors, \(formatBytes(plan.outputBytes)), architecture \(plan.architecture?.name ?? "unknown")")
+        let dtypes = Dictionary(grouping: plan.outputs, by: { $0.dtype.rawValue }).mapValues(\.count)
+        print("  dtypes: " + dtypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print("keys per block: " + plan.keysPerBlock.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
+        if !plan.copied.isEmpty { print("copied unmerged: \(plan.copied.count) keys") }
+        if !plan.skipped.isEmpty { print("left out: \(plan.skipped.count) keys") }
+        let reads = plan.reads.values.reduce(0) { $0 + $1.count }
+        print("input tensors read: \(reads)")
+    }
+}
+
+/// Recipes mumu builds itself.
+enum MumuRecipes {
+    /// A community fine-tune under MUMU: UNet = MUMU + 1.0 (FT - base); MUMU's VAE and connector kept
+    /// (alpha 0 on the VAE block; the connector exists only in MUMU and is copied). merges/mumu-finetune.yaml
+    /// is the same recipe as a file.
+    static func intoMumu(finetune: String, mumu: String, base: String, directory: String) -> Recipe {
+        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : directory + "/" + p }
+        var output = Recipe.OutputOptions()
+        output.dtype = "keep"
+        output.components = ["unet", "vae", "connector"]
+        return Recipe(
+            origin: "--into-mumu", directory: directory,
+            title: "MUMU + " + ((finetune as NSString).lastPathComponent as NSString).deletingPathExtension,
+            models: [("mumu", absolute(mumu)), ("finetune", absolute(finetune)), ("base", absolute(base))],
+            merge: .map([("method", .string("add_difference")), ("a", .string("mumu")), ("b", .string("finetune")),
+                         ("c", .string("base")), ("alpha", .map([("default", .number(1)), ("VAE", .number(0))]))]),
+            output: output, missing: .keepFirst)
+    }
+}
