@@ -25,16 +25,6 @@ public enum Blocks {
         return nil
     }
 
-    /// The last output block index among a model's keys (8 when there is none).
-    public static func lastOutputBlock(_ keys: [String]) -> Int {
-        var last = -1
-        for k in keys where k.hasPrefix("model.diffusion_model.output_blocks.") {
-            let digits = k.dropFirst("model.diffusion_model.output_blocks.".count).prefix { $0.isNumber }
-            if let n = Int(digits) { last = max(last, n) }
-        }
-        return last >= 0 ? last : 8
-    }
-
     /// Blocks in order: BASE, IN00.., M00, OUT00.., VAE (SDXL counts by default).
     public static func all(inputs: Int = 9, outputs: Int = 9) -> [String] {
         ["BASE"] + (0..<inputs).map { String(format: "IN%02d", $0) } + ["M00"]

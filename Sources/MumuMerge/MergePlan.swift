@@ -65,7 +65,8 @@ public final class MergePlan {
             opened.append(try MergePlan.open(name: model.name, path: model.path))
         }
         inputs = opened
-        lastOutputBlock = Blocks.lastOutputBlock(opened.flatMap { Array($0.infos.keys) })
+        // `out.` belongs to the last output block: OUT08 for SDXL (and for anything unrecognized), OUT11 for SD1.
+        lastOutputBlock = opened.contains { $0.family == "sd1" } ? 11 : 8
         try checkCompatible(used: used.sorted())
         architecture = used.sorted().lazy.compactMap { opened[$0].architecture.flatMap(Architectures.named) }.first
         try prepareNodes()

@@ -6,9 +6,10 @@ public enum MergeMethods {
 
     public static func named(_ name: String) -> MethodDefinition? { registry[name] }
 
-    /// torch.lerp's formula (what sd-mecha's weighted_sum computes): exact at both ends.
+    /// torch.lerp's formula (what sd-mecha's weighted_sum computes), fused as torch's CPU kernel
+    /// does it: exact at both ends, bit-identical to torch.
     @inline(__always)
     static func lerp(_ a: Float, _ b: Float, _ t: Float) -> Float {
-        abs(t) < 0.5 ? a + t * (b - a) : b - (b - a) * (1 - t)
+        abs(t) < 0.5 ? a.addingProduct(t, b - a) : b.addingProduct(t - 1, b - a)
     }
 }

@@ -45,13 +45,14 @@ extension MergeMethods {
 /// counter-based generator (SplitMix64 finalizer over seed, key hash, model index and element index),
 /// so the mask depends on nothing but those four: not on chunking, threads or order.
 struct DareDrop {
-    let density: Float
-    let scale: Float
+    let density: Double
+    /// Kept elements are divided by this (density as f32, or 1 without rescaling).
+    let divisor: Float
     let streams: [UInt64]
 
     init(_ args: MethodArguments) {
-        density = args.float("density")
-        scale = (args.bools["rescale"] ?? true) && density > 0 ? 1 / density : 1
+        density = args.number("density")
+        divisor = (args.bools["rescale"] ?? true) && density > 0 ? Float(density) : 1
         let seed = UInt64(truncatingIfNeeded: args.integers["seed"] ?? 0)
         let key = DareDrop.fnv1a(args.key)
         streams = (0..<(args.inputCount - 1)).map { i in DareDrop.mix(DareDrop.mix(seed) ^ key ^ DareDrop.mix(UInt64(i + 1))) }
@@ -80,7 +81,7 @@ struct DareDrop {
     /// Element j of task vector i after the drop (and rescale).
     @inline(__always)
     func apply(model i: Int, element j: Int, _ d: Float) -> Float {
-        uniform(model: i, element: j) < density ? d * scale : 0
+        Double(uniform(model: i, element: j)) < density ? d / divisor : 0
     }
 }
 
@@ -244,5 +245,14 @@ final class TiesKernel: MergeKernel {
             }
             offset += n
         }
+    }
+}
+
+/// DARE's generator, exposed so tests and docs can check it against the Python reference.
+public enum DareProbe {
+    /// The first `count` uniforms of model `model`'s stream for `key`.
+    public static func uniforms(seed: Int, key: String, model: Int, count: Int) -> [Float] {
+        let stream = DareDrop.mix(DareDrop.mix(UInt64(truncatingIfNeeded: seed)) ^ DareDrop.fnv1a(key) ^ DareDrop.mix(UInt64(model + 1)))
+        return (0..<count).map { j in Float(DareDrop.mix(stream &+ UInt64(j)) >> 40) * 0x1p-24 }
     }
 }
