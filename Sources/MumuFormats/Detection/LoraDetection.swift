@@ -46,9 +46,11 @@ public enum LoraDetector {
         }
     }
 
-    public static func detect(_ source: TensorSource) throws -> LoraDetection? {
-        let infos = source.tensors
-        guard looksLikeLora(infos.map(\.name)) else { return nil }
+    /// The tensors of a LoRA-family file by module: module name (the tensor name less its suffix) ->
+    /// suffix (`.lora_down.weight`, `.hada_w1_a`, `.lora_A.weight`, ...) -> tensor. `kohya` tells which
+    /// suffix set applied (kohya / LyCORIS names, else PEFT / diffusers); names with no known suffix are
+    /// listed in `unknown`.
+    public static func modules(of infos: [TensorInfo]) -> (kohya: Bool, modules: [String: [String: TensorInfo]], unknown: [String]) {
         let isKohya = infos.contains { $0.name.hasPrefix("lora_unet_") || $0.name.hasPrefix("lora_te") }
         let suffixes = isKohya ? kohyaSuffixes : peftSuffixes
         var groups: [String: [String: TensorInfo]] = [:]
@@ -57,6 +59,14 @@ public enum LoraDetector {
             guard let s = suffixes.first(where: { t.name.hasSuffix($0) }) else { unknown.append(t.name); continue }
             groups[String(t.name.dropLast(s.count)), default: [:]][s] = t
         }
+        return (isKohya, groups, unknown)
+    }
+
+    public static func detect(_ source: TensorSource) throws -> LoraDetection? {
+        let infos = source.tensors
+        guard looksLikeLora(infos.map(\.name)) else { return nil }
+        let (isKohya, groups, groupedUnknown) = modules(of: infos)
+        var unknown = groupedUnknown
         // PEFT: diffusers writes one flat object keyed "<component>.<LoraConfig field>" (`unet.lora_alpha`,
         // `text_encoder_2.r`, ...), each component with its own values; a bare LoraConfig uses the plain keys.
         let peftConfig = source.metadata["lora_adapter_metadata"].flatMap { try? JSONParser.parse($0) }
