@@ -1,3 +1,4 @@
+import CBLAS
 import Foundation
 import MumuFormats
 
@@ -103,6 +104,8 @@ public enum MergeRunner {
         try checkDiskSpace(for: path, bytes: plan.outputBytes + 1 << 20)
         let writer = try SafetensorsWriter(path: path, tensors: plan.outputs, metadata: metadata, overwrite: overwrite)
         let executor = MergeExecutor(plan: plan)
+        // Keys run in parallel on our own workers; BLAS (LoRA GEMMs) must not spawn threads of its own.
+        openblas_set_num_threads(1)
         do {
             try StreamExecutor.run(executor.jobs(order: writer.tensors), into: DeferredFinishSink(writer),
                                    threads: plan.options.threads, progress: progress)

@@ -135,6 +135,17 @@ public final class MergePlan {
         for (id, node) in graph.nodes.enumerated() {
             guard case .method(let method, let args) = node.kind, let prepare = method.prepare else { continue }
             if let p = try prepare(PrepareContext(paths: args.paths, target: Array(target))) { prepared[id] = p }
+            if let patches = prepared[id] as? LoraPatchSet {
+                if patches.patchedKeys.isEmpty {
+                    throw MergeError.incompatible("\(patches.path): no module of this LoRA matches a tensor of the models (another architecture?)")
+                }
+                let unmatched = patches.unmatchedModules.filter { !$0.contains(" ") }
+                if !unmatched.isEmpty {
+                    notes.append("\(patches.path): \(unmatched.count) LoRA modules match no tensor and are ignored: "
+                                 + unmatched.prefix(3).joined(separator: ", ") + (unmatched.count > 3 ? ", ..." : ""))
+                }
+                notes.append(contentsOf: patches.unmatchedModules.filter { $0.contains(" ") }.prefix(3).map { "\(patches.path): \($0)" })
+            }
         }
     }
 

@@ -108,7 +108,7 @@ final class MergeTests: XCTestCase {
     }
 
     func testLoraAsModelIsRefused() throws {
-        let lora = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/merge/../lora/kohya_lora.safetensors").path
+        let lora = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/lora/kohya_lora.safetensors").path
         guard FileManager.default.fileExists(atPath: lora) else { throw XCTSkip("no LoRA fixture") }
         assertRefused("  method: weighted_sum\n  a: ft\n  b: l", models: ["ft": "ft", "l": lora], "is a LoRA", "method: lora")
     }
@@ -248,5 +248,44 @@ final class MergeTests: XCTestCase {
         let names = Set(lineage?.models.map(\.name) ?? [])
         XCTAssertEqual(names, ["gen1.safetensors", "ft2.safetensors", "ft.safetensors", "base.safetensors"])
         XCTAssertNotNil(lineage?.models.first { $0.name == "gen1.safetensors" }?.recipe, "the parent's own recipe is nested")
+    }
+}
+
+/// `{method: lora}` bakes exactly what LoraPatchSet computes (LoraBakeTests checks that against the
+/// kohya / PEFT / LyCORIS formulas), at the recipe's strength, and leaves every other key alone.
+final class LoraRecipeTests: XCTestCase {
+    func testLoraMethodBakesThePatch() throws {
+        let lora = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/lora/kohya_lora.safetensors").path
+        let base = MergeTests.models["base"]!
+        let r = try Recipe.parse("version: 1\nmodels: {base: \(base)}\nmerge: {method: lora, model: base, lora: \(lora), strength: 0.8}\noutput: {dtype: f32}\n",
+                                 origin: "lora.yaml", directory: MergeTests.dir)
+        let plan = try MergePlan(recipe: r)
+        let out = MergeTests.dir + "/lora-baked.safetensors"
+        _ = try MergeRunner.run(plan, to: out, overwrite: true, hashes: [:])
+        let merged = try SafetensorsFile(path: out), original = try SafetensorsFile(path: base)
+        let patches = try LoraPatchSet(source: try SafetensorsFile(path: lora), target: original.tensors)
+        XCTAssertFalse(patches.patchedKeys.isEmpty)
+        XCTAssertTrue(patches.patchedKeys.contains { $0.hasSuffix("attn.in_proj_weight") } || patches.patchedKeys.contains { $0.hasPrefix("conditioner.embedders.1.") })
+        var changed = 0
+        for t in original.tensors {
+            var expected = try original.tensor(t.name).floats()
+            if patches.patchedKeys.contains(t.name) {
+                try expected.withUnsafeMutableBufferPointer {
+                    try patches.apply(key: t.name, rows: 0..<max(t.shape.first ?? 1, 1), values: $0.baseAddress!, strength: 0.8)
+                }
+                changed += 1
+            }
+            XCTAssertEqual(try merged.tensor(t.name).floats(), expected, t.name)
+        }
+        XCTAssertEqual(changed, patches.patchedKeys.count)
+    }
+
+    func testLoraForAnotherArchitectureIsRefused() throws {
+        let lora = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/lora/kohya_lora.safetensors").path
+        let ws = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/merge/models/base.safetensors").path
+        let r = try Recipe.parse("version: 1\nmodels: {m: \(ws)}\nmerge: {method: lora, model: m, lora: \(lora)}\n", origin: "x.yaml", directory: "/")
+        XCTAssertThrowsError(try MergePlan(recipe: r)) { error in
+            XCTAssertTrue("\(error)".contains("kohya_lora.safetensors"), "\(error)")
+        }
     }
 }
