@@ -289,3 +289,18 @@ final class LoraRecipeTests: XCTestCase {
         }
     }
 }
+
+/// Every recipe shipped in merges/ reads and builds a graph (its model files are users' own).
+final class ShippedRecipeTests: XCTestCase {
+    func testShippedRecipesParse() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = root.appendingPathComponent("merges").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }
+        XCTAssertGreaterThanOrEqual(files.count, 4)
+        for f in files {
+            let recipe = try Recipe.load(path: dir + "/" + f)
+            let graph = try RecipeGraph(recipe: recipe)
+            XCTAssertFalse(graph.nodes.isEmpty, f)
+        }
+    }
+}
