@@ -70,6 +70,10 @@ struct MergeCommand: ParsableCommand {
                 if FileManager.default.fileExists(atPath: output) && !out.force {
                     throw ValidationError("\(output) exists; pass --force to overwrite it")
                 }
+                let folder = (output as NSString).deletingLastPathComponent
+                if access(folder.isEmpty ? "." : folder, W_OK) != 0 {
+                    throw ValidationError("cannot write into \(folder.isEmpty ? "." : folder): \(String(cString: strerror(errno)))")
+                }
             }
             let plan = try MergePlan(recipe: recipe, options: options)
             for note in plan.notes { warn(note) }

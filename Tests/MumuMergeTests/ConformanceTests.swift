@@ -74,6 +74,7 @@ final class ConformanceTests: XCTestCase {
                     worstUlp = max(worstUlp, ulpDistance(eb[i], gb[i]))
                 }
             }
+            print("conformance \(c.name): f32 max abs error \(worst32), f16 max \(worstUlp) ulp")
             XCTAssertLessThanOrEqual(worst32, c.f32Tolerance, "\(c.name): f32 max abs error \(worst32)")
             XCTAssertLessThanOrEqual(worstUlp, 1, "\(c.name): f16 off by \(worstUlp) ulp")
         }
