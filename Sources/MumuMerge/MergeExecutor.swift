@@ -31,6 +31,22 @@ public final class MergeExecutor: @unchecked Sendable {
         try StreamExecutor.run(jobs(order: (sink as? SafetensorsWriter)?.tensors), into: sink, threads: threads, progress: progress)
     }
 
+    /// How many values have |x| >= `magnitude` or are NaN, counted on the bit patterns (non-negative
+    /// floats order like their bits; NaNs sort above infinity), branch-free so it vectorizes.
+    static func countAtLeast(_ values: UnsafePointer<Float>, _ n: Int, magnitude: Float) -> Int {
+        let limit = magnitude.bitPattern & 0x7FFF_FFFF
+        let bits = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
+        var count: UInt32 = 0
+        var j = 0
+        while j < n {
+            let end = min(n, j + (1 << 30))
+            for i in j..<end { count &+= (bits[i] & 0x7FFF_FFFF) >= limit ? 1 : 0 }
+            if count > 0 { return Int(count) }
+            j = end
+        }
+        return Int(count)
+    }
+
     // MARK: one key
 
     private func produce(_ out: TensorInfo, emit: (UnsafeRawBufferPointer) throws -> Void) throws {
@@ -120,12 +136,11 @@ public final class MergeExecutor: @unchecked Sendable {
             let ch = chunk(c)
             let values = buffers[r.output].pointer.assumingMemoryBound(to: Float.self)
             if !plan.options.allowNonFinite {
-                var bad = 0, first = -1
-                for j in 0..<ch.count where !(abs(values[j]) < limit) {
-                    if first < 0 { first = ch.start + j }
-                    bad += 1
-                }
+                let bad = MergeExecutor.countAtLeast(values, ch.count, magnitude: limit)
                 if bad > 0 {
+                    var first = 0
+                    while abs(values[first]) < limit { first += 1 }
+                    first += ch.start
                     throw MergeError.output("tensor '\(out.name)': \(bad) output values are not finite in \(out.dtype) (first at element \(first)); "
                         + "check the inputs and arguments, or pass --allow-nonfinite")
                 }
@@ -164,9 +179,7 @@ struct ChunkReader {
             src = UnsafeRawPointer(staging)
         }
         try Convert.toF32(src, data.info.dtype, dst, count: n)
-        var bad = 0
-        for j in 0..<n where !dst[j].isFinite { bad += 1 }
-        return bad
+        return MergeExecutor.countAtLeast(dst, n, magnitude: .infinity)
     }
 }
 

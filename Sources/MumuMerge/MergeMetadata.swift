@@ -103,6 +103,7 @@ public enum MergeRunner {
         let metadata = MergeMetadata.metadata(plan, hashes: hashes, title: name)
         try checkDiskSpace(for: path, bytes: plan.outputBytes + 1 << 20)
         let writer = try SafetensorsWriter(path: path, tensors: plan.outputs, metadata: metadata, overwrite: overwrite)
+        writer.hashDataWhileWriting()
         let executor = MergeExecutor(plan: plan)
         // Keys run in parallel on our own workers; BLAS (LoRA GEMMs) must not spawn threads of its own.
         openblas_set_num_threads(1)

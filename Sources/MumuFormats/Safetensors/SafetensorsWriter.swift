@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,10 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
     private let lock = Mutex()
     /// Bytes written so far, per tensor (parts may arrive in any order).
     private var written: [Int]
+    /// Bytes that have reached the file, per tensor (for hashing behind the writers).
+    private var landed: [Int]
     private let index: [String: Int]
+    private var hasher: DataHasher?
 
     /// Where each tensor goes, and the header bytes.
     public struct Layout: Sendable {
@@ -87,6 +91,7 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
         layout = try Self.layout(tensors, metadata: metadata)
         out = try AtomicFile(path: path, overwrite: overwrite)
         written = Array(repeating: 0, count: layout.entries.count)
+        landed = written
         index = Dictionary(uniqueKeysWithValues: layout.entries.enumerated().map { ($1.info.name, $0) })
         try out.reserve(layout.totalSize)
         try layout.prefix.withUnsafeBytes { try out.write($0, at: 0) }
@@ -118,6 +123,48 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
             written[i] += bytes.count
         }
         if bytes.count > 0 { try out.write(bytes, at: layout.prefix.count + e.range.lowerBound + offset) }
+        if let hasher {
+            let complete = lock.locked { landed[i] += bytes.count; return landed[i] == e.range.count }
+            if complete { hasher.signal.signal() }
+        }
+    }
+
+    /// Hashes the tensor bytes on a thread of its own while they are being written, in file order, as
+    /// each tensor completes (writers that go roughly in file order keep it close behind). Call before
+    /// writing; `finish(fillingDataHashInto:)` then only waits for the tail instead of reading it all back.
+    public func hashDataWhileWriting() {
+        guard hasher == nil else { return }
+        let h = DataHasher()
+        hasher = h
+        let entries = layout.entries, start = layout.prefix.count, fd = out.fd, tmp = out.temporaryPath
+        h.group.enter()
+        DispatchQueue.global().async { [self] in
+            defer { h.group.leave() }
+            var sha = SHA256()
+            let chunk = 8 << 20
+            let buffer = OwnedBuffer(byteCount: chunk)
+            for (i, e) in entries.enumerated() {
+                while lock.locked({ landed[i] }) != e.range.count {
+                    if h.cancelled { return }
+                    h.signal.wait()
+                }
+                var offset = start + e.range.lowerBound
+                let end = start + e.range.upperBound
+                while offset < end {
+                    let n = min(chunk, end - offset)
+                    var done = 0
+                    while done < n {
+                        let r = pread(fd, buffer.pointer + done, n - done, off_t(offset + done))
+                        if r < 0 && errno == EINTR { continue }
+                        guard r > 0 else { h.failure = FormatError.io(path: tmp, reason: "cannot read back the written data"); return }
+                        done += r
+                    }
+                    sha.update(UnsafeRawBufferPointer(start: buffer.pointer, count: n))
+                    offset += n
+                }
+            }
+            h.digest = sha.hexDigest()
+        }
     }
 
     /// Writes a tensor, converting it to the declared dtype when they differ.
@@ -133,6 +180,7 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
 
     /// Checks every declared tensor was written, then moves the file into place.
     public func finish() throws {
+        if let h = hasher { h.cancelled = true; h.signal.signal(); h.group.wait() }
         if let missing = layout.entries.indices.first(where: { written[$0] != layout.entries[$0].range.count }) {
             out.abort()
             throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
@@ -150,13 +198,23 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
     @discardableResult
     public func finish(fillingDataHashInto key: String) throws -> String {
         if let missing = layout.entries.indices.first(where: { written[$0] != layout.entries[$0].range.count }) {
-            out.abort()
+            abort()
             throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
         }
         do {
             let needle = Array("\"\(key)\":\"\(Self.dataHashPlaceholder)\"".utf8)
             guard let at = layout.prefix.firstRange(of: needle) else {
                 throw FormatError.unsupported("\(path): metadata '\(key)' was not declared with the hash placeholder")
+            }
+            if let h = hasher {
+                h.signal.signal()
+                h.group.wait()
+                if let failure = h.failure { throw failure }
+                guard let digest = h.digest else { throw FormatError.io(path: out.temporaryPath, reason: "data hashing stopped") }
+                let value = Array("\"\(key)\":\"0x\(digest)\"".utf8)
+                try value.withUnsafeBytes { try out.write($0, at: at.lowerBound) }
+                try out.commit()
+                return digest
             }
             var hasher = SHA256()
             let start = layout.prefix.count
@@ -182,11 +240,27 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
             try out.commit()
             return digest
         } catch {
-            out.abort()
+            abort()
             throw error
         }
     }
 
     /// Abandons the file: nothing appears at `path`.
-    public func abort() { out.abort() }
+    public func abort() {
+        if let h = hasher {
+            h.cancelled = true
+            h.signal.signal()
+            h.group.wait()
+        }
+        out.abort()
+    }
+}
+
+/// State of a writer's background data hash.
+final class DataHasher: @unchecked Sendable {
+    let signal = DispatchSemaphore(value: 0)
+    let group = DispatchGroup()
+    var cancelled = false
+    var digest: String?
+    var failure: Error?
 }

@@ -125,15 +125,10 @@ final class TiesKernel: MergeKernel {
         let k = max(Int((1 - density) * Double(chunk.total)), 1)
         let base = inputs[0]
         if chunk.count == chunk.total {
-            // The whole tensor is at hand: select directly (one pass; the second is skipped).
+            // The whole tensor is at hand: select in this pass (the second is skipped).
             if pass == 0 {
-                var bits = [UInt32](repeating: 0, count: chunk.count)
                 thresholds = (0..<weights.count).map { i in
-                    let m = inputs[i + 1]
-                    bits.withUnsafeMutableBufferPointer { b in
-                        for j in 0..<chunk.count { b[j] = TiesKernel.magnitudeBits(m[j] - base[j]) }
-                    }
-                    return Float(bitPattern: TiesKernel.select(&bits, rank: k - 1))
+                    TiesKernel.kthSmallestMagnitude(inputs[i + 1], base, chunk.count, rank: k - 1)
                 }
             }
             return
@@ -174,24 +169,25 @@ final class TiesKernel: MergeKernel {
         }
     }
 
-    /// The element of the given 0-based rank in ascending order (quickselect; reorders `values`).
-    static func select(_ values: inout [UInt32], rank: Int) -> UInt32 {
-        values.withUnsafeMutableBufferPointer { v in
-            var lo = 0, hi = v.count - 1
-            while lo < hi {
-                // Median of three as the pivot, then a three-way partition (many equal values are common).
-                let mid = lo + (hi - lo) / 2
-                let pivot = max(min(v[lo], v[mid]), min(max(v[lo], v[mid]), v[hi]))
-                var lt = lo, i = lo, gt = hi
-                while i <= gt {
-                    if v[i] < pivot { v.swapAt(lt, i); lt += 1; i += 1 }
-                    else if v[i] > pivot { v.swapAt(i, gt); gt -= 1 }
-                    else { i += 1 }
-                }
-                if rank < lt { hi = lt - 1 } else if rank > gt { lo = gt + 1 } else { return pivot }
-            }
-            return v[rank]
+    /// The value of 0-based rank `rank` among |m - base| in ascending order: a two-level radix select
+    /// over the magnitude bits (16 high bits, then the 16 low bits of the elements in the chosen bin).
+    /// Two linear passes, no copy; exact, and the same value a sort would give.
+    static func kthSmallestMagnitude(_ m: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ n: Int, rank: Int) -> Float {
+        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: bins)
+        defer { counts.deallocate() }
+        counts.initialize(repeating: 0, count: bins)
+        for j in 0..<n { counts[Int(magnitudeBits(m[j] - base[j]) >> 16)] += 1 }
+        var remaining = rank, high = 0
+        while high < bins - 1 && Int(counts[high]) <= remaining { remaining -= Int(counts[high]); high += 1 }
+        counts.update(repeating: 0, count: bins)
+        let h = UInt32(high)
+        for j in 0..<n {
+            let bits = magnitudeBits(m[j] - base[j])
+            if bits >> 16 == h { counts[Int(bits & 0xFFFF)] += 1 }
         }
+        var low = 0
+        while low < bins - 1 && Int(counts[low]) <= remaining { remaining -= Int(counts[low]); low += 1 }
+        return Float(bitPattern: h << 16 | UInt32(low))
     }
 
     @inline(__always)
