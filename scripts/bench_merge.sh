@@ -175,14 +175,17 @@ timed() {  # label recipe cache outfile -- command...
   sys=$(awk -F': ' '/System time/ { print $2 }' "$tv")
   rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$tv")
   majf=$(awk -F': ' '/Major \(requiring I\/O\) page faults/ { print $2 }' "$tv")
+  # block reads charged to the process (512-byte units): input pages that were not in the page cache
+  local disk; disk=$(awk -F': ' '/File system inputs/ { printf "%.1f", $2 * 512 / 1e9 }' "$tv")
+  local cpu; cpu=$(awk -F': ' '/Percent of CPU/ { print $2 }' "$tv")
   local sig; sig=$(grep -o 'Command terminated by signal [0-9]*' "$tv")
   local others; others=$(others_between "$t0" "$t1")
   local gbs; gbs=$(awk -v b=$in_bytes -v w="$wall" 'BEGIN { if (w > 0) printf "%.2f", b / 1e9 / w; else print "-" }')
   local status=ok
   if [ $rc != 0 ]; then status="FAILED rc=$rc${sig:+ ($sig)}"; fi
-  say "   rc $rc${sig:+ ($sig)}: wall $wall s, user $user s, sys $sys s, max RSS $rss MB, major faults $majf, $gbs GB/s of input; other builds during the run: $others"
+  say "   rc $rc${sig:+ ($sig)}: wall $wall s, user $user s, sys $sys s, max RSS $rss MB, CPU $cpu, major faults $majf, $disk GB read from disk, $gbs GB/s of input; other builds during the run: $others"
   [ -f "$out" ] && say "   output $(basename "$out"): $(stat -c %s "$out") bytes"
-  rows+=("$label|$recipe|${cache:--}|$wall|$user|$sys|$rss|$in_gb|$gbs|$status${note:+, $note}|$res|$others")
+  rows+=("$label|$recipe|${cache:--}|$wall|$user|$sys|$rss|$in_gb|$gbs|$disk|$status${note:+, $note}|$res|$others")
   return $rc
 }
 
@@ -223,12 +226,14 @@ done
 hr
 say "== summary: arch $arch, $(nproc) cores, threads $threads, inputs $in_gb GB per merge (base + ft1 + ft2, f16), output f16"
 say "   page-cache read bandwidth (dd bs=16M, 1 thread): $dd_best GB/s (runs:$dd_gbs)"
-printf "%-9s %-15s %-6s %9s %9s %8s %10s %9s %8s  %s\n" tool recipe hash "wall s" "user s" "sys s" "maxRSS MB" "input GB" "GB/s" "status / inputs resident before / other builds"
+printf "%-9s %-15s %-6s %9s %9s %8s %10s %9s %8s %8s  %s\n" tool recipe hash "wall s" "user s" "sys s" "maxRSS MB" "input GB" "GB/s" "disk GB" "status / inputs resident before / other builds"
 for r in "${rows[@]}"; do
-  IFS='|' read -r t rc c w u s m g b st res oth <<< "$r"
-  printf "%-9s %-15s %-6s %9s %9s %8s %10s %9s %8s  %s\n" "$t" "$rc" "$c" "$w" "$u" "$s" "$m" "$g" "$b" "$st / $res / $oth"
+  IFS='|' read -r t rc c w u s m g b dk st res oth <<< "$r"
+  printf "%-9s %-15s %-6s %9s %9s %8s %10s %9s %8s %8s  %s\n" "$t" "$rc" "$c" "$w" "$u" "$s" "$m" "$g" "$b" "$dk" "$st / $res / $oth"
 done
-say "   (hash: mumu's SHA-256 cache of its inputs, cold = empty MUMU_CACHE_DIR; GB/s = input GB / wall)"
+say "   (hash: mumu's SHA-256 cache of its inputs, cold = empty MUMU_CACHE_DIR; GB/s = input GB / wall;"
+say "    disk GB: block reads charged to the run (inputs evicted from the page cache, e.g. by the output"
+say "    pages or the tool's own memory); maxRSS counts mapped file pages too)"
 say "== output agreement (mumu vs sd-mecha, f16 outputs)"
 for a in "${agreement[@]}"; do say "   $a"; done
 say "== results written to $results"
