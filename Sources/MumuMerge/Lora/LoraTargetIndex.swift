@@ -20,7 +20,7 @@ struct LoraTarget: Sendable, Equatable {
 /// Every name under which LoRA trainers refer to the weights of a model given by its sgm tensor names,
 /// built with the layouts' key maps (sgm -> diffusers / transformers names):
 /// - kohya: `lora_unet_` + sgm module path (`input_blocks_4_1_…`) or diffusers path (`down_blocks_1_attentions_0_…`),
-///   `lora_te1_` / `lora_te2_` + transformers CLIP path, dots as underscores;
+///   `lora_te1_` / `lora_te2_` (SD1: `lora_te_`) + transformers CLIP path, dots as underscores;
 /// - PEFT / diffusers: `unet.` + diffusers path, `text_encoder.` / `text_encoder_2.` + transformers path, with or
 ///   without `text_model.` (transformers >= 5.6 drops it), `vae.` + diffusers path.
 /// bigG's q/k/v (`self_attn.q_proj` …) map to row blocks 0:H, H:2H, 2H:3H of the fused `attn.in_proj_weight`.
@@ -55,7 +55,10 @@ struct LoraTargetIndex: Sendable {
                 let module = String(name.dropLast(".weight".count))
                 switch component {
                 case .unet: add("lora_unet_" + Self.underscored(module[...]), target)
-                case .te1: add("lora_te1_" + Self.underscored(module[...]), target)
+                case .te1:
+                    add("lora_te1_" + Self.underscored(module[...]), target)
+                    // SD1's only text encoder: kohya names it `lora_te_`.
+                    if prefix == .te1SD1 { add("lora_te_" + Self.underscored(module[...]), target) }
                 case .te2: add("lora_te2_" + Self.underscored(module[...]), target)
                 case .vae: break
                 }
