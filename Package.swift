@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "MumuFormats", targets: ["MumuFormats"]),
         .library(name: "MumuTensor", targets: ["MumuTensor"]),
         .library(name: "MumuMerge", targets: ["MumuMerge"]),
+        .library(name: "MumuStyles", targets: ["MumuStyles"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,8 +45,12 @@ let package = Package(
                 dependencies: ["MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: optimize),
+        // The style registry: manifests, content-addressed blobs, lossless deltas, plugins for the sampler.
+        .target(name: "MumuStyles",
+                dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", "CZstd"],
+                swiftSettings: optimize),
         .executableTarget(name: "mumu",
-                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge",
+                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: optimize),
 
@@ -54,6 +59,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],
     swiftLanguageModes: [.v5]

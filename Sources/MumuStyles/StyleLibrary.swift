@@ -1,0 +1,354 @@
+import Foundation
+import MumuFormats
+import MumuMerge
+import MumuTensor
+
+/// What `mumu styles add` asks for.
+public struct StyleAddRequest {
+    public var name: String
+    /// A checkpoint, a LoRA, or a recipe (.yaml).
+    public var from: String
+    public var kind: StyleManifest.Kind?
+    /// The base decoder: a file, or the name of a registered full style.
+    public var base: String?
+    /// Lossy delta: keep this rank (SVD), stored as a LoRA.
+    public var rank: Int?
+    /// Lossy delta: rank for 3x3 convolutions (0 = none, kohya's default).
+    public var convRank: Int?
+    /// Lossy delta: the components extracted (default: the UNet, all of the MUMU decoder that has linear
+    /// layers; the lossless delta keeps everything).
+    public var lossyComponents: Set<String> = ["unet"]
+    public var title: String?
+    public var trigger: String?
+    public var strength: Double?
+    public var description: String?
+    public var tags: [String] = []
+    public var replace = false
+    /// Keep the bytes in the original file instead of copying them (full and LoRA styles).
+    public var byReference = false
+    public var threads = 2
+    public init(name: String, from: String) { self.name = name; self.from = from }
+}
+
+extension StyleRegistry {
+    /// A base given as a file or as a registered full style: its path, name and SHA-256.
+    public func resolveBase(_ spec: String, cache: HashCache = .shared) throws -> (path: String, name: String, sha256: String) {
+        if FileManager.default.fileExists(atPath: spec) {
+            return (spec, (spec as NSString).lastPathComponent, try cache.hashes(of: spec).sha256)
+        }
+        if StyleManifest.validName(spec), let m = try? manifest(spec) {
+            guard m.kind == .full, let blob = m.blob("weights") else {
+                throw StyleError.invalid("style '\(spec)' is a \(m.kind.rawValue) style; a base must be a file or a full style")
+            }
+            return (blob.reference ?? blobPath(blob.sha256), spec, blob.sha256)
+        }
+        throw StyleError.invalid("base '\(spec)' is neither a file nor a registered full style")
+    }
+
+    /// Registers a style (see `StyleAddRequest`). Blobs are stored first; the manifest appears last, under the lock.
+    @discardableResult
+    public func add(_ request: StyleAddRequest, cache: HashCache = .shared, progress: ((String) -> Void)? = nil) throws -> StyleManifest {
+        guard StyleManifest.validName(request.name) else { throw StyleError.badName(request.name) }
+        if !request.replace && FileManager.default.fileExists(atPath: manifestPath(request.name)) { throw StyleError.exists(request.name) }
+        let path = request.from
+        guard FileManager.default.fileExists(atPath: path) else { throw StyleError.invalid("\(path): no such file") }
+        let created = ISO8601DateFormatter().string(from: Date())
+        let isRecipe = path.hasSuffix(".yaml") || path.hasSuffix(".yml")
+        var manifest: StyleManifest
+
+        if isRecipe || request.kind == .recipe {
+            guard request.kind == nil || request.kind == .recipe else { throw StyleError.invalid("\(path) is a recipe; its kind is recipe") }
+            let recipe = try Recipe.load(path: path)
+            _ = try RecipeGraph(recipe: recipe)
+            guard let baseSpec = request.base else { throw StyleError.invalid("a recipe style needs --base (the decoder it is used with)") }
+            let base = try resolveBase(baseSpec, cache: cache)
+            let text = try Data(contentsOf: URL(fileURLWithPath: path))
+            let blob = try storeBlob(bytes: text)
+            let sources = [StyleManifest.Source(path: URL(fileURLWithPath: path).standardized.path, sha256: blob.sha256)]
+                + recipe.models.map { StyleManifest.Source(path: $0.path, sha256: nil) }
+            manifest = StyleManifest(name: request.name, title: request.title ?? recipe.title ?? request.name, kind: .recipe,
+                                     architecture: nil, base: .init(sha256: base.sha256, name: base.name), created: created,
+                                     sources: sources, recipe: String(decoding: text, as: UTF8.self),
+                                     blobs: [.init(role: "recipe", sha256: blob.sha256, size: blob.size, format: "yaml")])
+        } else {
+            let (source, _) = try ModelFile.open(path)
+            let isLora = LoraDetector.looksLikeLora(source.names)
+            let kind = request.kind ?? (isLora ? .lora : (request.base != nil ? .delta : .full))
+            let spec = ModelSpec(metadata: source.metadata)
+            let kohya = KohyaMetadata(metadata: source.metadata)
+            var title = request.title ?? spec?["title"] ?? kohya?.outputName ?? request.name
+            if title.isEmpty { title = request.name }
+            switch kind {
+            case .lora:
+                guard isLora else { throw StyleError.invalid("\(path) is not a LoRA file; use --kind full or delta") }
+                guard let baseSpec = request.base else { throw StyleError.invalid("a LoRA style needs --base (the decoder it applies to)") }
+                let base = try resolveBase(baseSpec, cache: cache)
+                let detection = try LoraDetector.detect(source)
+                // Refuse a LoRA that matches nothing in the base now, not at generation time.
+                let baseSource = try ModelFile.open(base.path).source
+                let patches = try LoraPatchSet(source: source, target: baseSource.tensors)
+                guard !patches.patchedKeys.isEmpty else {
+                    throw StyleError.invalid("\(path): no module matches a tensor of base \(base.name) (another architecture?)")
+                }
+                let blob = try blobFor(path, byReference: request.byReference, role: "lora", format: "safetensors", cache: cache)
+                manifest = StyleManifest(name: request.name, title: title, kind: .lora, architecture: detection?.architecture,
+                                         base: .init(sha256: base.sha256, name: base.name), created: created,
+                                         sources: [.init(path: path, sha256: blob.sha256)], blobs: [blob])
+            case .full:
+                guard !isLora else { throw StyleError.invalid("\(path) is a LoRA; its kind is lora") }
+                let detection = ModelDetector.detect(source.tensors, metadata: source.metadata)
+                let blob = try blobFor(path, byReference: request.byReference, role: "weights", format: "safetensors", cache: cache)
+                manifest = StyleManifest(name: request.name, title: title, kind: .full, architecture: detection.architecture,
+                                         base: nil, created: created, sources: [.init(path: path, sha256: blob.sha256)], blobs: [blob])
+            case .delta:
+                guard !isLora else { throw StyleError.invalid("\(path) is a LoRA; its kind is lora") }
+                guard let baseSpec = request.base else { throw StyleError.invalid("a delta style needs --base") }
+                let base = try resolveBase(baseSpec, cache: cache)
+                let baseSource = try ModelFile.open(base.path).source
+                let detection = ModelDetector.detect(source.tensors, metadata: source.metadata)
+                let baseDetection = ModelDetector.detect(baseSource.tensors, metadata: baseSource.metadata)
+                if let a = detection.architecture, let b = baseDetection.architecture, a != b {
+                    throw StyleError.invalid("\(path) is \(a), base \(base.name) is \(b): a delta needs the same architecture")
+                }
+                let sourceHash = try cache.hashes(of: path).sha256
+                let tmp = temporaryPath(".delta")
+                defer { unlink(tmp) }
+                let blob: StyleManifest.Blob
+                if let rank = request.rank {
+                    progress?("extracting rank-\(rank) LoRA (SVD)")
+                    let keep = request.lossyComponents
+                    let report = try LoraExtractor.extract(base: FilteredSource(baseSource) { componentOf($0).map(keep.contains) ?? false },
+                                                           tuned: FilteredSource(source) { componentOf($0).map(keep.contains) ?? false },
+                                                           rank: rank, convRank: request.convRank ?? 0,
+                                                           to: tmp, threads: request.threads, overwrite: true)
+                    progress?(String(format: "rank-%d delta: %d modules, relative error %.4f against the true delta", rank,
+                                     report.modules, report.relativeError))
+                    let stored = try adoptBlob(tmp)
+                    blob = .init(role: "lora", sha256: stored.sha256, size: stored.size, format: "safetensors")
+                } else {
+                    progress?("encoding lossless delta")
+                    _ = try XorDelta.encode(variant: source, base: baseSource, baseSHA256: base.sha256, to: tmp,
+                                            threads: request.threads, overwrite: true)
+                    let stored = try adoptBlob(tmp)
+                    blob = .init(role: "delta", sha256: stored.sha256, size: stored.size, format: XorDelta.format)
+                }
+                manifest = StyleManifest(name: request.name, title: title, kind: .delta, architecture: detection.architecture,
+                                         base: .init(sha256: base.sha256, name: base.name), created: created,
+                                         sources: [.init(path: path, sha256: sourceHash)], rank: request.rank, blobs: [blob])
+            case .recipe:
+                throw StyleError.invalid("unreachable")
+            }
+            manifest.trigger = request.trigger ?? spec?["trigger_phrase"]
+            manifest.description = request.description ?? spec?["description"]
+            manifest.tags = request.tags.isEmpty ? (spec?["tags"].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? []) : request.tags
+            if let thumb = spec?["thumbnail"], let png = StyleRegistry.dataURI(thumb) {
+                let p = try storeBlob(bytes: png)
+                manifest.blobs.append(.init(role: "preview", sha256: p.sha256, size: p.size, format: "png"))
+            }
+        }
+        if let s = request.strength { manifest.strength = s }
+        manifest.tags = manifest.tags.filter { !$0.isEmpty }
+        let final = manifest
+        try withLock { try register(final, replace: request.replace) }
+        return final
+    }
+
+    func blobFor(_ path: String, byReference: Bool, role: String, format: String, cache: HashCache) throws -> StyleManifest.Blob {
+        if byReference {
+            let absolute = URL(fileURLWithPath: path).standardized.path
+            let size = (try FileManager.default.attributesOfItem(atPath: absolute)[.size] as? NSNumber)?.intValue ?? 0
+            return .init(role: role, sha256: try cache.hashes(of: absolute).sha256, size: size, format: format, reference: absolute)
+        }
+        let stored = try storeBlob(copying: path)
+        return .init(role: role, sha256: stored.sha256, size: stored.size, format: format)
+    }
+
+    /// Decodes a `data:image/png;base64,...` URI.
+    static func dataURI(_ s: String) -> Data? {
+        guard s.hasPrefix("data:image/"), let comma = s.firstIndex(of: ",") else { return nil }
+        return Data(base64Encoded: String(s[s.index(after: comma)...]))
+    }
+
+    // MARK: using styles
+
+    /// Resolves a style for a resident base with the given SHA-256 (checked for every kind but full).
+    public func plugin(_ name: String, baseSHA256: String?, baseSource: TensorSource? = nil) throws -> StylePlugin {
+        let m = try manifest(name)
+        if let expected = m.base, let got = baseSHA256, expected.sha256 != got {
+            throw StyleError.baseMismatch(style: name, expected: expected, got: got)
+        }
+        func blobFile(_ b: StyleManifest.Blob) throws -> String {
+            let path = b.reference ?? blobPath(b.sha256)
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw StyleError.corrupt("style '\(name)'", "\(b.role) blob \(b.sha256.prefix(12))… is missing (\(path)); run mumu styles verify")
+            }
+            return path
+        }
+        switch m.kind {
+        case .full:
+            guard let b = m.blob("weights") else { throw StyleError.corrupt("style '\(name)'", "no weights blob") }
+            return FullStylePlugin(manifest: m, source: try ModelFile.open(try blobFile(b)).source)
+        case .lora:
+            guard let b = m.blob("lora") else { throw StyleError.corrupt("style '\(name)'", "no lora blob") }
+            return LoraStylePlugin(manifest: m, source: try ModelFile.open(try blobFile(b)).source)
+        case .delta:
+            if let b = m.blob("lora") { return LoraStylePlugin(manifest: m, source: try ModelFile.open(try blobFile(b)).source) }
+            guard let b = m.blob("delta") else { throw StyleError.corrupt("style '\(name)'", "no delta blob") }
+            return DeltaStylePlugin(manifest: m, reader: try XorDelta.Reader(path: try blobFile(b)))
+        case .recipe:
+            let cached = try evaluateRecipe(m)
+            return FullStylePlugin(manifest: m, source: try ModelFile.open(cached).source)
+        }
+    }
+
+    /// A recipe style's merged checkpoint: evaluated on first use, then kept as a `cache` blob.
+    public func evaluateRecipe(_ m: StyleManifest, threads: Int = 2) throws -> String {
+        if let c = m.blob("cache") {
+            let path = blobPath(c.sha256)
+            if FileManager.default.fileExists(atPath: path) { return path }
+        }
+        guard let text = m.recipe, let origin = m.sources.first?.path else { throw StyleError.corrupt("style '\(m.name)'", "no recipe") }
+        let recipe = try Recipe.parse(text, origin: origin, directory: (origin as NSString).deletingLastPathComponent)
+        var options = MergeOptions()
+        options.threads = threads
+        let plan = try MergePlan(recipe: recipe, options: options)
+        let tmp = temporaryPath(".safetensors")
+        defer { unlink(tmp) }
+        _ = try MergeRunner.run(plan, to: tmp, title: m.title, overwrite: true, hashes: try MergeMetadata.inputHashes(plan))
+        let stored = try adoptBlob(tmp)
+        try withLock {
+            var updated = try manifest(m.name)
+            updated.blobs.removeAll { $0.role == "cache" }
+            updated.blobs.append(.init(role: "cache", sha256: stored.sha256, size: stored.size, format: "safetensors"))
+            try register(updated, replace: true)
+        }
+        return blobPath(stored.sha256)
+    }
+
+    /// Writes a style as a full checkpoint any tool loads.
+    public func materialize(_ name: String, base: String?, to output: String, overwrite: Bool, threads: Int,
+                            cache: HashCache = .shared) throws {
+        let m = try manifest(name)
+        func baseFile() throws -> (path: String, name: String, sha256: String) {
+            guard let expected = m.base else { throw StyleError.invalid("style '\(name)' has no base") }
+            let b = try resolveBase(base ?? expected.name, cache: cache)
+            if b.sha256 != expected.sha256 { throw StyleError.baseMismatch(style: name, expected: expected, got: b.sha256) }
+            return b
+        }
+        switch m.kind {
+        case .full:
+            guard let b = m.blob("weights") else { throw StyleError.corrupt("style '\(name)'", "no weights blob") }
+            try copyFile(b.reference ?? blobPath(b.sha256), to: output, overwrite: overwrite)
+        case .recipe:
+            try copyFile(try evaluateRecipe(m, threads: threads), to: output, overwrite: overwrite)
+        case .delta where m.blob("delta") != nil:
+            let b = try baseFile()
+            let reader = try XorDelta.Reader(path: blobPath(m.blob("delta")!.sha256))
+            guard reader.baseSHA256 == b.sha256 else {
+                throw StyleError.baseMismatch(style: name, expected: .init(sha256: reader.baseSHA256, name: m.base?.name ?? "?"), got: b.sha256)
+            }
+            let source = DeltaSource(reader: reader, base: try ModelFile.open(b.path).source)
+            let writer = try SafetensorsWriter(path: output, tensors: source.tensors, metadata: source.metadata, overwrite: overwrite)
+            let jobs = source.tensors.map { info in
+                StreamJob(output: info) { emit in
+                    let t = try source.tensor(info.name)
+                    try withExtendedLifetime(t) { try emit(t.bytes) }
+                }
+            }
+            try StreamExecutor.run(jobs, into: writer, threads: threads)
+        case .lora, .delta:
+            let b = try baseFile()
+            let blob = m.blob("lora")!
+            let recipe = Recipe(origin: "style \(name)", directory: "/", title: m.title, models: [("base", b.path)],
+                                merge: .map([("method", .string("lora")), ("model", .string("base")),
+                                             ("lora", .string(blob.reference ?? blobPath(blob.sha256))),
+                                             ("strength", .number(m.strength))]))
+            var recipeOut = recipe
+            recipeOut.output.dtype = "keep"
+            var options = MergeOptions()
+            options.threads = threads
+            let plan = try MergePlan(recipe: recipeOut, options: options)
+            _ = try MergeRunner.run(plan, to: output, title: m.title, overwrite: overwrite, hashes: try MergeMetadata.inputHashes(plan, cache: cache))
+        }
+    }
+
+    func copyFile(_ from: String, to: String, overwrite: Bool) throws {
+        let out = try AtomicFile(path: to, overwrite: overwrite)
+        do {
+            let file = try MappedFile(path: from)
+            let chunk = 16 << 20
+            let buffer = OwnedBuffer(byteCount: chunk)
+            var offset = 0
+            while offset < file.size {
+                let n = min(chunk, file.size - offset)
+                try file.read(offset..<(offset + n), into: buffer.pointer)
+                try out.write(UnsafeRawBufferPointer(start: buffer.pointer, count: n), at: offset)
+                offset += n
+            }
+            try out.commit()
+        } catch { out.abort(); throw error }
+    }
+
+    // MARK: import
+
+    /// Registers what an A1111 or ComfyUI models folder holds: checkpoints as full styles, LoRAs as lora
+    /// styles (when a base is given). Returns the styles added and the files skipped, with reasons.
+    public func importFolder(_ dir: String, base: String?, byReference: Bool, replace: Bool,
+                             cache: HashCache = .shared) throws -> (added: [StyleManifest], skipped: [String]) {
+        let fm = FileManager.default
+        var checkpointDirs: [String] = [], loraDirs: [String] = []
+        for sub in ["Stable-diffusion", "checkpoints", "models/Stable-diffusion", "models/checkpoints"] where fm.fileExists(atPath: dir + "/" + sub) {
+            checkpointDirs.append(dir + "/" + sub)
+        }
+        for sub in ["Lora", "loras", "models/Lora", "models/loras"] where fm.fileExists(atPath: dir + "/" + sub) {
+            loraDirs.append(dir + "/" + sub)
+        }
+        let leaf = (dir as NSString).lastPathComponent
+        if checkpointDirs.isEmpty && loraDirs.isEmpty {
+            if ["Lora", "loras"].contains(leaf) { loraDirs.append(dir) } else { checkpointDirs.append(dir) }
+        }
+        var added: [StyleManifest] = [], skipped: [String] = []
+        func files(_ d: String) -> [String] {
+            guard let e = fm.enumerator(atPath: d) else { return [] }
+            return e.compactMap { $0 as? String }.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".ckpt") }.sorted().map { d + "/" + $0 }
+        }
+        for (isLora, d) in checkpointDirs.map({ (false, $0) }) + loraDirs.map({ (true, $0) }) {
+            for f in files(d) {
+                let name = StyleRegistry.slug(((f as NSString).lastPathComponent as NSString).deletingPathExtension)
+                if !replace && fm.fileExists(atPath: manifestPath(name)) { skipped.append("\(f): style '\(name)' exists"); continue }
+                var req = StyleAddRequest(name: name, from: f)
+                req.byReference = byReference
+                req.replace = replace
+                if isLora {
+                    guard let base else { skipped.append("\(f): a LoRA needs --base"); continue }
+                    req.kind = .lora
+                    req.base = base
+                } else {
+                    req.kind = .full
+                }
+                do { added.append(try add(req, cache: cache)) } catch { skipped.append("\(f): \(error)") }
+            }
+        }
+        return (added, skipped)
+    }
+
+    /// A file name turned into a style name.
+    public static func slug(_ s: String) -> String {
+        var out = ""
+        for c in s.unicodeScalars {
+            if CharacterSet.alphanumerics.contains(c) && c.isASCII || c == "-" || c == "_" || c == "." { out.unicodeScalars.append(c) } else { out += "-" }
+        }
+        while out.hasPrefix(".") || out.hasPrefix("-") { out.removeFirst() }
+        return out.isEmpty ? "style" : String(out.prefix(100))
+    }
+}
+
+/// The tensors of a source whose names pass a test.
+final class FilteredSource: TensorSource, @unchecked Sendable {
+    let inner: TensorSource
+    let tensors: [TensorInfo]
+    init(_ inner: TensorSource, _ keep: (String) -> Bool) { self.inner = inner; tensors = inner.tensors.filter { keep($0.name) } }
+    var path: String { inner.path }
+    var metadata: [String: String] { inner.metadata }
+    func tensor(_ name: String) throws -> TensorData { try inner.tensor(name) }
+}
