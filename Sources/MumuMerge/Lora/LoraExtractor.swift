@@ -324,7 +324,7 @@ public enum LoraExtractor {
     /// One module: SVD, truncation, sign convention, clamp, write. Returns ||dW - up·down||² and ||dW||².
     static func extractModule(_ m: Module, base: TensorSource, tuned: TensorSource, dtype: DType,
                               into writer: SafetensorsWriter) throws -> (residual: Double, norm: Double) {
-        let rows = m.out, cols = m.inner, k = min(rows, cols), r = m.rank
+        let rows = m.out, cols = m.inner, r = m.rank
         let delta = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
         let a = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
         defer { delta.deallocate(); a.deallocate() }
@@ -333,29 +333,9 @@ public enum LoraExtractor {
         for i in 0..<(rows * cols) { delta[i] -= a[i] }
         a.update(from: delta, count: rows * cols)
 
-        // Row-major dW [rows, cols] is column-major dWᵀ [cols, rows]: LAPACK factors dWᵀ = U' S V'ᵀ, so
-        // dW = V' S U'ᵀ. U' (cols x k, column-major) holds Vh's rows one after another: Vh row-major [k, cols];
-        // V'ᵀ (k x rows, column-major, ld k) read row-major is U [rows, k].
-        let s = UnsafeMutablePointer<Float>.allocate(capacity: k)
-        let vh = UnsafeMutablePointer<Float>.allocate(capacity: cols * k)
-        let u = UnsafeMutablePointer<Float>.allocate(capacity: k * rows)
-        let iwork = UnsafeMutablePointer<Int32>.allocate(capacity: 8 * k)
-        defer { s.deallocate(); vh.deallocate(); u.deallocate(); iwork.deallocate() }
-        var jobz = CChar(UInt8(ascii: "S"))
-        var mm = Int32(cols), nn = Int32(rows), lda = Int32(cols), ldu = Int32(cols), ldvt = Int32(k)
-        var info: Int32 = 0
-        var query: Float = 0
-        var lwork: Int32 = -1
-        sgesdd_(&jobz, &mm, &nn, a, &lda, s, vh, &ldu, u, &ldvt, &query, &lwork, iwork, &info)
-        guard info == 0 else { throw LoraExtractError.svdFailed(module: m.name, info: Int(info)) }
-        // The size comes back as a float: round up and add a margin against its rounding.
-        let size = Int(query.rounded(.up)) + Int(query / 1024) + 64
-        guard size < Int(Int32.max) else { throw LoraExtractError.svdFailed(module: m.name, info: -12) }
-        lwork = Int32(size)
-        let work = UnsafeMutablePointer<Float>.allocate(capacity: size)
-        defer { work.deallocate() }
-        sgesdd_(&jobz, &mm, &nn, a, &lda, s, vh, &ldu, u, &ldvt, work, &lwork, iwork, &info)
-        guard info == 0 else { throw LoraExtractError.svdFailed(module: m.name, info: Int(info)) }
+        let svd = try truncatedSVD(a, rows: rows, cols: cols, rank: r, module: m.name)
+        let s = svd.s, vh = svd.vh, u = svd.u, ldu = svd.ld
+        defer { s.deallocate(); vh.deallocate(); u.deallocate() }
 
         // up = U[:, :r] diag(S[:r]), down = Vh[:r], each pair's sign fixed (largest |U[:, i]| positive).
         let upCount = rows * r, downCount = r * cols
@@ -365,10 +345,10 @@ public enum LoraExtractor {
         for i in 0..<r {
             var best: Float = -1, sign: Float = 1
             for j in 0..<rows {
-                let v = u[j * k + i]
+                let v = u[j * ldu + i]
                 if abs(v) > best { best = abs(v); sign = v < 0 ? -1 : 1 }
             }
-            for j in 0..<rows { up[j * r + i] = u[j * k + i] * sign * s[i] }
+            for j in 0..<rows { up[j * r + i] = u[j * ldu + i] * sign * s[i] }
             for c in 0..<cols { down[i * cols + c] = vh[i * cols + c] * sign }
         }
         // kohya: hi = torch.quantile(cat(up, down), 0.99); clamp both to [-hi, hi].
@@ -399,6 +379,99 @@ public enum LoraExtractor {
             norm += d * d
         }
         return (residual, norm)
+    }
+
+    /// How the SVD is computed: `.auto` uses LAPACK's full SVD when the matrix is small and a randomized
+    /// range finder (Halko, Martinsson & Tropp 2011: rank + 10 samples, 2 power iterations, then an exact
+    /// SVD of the projected matrix) when min(rows, cols) > 3 (rank + 10); `.exact` always uses LAPACK.
+    public enum SVDMode: Sendable { case auto, exact }
+    nonisolated(unsafe) public static var svdMode: SVDMode = .auto
+
+    /// The leading singular triplets of a row-major [rows, cols] matrix (destroyed): u [rows, ld] row-major,
+    /// s [ld], vh [ld, cols] row-major, with at least `rank` of them, in descending order.
+    static func truncatedSVD(_ a: UnsafeMutablePointer<Float>, rows: Int, cols: Int, rank: Int, module: String) throws
+        -> (u: UnsafeMutablePointer<Float>, s: UnsafeMutablePointer<Float>, vh: UnsafeMutablePointer<Float>, ld: Int) {
+        let k = min(rows, cols), l = rank + 10
+        if svdMode == .exact || k <= 3 * l {
+            return try lapackSVD(a, rows: rows, cols: cols, module: module)
+        }
+        // Qt [l, rows]: an orthonormal basis of A's range, as rows; Ωt [l, cols] Gaussian, seeded by the module.
+        let qt = UnsafeMutablePointer<Float>.allocate(capacity: l * rows)
+        let zt = UnsafeMutablePointer<Float>.allocate(capacity: l * cols)
+        defer { qt.deallocate(); zt.deallocate() }
+        var state = UInt64(truncatingIfNeeded: module.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
+        func uniform() -> Double {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return (Double((z ^ (z >> 31)) >> 11) + 0.5) * 0x1p-53
+        }
+        for i in 0..<(l * cols) { zt[i] = Float((-2 * log(uniform())).squareRoot() * cos(2 * Double.pi * uniform())) }
+        let m32 = Int32(rows), n32 = Int32(cols), l32 = Int32(l)
+        // Qt = orth(Ωt Aᵀ); then twice: Zt = orth(Qt A), Qt = orth(Zt Aᵀ).
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, m32, n32, 1, zt, n32, a, n32, 0, qt, m32)
+        orthonormalizeRows(qt, count: l, length: rows)
+        for _ in 0..<2 {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l32, n32, m32, 1, qt, m32, a, n32, 0, zt, n32)
+            orthonormalizeRows(zt, count: l, length: cols)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, m32, n32, 1, zt, n32, a, n32, 0, qt, m32)
+            orthonormalizeRows(qt, count: l, length: rows)
+        }
+        // B = Qt A [l, cols]; B = Ub S Vh exactly; U = Qtᵀ Ub.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l32, n32, m32, 1, qt, m32, a, n32, 0, zt, n32)
+        let small = try lapackSVD(zt, rows: l, cols: cols, module: module)
+        defer { small.u.deallocate() }
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: rows * l)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m32, l32, l32, 1, qt, m32, small.u, Int32(small.ld), 0, u, l32)
+        return (u, small.s, small.vh, l)
+    }
+
+    /// Gram-Schmidt, twice ("twice is enough"), on the rows of a row-major [count, length] matrix.
+    static func orthonormalizeRows(_ q: UnsafeMutablePointer<Float>, count: Int, length: Int) {
+        let n = Int32(length)
+        for i in 0..<count {
+            let v = q + i * length
+            for _ in 0..<2 {
+                for j in 0..<i {
+                    let w = q + j * length
+                    let d = cblas_sdot(n, v, 1, w, 1)
+                    cblas_saxpy(n, -d, w, 1, v, 1)
+                }
+            }
+            let norm = cblas_snrm2(n, v, 1)
+            if norm > 0 { cblas_sscal(n, 1 / norm, v, 1) }
+        }
+    }
+
+    /// LAPACK sgesdd on a row-major [rows, cols] matrix (destroyed): u [rows, k], s [k], vh [k, cols], k = min.
+    static func lapackSVD(_ a: UnsafeMutablePointer<Float>, rows: Int, cols: Int, module: String) throws
+        -> (u: UnsafeMutablePointer<Float>, s: UnsafeMutablePointer<Float>, vh: UnsafeMutablePointer<Float>, ld: Int) {
+        let k = min(rows, cols)
+        // Row-major dW [rows, cols] is column-major dWᵀ [cols, rows]: LAPACK factors dWᵀ = U' S V'ᵀ, so
+        // dW = V' S U'ᵀ. U' (cols x k, column-major) holds Vh's rows one after another: Vh row-major [k, cols];
+        // V'ᵀ (k x rows, column-major, ld k) read row-major is U [rows, k].
+        let s = UnsafeMutablePointer<Float>.allocate(capacity: k)
+        let vh = UnsafeMutablePointer<Float>.allocate(capacity: cols * k)
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: k * rows)
+        let iwork = UnsafeMutablePointer<Int32>.allocate(capacity: 8 * k)
+        defer { iwork.deallocate() }
+        var jobz = CChar(UInt8(ascii: "S"))
+        var mm = Int32(cols), nn = Int32(rows), lda = Int32(cols), ldu = Int32(cols), ldvt = Int32(k)
+        var info: Int32 = 0
+        var query: Float = 0
+        var lwork: Int32 = -1
+        sgesdd_(&jobz, &mm, &nn, a, &lda, s, vh, &ldu, u, &ldvt, &query, &lwork, iwork, &info)
+        guard info == 0 else { throw LoraExtractError.svdFailed(module: module, info: Int(info)) }
+        // The size comes back as a float: round up and add a margin against its rounding.
+        let size = Int(query.rounded(.up)) + Int(query / 1024) + 64
+        guard size < Int(Int32.max) else { throw LoraExtractError.svdFailed(module: module, info: -12) }
+        lwork = Int32(size)
+        let work = UnsafeMutablePointer<Float>.allocate(capacity: size)
+        defer { work.deallocate() }
+        sgesdd_(&jobz, &mm, &nn, a, &lda, s, vh, &ldu, u, &ldvt, work, &lwork, iwork, &info)
+        guard info == 0 else { throw LoraExtractError.svdFailed(module: module, info: Int(info)) }
+        return (u, s, vh, k)
     }
 
     /// torch.quantile(values, q) with linear interpolation, in f32 as torch computes it: rank = q·(n-1),
