@@ -28,11 +28,12 @@ struct BenchCommand: ParsableCommand {
                 let plugin = try registry.registry().plugin(style, baseSHA256: sha)
                 let patch = try plugin.apply(to: weights, strength: strength.map(Float.init))
                 let apply = Date().timeIntervalSince(t0)
+                let patched = patch.originals.count
                 t0 = Date()
                 try patch.restore(weights)
                 let restore = Date().timeIntervalSince(t0)
                 print(String(format: "load cold %.2f s (page cache evicted: %@); resolve + apply '%@' %.3f s (%.1f%% of the load, %d tensors); restore %.3f s",
-                             load, evicted ? "yes" : "no", style, apply, 100 * apply / load, patch.originals.count + 0, restore))
+                             load, evicted ? "yes" : "no", style, apply, 100 * apply / load, patched, restore))
             }
         }
 
