@@ -115,6 +115,17 @@ final class LoraStylePlugin: StylePlugin {
 
     func changedKeys(base: ResidentWeights) throws -> [String] { try patchSet(base).patchedKeys.sorted() }
 
+    /// The style as unmerged low-rank terms per key (nil when some module is not a plain LoRA product).
+    func lowRankTerms(base: ResidentWeights) throws -> [String: [LowRankTerm]]? {
+        let set = try patchSet(base)
+        var out: [String: [LowRankTerm]] = [:]
+        for key in set.patchedKeys.sorted() {
+            guard let terms = try set.lowRankTerms(key: key) else { return nil }
+            out[key] = terms
+        }
+        return out
+    }
+
     func tensor(_ key: String, base: TensorData, strength: Float) throws -> TensorData {
         guard let patches else { throw StyleError.invalid("style '\(manifest.name)': changedKeys must come first") }
         var v = try base.floats()
@@ -123,6 +134,13 @@ final class LoraStylePlugin: StylePlugin {
         return TensorData.owned(base.info, bytes: try Convert.fromF32Array(v, base.info.dtype))
     }
 }
+
+/// Styles a sampler can keep unmerged, as diffusers/PEFT keep LoRAs: each patched layer computes
+/// y = W x + strength · Σ scale · up (down x), and switching styles swaps small factors, not weights.
+public protocol LowRankStyle: StylePlugin {
+    func lowRankTerms(base: ResidentWeights) throws -> [String: [LowRankTerm]]?
+}
+extension LoraStylePlugin: LowRankStyle {}
 
 /// One tensor seen as a source (the resident base tensor a delta is rebuilt against).
 final class SingleTensorSource: TensorSource, @unchecked Sendable {

@@ -32,7 +32,15 @@ struct BenchCommand: ParsableCommand {
                 t0 = Date()
                 try patch.restore(weights)
                 let restore = Date().timeIntervalSince(t0)
-                print(String(format: "load cold %.2f s (page cache evicted: %@); resolve + apply '%@' %.3f s (%.1f%% of the load, %d tensors); restore %.3f s",
+                t0 = Date()
+                let lowRank = try (registry.registry().plugin(style, baseSHA256: sha) as? LowRankStyle)?.lowRankTerms(base: weights)
+                let attach = Date().timeIntervalSince(t0)
+                if let lowRank {
+                    let bytes = lowRank.values.joined().reduce(0) { $0 + 4 * ($1.up.count + $1.down.count) }
+                    print(String(format: "resolve + load '%@' as unmerged low-rank terms (applied in the layers, as diffusers/PEFT do): %.3f s (%.1f%% of the load, %d tensors, %@ of f32 factors)",
+                                 style, attach, 100 * attach / load, lowRank.count, formatBytes(bytes)))
+                }
+                print(String(format: "load cold %.2f s (page cache evicted: %@); resolve + merge '%@' into the weights %.3f s (%.1f%% of the load, %d tensors); restore %.3f s",
                              load, evicted ? "yes" : "no", style, apply, 100 * apply / load, patched, restore))
             }
         }

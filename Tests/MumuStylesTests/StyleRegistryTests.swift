@@ -124,6 +124,44 @@ final class StyleRegistryTests: XCTestCase {
         XCTAssertTrue(patch.originals.keys.allSatisfy { $0.hasPrefix("model.diffusion_model.") })
     }
 
+    /// Unmerged low-rank terms compute what the merged weights compute: W x + s Σ scale up (down x) = W' x.
+    func testLowRankTermsEqualMergedWeights() throws {
+        let lora = try loraFixture()
+        let r = try freshRegistry()
+        let m = try add(r, "detail", from: lora, base: Self.models["base"]!)
+        let weights = try InMemoryWeights(loading: try SafetensorsFile(path: Self.models["base"]!))
+        let plugin = try r.plugin("detail", baseSHA256: m.base!.sha256)
+        guard let terms = try (plugin as? LowRankStyle)?.lowRankTerms(base: weights) else { return XCTFail("a kohya LoRA is low-rank") }
+        XCTAssertEqual(Set(terms.keys), Set(try plugin.changedKeys(base: weights)))
+        let strength: Float = 0.7
+        var original: [String: [Float]] = [:]
+        for key in terms.keys { original[key] = try weights.tensor(key).floats() }
+        let patch = try plugin.apply(to: weights, strength: strength)
+        var worst: Float = 0, contribution: Float = 0
+        for (key, list) in terms {
+            let w = original[key]!, merged = try weights.tensor(key).floats()
+            let rows = try weights.tensor(key).info.shape[0], inner = w.count / rows
+            let x = (0..<inner).map { Float(sin(Double($0) * 0.7)) }
+            var y = (0..<rows).map { i in (0..<inner).reduce(Float(0)) { $0 + w[i * inner + $1] * x[$1] } }
+            for t in list {
+                let dx = (0..<t.rank).map { k in (0..<t.inner).reduce(Float(0)) { $0 + t.down[k * t.inner + $1] * x[$1] } }
+                for (local, i) in t.rows.enumerated() {
+                    y[i] += strength * t.scale * (0..<t.rank).reduce(Float(0)) { $0 + t.up[local * t.rank + $1] * dx[$1] }
+                }
+            }
+            for i in 0..<rows {
+                let ym = (0..<inner).reduce(Float(0)) { $0 + merged[i * inner + $1] * x[$1] }
+                let y0 = (0..<inner).reduce(Float(0)) { $0 + w[i * inner + $1] * x[$1] }
+                contribution = max(contribution, abs(ym - y0))
+                worst = max(worst, abs(ym - y[i]) / max(abs(ym), 1))
+            }
+        }
+        // The merged weights are rounded to f16 once; the unmerged sum is not: f16's 2^-11 bounds the difference.
+        XCTAssertLessThan(worst, 2e-3)
+        XCTAssertGreaterThan(contribution, 20 * worst, "the LoRA's own contribution dwarfs the disagreement")
+        try patch.restore(weights)
+    }
+
     func testStyleForAnotherBaseIsRefusedNamingBothHashes() throws {
         let r = try freshRegistry()
         let m = try add(r, "ft-delta", from: Self.models["ft"]!, base: Self.models["base"]!)

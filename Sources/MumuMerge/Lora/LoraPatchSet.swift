@@ -114,6 +114,29 @@ public final class LoraPatchSet: @unchecked Sendable {
         }
     }
 
+    /// The patch of `key` as low-rank terms a layer can apply without merging (y = W x + Σ scale·up (down x),
+    /// as diffusers/PEFT keep LoRAs): nil when a module of the key is not a plain low-rank product (LoHa,
+    /// LoKr, full diffs, DoRA), which only `apply` can carry out. Tucker (`lora_mid`) cores are folded into down.
+    /// `scale` includes alpha/rank but not the strength.
+    public func lowRankTerms(key: String) throws -> [LowRankTerm]? {
+        guard let modules = patches[key], let shape = modules.first?.target.shape else { return nil }
+        var terms: [LowRankTerm] = []
+        for m in modules {
+            guard m.dora == nil, case let .lowRank(upInfo, downInfo, midInfo) = m.factors else { return nil }
+            let r = LoraReader(source: source, path: source.path, module: m.name)
+            let down: [Float]
+            if let midInfo {
+                down = try tuckerSide(core: r.floats(midInfo), coreShape: midInfo.shape, b: r.floats(downInfo),
+                                      bRows: downInfo.shape[0], bCols: downInfo.shape[1])
+            } else {
+                down = try r.floats(downInfo)
+            }
+            terms.append(LowRankTerm(rows: m.target.rows ?? 0..<(shape.first ?? 1), rank: upInfo.shape[1], inner: m.inner,
+                                     up: try r.floats(upInfo), down: down, scale: m.scale))
+        }
+        return terms
+    }
+
     /// W' = magnitude * (W + s dW) / ||W + s dW||, then W + strength (W' - W). The norm is per output row, or per
     /// input channel (over rows and kernel) for the older LyCORIS layout; a zero norm gives W' = 0.
     private func applyDora(_ m: LoraModule, _ dora: LoraModule.Dora, rows: Range<Int>, to c: UnsafeMutablePointer<Float>,
@@ -196,4 +219,15 @@ struct PeftConfig: Sendable {
             return Float(rslora ? alpha / r.squareRoot() : alpha / r)
         }
     }
+}
+
+/// One low-rank term of a patch: rows `rows` of the weight (flattened to [rows, inner]) gain
+/// strength · scale · up [rows.count, rank] · down [rank, inner].
+public struct LowRankTerm: Sendable {
+    public var rows: Range<Int>
+    public var rank: Int
+    public var inner: Int
+    public var up: [Float]
+    public var down: [Float]
+    public var scale: Float
 }
