@@ -44,6 +44,12 @@ let package = Package(
                 dependencies: ["MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: optimize),
+        // The CLIP BPE merges (vocab/clip_merges.txt) are compiled into MumuSampler by this plugin.
+        .executableTarget(name: "EmbedVocabTool", path: "Sources/EmbedVocabTool"),
+        .plugin(name: "EmbedVocab", capability: .buildTool(), dependencies: ["EmbedVocabTool"]),
+        // Text encoding and sampling: the CLIP tokenizer, so far.
+        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor"], swiftSettings: optimize,
+                plugins: ["EmbedVocab"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -53,6 +59,8 @@ let package = Package(
         .testTarget(name: "MumuFormatsTests", dependencies: ["MumuFormats", "MumuTensor"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],
