@@ -49,6 +49,12 @@ let package = Package(
         .target(name: "MumuStyles",
                 dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", "CZstd"],
                 swiftSettings: optimize),
+        // The CLIP BPE merges (vocab/clip_merges.txt) are compiled into MumuSampler by this plugin.
+        .executableTarget(name: "EmbedVocabTool", path: "Sources/EmbedVocabTool"),
+        .plugin(name: "EmbedVocab", capability: .buildTool(), dependencies: ["EmbedVocabTool"]),
+        // Text encoding and sampling: the CLIP tokenizer, so far.
+        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor"], swiftSettings: optimize,
+                plugins: ["EmbedVocab"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -60,6 +66,8 @@ let package = Package(
         .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
+        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],
     swiftLanguageModes: [.v5]
