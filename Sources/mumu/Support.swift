@@ -25,6 +25,14 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     } catch let e as MergeError {
         FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
         throw ExitCode(1)
+    } catch let e as ValidationError {
+        throw e   // ArgumentParser prints it with the usage
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as CustomStringConvertible {
+        // StyleError, LoraError, LoraExtractError, ...: every library error says what and where.
+        FileHandle.standardError.write(Data("mumu: error: \(e)\n".utf8))
+        throw ExitCode(1)
     }
 }
 
