@@ -65,8 +65,10 @@ public enum XorDelta {
                             let data = try variant.tensor(info.name)
                             let counterpart = baseInfos[info.name].flatMap { $0.dtype == info.dtype && $0.shape == info.shape ? $0 : nil }
                             let baseData = try counterpart.map { try base.tensor($0.name) }
-                            let frame = try withExtendedLifetime((data, baseData)) {
-                                try compress(data.bytes, xorWith: baseData?.bytes, elementSize: info.dtype.byteSize ?? 1, level: level)
+                            let variantBytes = try XorDelta.copied(data), baseBytes = try baseData.map(XorDelta.copied)
+                            let frame = try withExtendedLifetime((data, baseData, variantBytes, baseBytes)) {
+                                try compress(variantBytes.rawBuffer, xorWith: baseBytes?.rawBuffer,
+                                             elementSize: info.dtype.byteSize ?? 1, level: level)
                             }
                             lock.locked { frames[i] = frame; modes[i] = baseData != nil }
                         } catch {
@@ -106,6 +108,18 @@ public enum XorDelta {
             out.abort()
             throw error
         }
+    }
+
+    /// A tensor's bytes in a buffer of our own: read with pread when it lies in a mapped file, so encoding
+    /// two 7 GB checkpoints does not fault their pages into this process (RSS stays at the batch's size).
+    static func copied(_ data: TensorData) throws -> OwnedBuffer {
+        let buffer = OwnedBuffer(byteCount: data.bytes.count)
+        if let file = data.owner as? MappedFile, let offset = file.offset(of: data.bytes.baseAddress) {
+            if data.bytes.count > 0 { try file.read(offset..<(offset + data.bytes.count), into: buffer.pointer) }
+        } else if data.bytes.count > 0 {
+            buffer.pointer.copyMemory(from: data.bytes.baseAddress!, byteCount: data.bytes.count)
+        }
+        return buffer
     }
 
     /// XOR (when a base is given), byte-plane split, zstd.
