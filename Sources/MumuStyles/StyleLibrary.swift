@@ -150,7 +150,7 @@ extension StyleRegistry {
         manifest.tags = manifest.tags.filter { !$0.isEmpty }
         let final = manifest
         try withLock { try register(final, replace: request.replace) }
-        return final
+        return try self.manifest(request.name)
     }
 
     func blobFor(_ path: String, byReference: Bool, role: String, format: String, cache: HashCache) throws -> StyleManifest.Blob {
@@ -172,7 +172,7 @@ extension StyleRegistry {
     // MARK: using styles
 
     /// Resolves a style for a resident base with the given SHA-256 (checked for every kind but full).
-    public func plugin(_ name: String, baseSHA256: String?, baseSource: TensorSource? = nil) throws -> StylePlugin {
+    public func plugin(_ name: String, baseSHA256: String?, cache: HashCache = .shared) throws -> StylePlugin {
         let m = try manifest(name)
         if let expected = m.base, let got = baseSHA256, expected.sha256 != got {
             throw StyleError.baseMismatch(style: name, expected: expected, got: got)
@@ -181,6 +181,12 @@ extension StyleRegistry {
             let path = b.reference ?? blobPath(b.sha256)
             guard FileManager.default.fileExists(atPath: path) else {
                 throw StyleError.corrupt("style '\(name)'", "\(b.role) blob \(b.sha256.prefix(12))… is missing (\(path)); run mumu styles verify")
+            }
+            // Never use a blob whose bytes are not the ones registered (hashed once, then cached by path,
+            // size, mtime and inode, so an unchanged blob costs nothing on later uses).
+            let actual = try cache.hashes(of: path).sha256
+            guard actual == b.sha256 else {
+                throw StyleError.corrupt("style '\(name)'", "\(b.role) blob \(path) is corrupted: sha256 \(actual.prefix(12))…, expected \(b.sha256.prefix(12))…; run mumu styles verify")
             }
             return path
         }

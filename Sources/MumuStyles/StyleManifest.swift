@@ -73,8 +73,11 @@ public struct StyleManifest: Codable, Sendable, Equatable {
         self.created = created; self.sources = sources; self.recipe = recipe; self.rank = rank; self.blobs = blobs
     }
 
-    /// Bytes on disk for this style's own blobs (referenced files not counted).
-    public var size: Int { blobs.filter { $0.reference == nil }.reduce(0) { $0 + $1.size } }
+    /// Bytes on disk of the style's own blobs (referenced files not counted), written when registered.
+    public var size: Int?
+
+    /// `size`, or the sum of the blobs for a manifest not yet registered.
+    public var bytesOnDisk: Int { size ?? blobs.filter { $0.reference == nil }.reduce(0) { $0 + $1.size } }
 
     public func blob(_ role: String) -> Blob? { blobs.first { $0.role == role } }
 

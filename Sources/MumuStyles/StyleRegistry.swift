@@ -152,6 +152,8 @@ public final class StyleRegistry: @unchecked Sendable {
 
     /// Writes a manifest atomically (under the lock). Refuses to replace an existing style unless `replace`.
     public func register(_ manifest: StyleManifest, replace: Bool) throws {
+        var manifest = manifest
+        manifest.size = manifest.blobs.filter { $0.reference == nil }.reduce(0) { $0 + $1.size }
         guard StyleManifest.validName(manifest.name) else { throw StyleError.badName(manifest.name) }
         let dest = manifestPath(manifest.name)
         if !replace && FileManager.default.fileExists(atPath: dest) { throw StyleError.exists(manifest.name) }

@@ -53,7 +53,7 @@ struct StylesCommand: ParsableCommand {
                 if rank != nil && req.kind != nil && req.kind != .delta { throw ValidationError("--rank applies to delta styles") }
                 if let rank, rank < 1 { throw ValidationError("--rank must be at least 1") }
                 let m = try registry.registry().add(req) { warn($0) }
-                print("added style '\(m.name)' (\(m.kind.rawValue)\(m.rank.map { ", rank \($0)" } ?? ""), \(formatBytes(m.size)))")
+                print("added style '\(m.name)' (\(m.kind.rawValue)\(m.rank.map { ", rank \($0)" } ?? ""), \(formatBytes(m.bytesOnDisk)))")
             }
         }
     }
@@ -71,7 +71,7 @@ struct StylesCommand: ParsableCommand {
                         .object([("name", .string(s.name)), ("title", .string(s.title)), ("kind", .string(s.kind.rawValue)),
                                  ("architecture", s.architecture.map { .string($0) } ?? .null),
                                  ("base", s.base.map { .object([("name", .string($0.name)), ("sha256", .string($0.sha256))]) } ?? .null),
-                                 ("size", .int(s.size)), ("strength", .double(s.strength)),
+                                 ("size", .int(s.bytesOnDisk)), ("strength", .double(s.strength)),
                                  ("trigger", s.trigger.map { .string($0) } ?? .null), ("created", .string(s.created))])
                     }
                     print(JSONWriter.write(.object([("schema", .int(1)), ("styles", .array(rows)),
@@ -85,7 +85,7 @@ struct StylesCommand: ParsableCommand {
                     for s in styles {
                         let base = s.base.map { String($0.name.prefix(20)) } ?? "-"
                         print(pad(s.name, nameWidth) + "  " + pad(s.kind.rawValue, 6) + "  " + pad(s.architecture ?? "?", 12) + "  "
-                              + pad(base, 20) + "  " + pad(formatBytes(s.size), 8) + "  " + (s.trigger ?? ""))
+                              + pad(base, 20) + "  " + pad(formatBytes(s.bytesOnDisk), 8) + "  " + (s.trigger ?? ""))
                     }
                     for p in problems { warn(p) }
                 }

@@ -91,7 +91,7 @@ final class StyleRegistryTests: XCTestCase {
         XCTAssertEqual(m.kind, .delta)
         XCTAssertEqual(m.base?.sha256, try Self.cache.hashes(of: Self.models["base"]!).sha256)
         let full = try FileManager.default.attributesOfItem(atPath: Self.models["ft"]!)[.size] as! Int
-        XCTAssertLessThan(Double(m.size), 0.6 * Double(full), "lossless delta \(m.size) of \(full) bytes")
+        XCTAssertLessThan(Double(m.bytesOnDisk), 0.6 * Double(full), "lossless delta \(m.bytesOnDisk) of \(full) bytes")
 
         let out = Self.dir + "/materialized.safetensors"
         try r.materialize("ft-delta", base: Self.models["base"]!, to: out, overwrite: true, threads: 2, cache: Self.cache)
@@ -222,6 +222,9 @@ final class StyleRegistryTests: XCTestCase {
         let problems = try r.verify().problems
         XCTAssertEqual(problems.count, 1)
         XCTAssertTrue(problems[0].contains("corrupted"), problems[0])
+        XCTAssertThrowsError(try r.plugin("ft", baseSHA256: nil, cache: Self.cache)) {
+            XCTAssertTrue("\($0)".contains("corrupted"), "a corrupted blob is never used: \($0)")
+        }
         unlink(blob)
         XCTAssertTrue(try r.verify(["ft"]).problems[0].contains("missing"))
         XCTAssertThrowsError(try r.plugin("ft", baseSHA256: nil)) { XCTAssertTrue("\($0)".contains("missing"), "\($0)") }
