@@ -60,7 +60,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: optimize),
 
-        .testTarget(name: "MumuTensorTests", dependencies: ["MumuTensor"]),
+        .testTarget(name: "MumuTensorTests", dependencies: ["MumuTensor"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuFormatsTests", dependencies: ["MumuFormats", "MumuTensor"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
