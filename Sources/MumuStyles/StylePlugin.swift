@@ -56,6 +56,14 @@ extension StylePlugin {
     }
 }
 
+/// base + strength (style - base), in f32, stored in the base's dtype.
+func blend(_ base: TensorData, toward style: TensorData, strength: Float) throws -> TensorData {
+    var v = try base.floats()
+    let s = try style.floats()
+    for i in v.indices { v[i] += strength * (s[i] - v[i]) }
+    return TensorData.owned(base.info, bytes: try Convert.fromF32Array(v, base.info.dtype))
+}
+
 /// A whole checkpoint: every tensor the base also has is replaced (converted to the base's dtype).
 /// Strength blends: base + strength * (style - base).
 final class FullStylePlugin: StylePlugin {
@@ -71,10 +79,7 @@ final class FullStylePlugin: StylePlugin {
     func tensor(_ key: String, base: TensorData, strength: Float) throws -> TensorData {
         let t = try source.tensor(key)
         if strength == 1 { return try t.converted(to: base.info.dtype).renamed(key) }
-        var v = try base.floats()
-        let s = try t.floats()
-        for i in v.indices { v[i] += strength * (s[i] - v[i]) }
-        return TensorData.owned(base.info, bytes: try Convert.fromF32Array(v, base.info.dtype))
+        return try blend(base, toward: t, strength: strength)
     }
 }
 
@@ -92,10 +97,7 @@ final class DeltaStylePlugin: StylePlugin {
     func tensor(_ key: String, base: TensorData, strength: Float) throws -> TensorData {
         let variant = try reader.tensor(key, base: SingleTensorSource(base))
         if strength == 1 { return variant }
-        var v = try base.floats()
-        let s = try variant.floats()
-        for i in v.indices { v[i] += strength * (s[i] - v[i]) }
-        return TensorData.owned(base.info, bytes: try Convert.fromF32Array(v, base.info.dtype))
+        return try blend(base, toward: variant, strength: strength)
     }
 }
 

@@ -191,7 +191,7 @@ public final class StyleRegistry: @unchecked Sendable {
                     problems.append("style '\(style.name)': \(b.role) blob \(b.sha256.prefix(12))… is missing (\(path))")
                     continue
                 }
-                let actual = try sha256(ofFile: path)
+                let actual = try Hashing.hashes(of: try MappedFile(path: path), dataStart: nil).sha256
                 checked += 1
                 if actual != b.sha256 {
                     problems.append("style '\(style.name)': \(b.role) blob \(path) is corrupted: sha256 \(actual.prefix(12))…, expected \(b.sha256.prefix(12))…")
@@ -229,21 +229,6 @@ public final class StyleRegistry: @unchecked Sendable {
             }
             return (removed, bytes)
         }
-    }
-
-    func sha256(ofFile path: String) throws -> String {
-        let file = try MappedFile(path: path)
-        var hasher = SHA256()
-        let chunk = 8 << 20
-        let buffer = OwnedBuffer(byteCount: chunk)
-        var offset = 0
-        while offset < file.size {
-            let n = min(chunk, file.size - offset)
-            try file.read(offset..<(offset + n), into: buffer.pointer)
-            hasher.update(UnsafeRawBufferPointer(start: buffer.pointer, count: n))
-            offset += n
-        }
-        return hasher.hexDigest()
     }
 }
 

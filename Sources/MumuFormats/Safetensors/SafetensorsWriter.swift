@@ -206,35 +206,17 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
             guard let at = layout.prefix.firstRange(of: needle) else {
                 throw FormatError.unsupported("\(path): metadata '\(key)' was not declared with the hash placeholder")
             }
-            if let h = hasher {
-                h.signal.signal()
-                h.group.wait()
-                if let failure = h.failure { throw failure }
-                guard let digest = h.digest else { throw FormatError.io(path: out.temporaryPath, reason: "data hashing stopped") }
-                let value = Array("\"\(key)\":\"0x\(digest)\"".utf8)
-                try value.withUnsafeBytes { try out.write($0, at: at.lowerBound) }
-                try out.commit()
-                return digest
+            // One hashing path: the background hasher, started now if the caller did not start it while
+            // writing (every tensor has landed, so it reads the data straight through).
+            if hasher == nil {
+                lock.locked { landed = written }
+                hashDataWhileWriting()
             }
-            var hasher = SHA256()
-            let start = layout.prefix.count
-            let end = layout.totalSize
-            let chunk = 8 << 20
-            let buffer = OwnedBuffer(byteCount: chunk)
-            var offset = start
-            while offset < end {
-                let n = min(chunk, end - offset)
-                var done = 0
-                while done < n {
-                    let r = pread(out.fd, buffer.pointer + done, n - done, off_t(offset + done))
-                    if r < 0 && errno == EINTR { continue }
-                    guard r > 0 else { throw FormatError.io(path: out.temporaryPath, reason: "cannot read back the written data") }
-                    done += r
-                }
-                hasher.update(UnsafeRawBufferPointer(start: buffer.pointer, count: n))
-                offset += n
-            }
-            let digest = hasher.hexDigest()
+            let h = hasher!
+            h.signal.signal()
+            h.group.wait()
+            if let failure = h.failure { throw failure }
+            guard let digest = h.digest else { throw FormatError.io(path: out.temporaryPath, reason: "data hashing stopped") }
             let value = Array("\"\(key)\":\"0x\(digest)\"".utf8)
             try value.withUnsafeBytes { try out.write($0, at: at.lowerBound) }
             try out.commit()

@@ -227,13 +227,7 @@ struct LoraModule: Sendable {
         case let .lowRank(upInfo, downInfo, midInfo):
             let rank = upInfo.shape[1]
             let up = try r.floats(upInfo, elements: rows.lowerBound * rank ..< rows.upperBound * rank)
-            let down: [Float]
-            if let midInfo {
-                down = try tuckerSide(core: r.floats(midInfo), coreShape: midInfo.shape, b: r.floats(downInfo),
-                                      bRows: downInfo.shape[0], bCols: downInfo.shape[1])
-            } else {
-                down = try r.floats(downInfo)
-            }
+            let down = try LoraModule.lowRankDown(downInfo, mid: midInfo, reader: r)
             gemm(n, inner, rank, coefficient, up, rank, down, inner, 1, c, inner)
 
         case let .loha(w1a, w1b, t1, w2a, w2b, t2):
@@ -269,6 +263,12 @@ struct LoraModule: Sendable {
     }
 
     /// Rows `rows` of one LoHa factor product: a @ b, or with a Tucker core a^T-side (a [r, out]).
+    /// A low-rank module's down factor [rank, inner], with a Tucker core (`lora_mid`) folded in.
+    static func lowRankDown(_ down: TensorInfo, mid: TensorInfo?, reader r: LoraReader) throws -> [Float] {
+        guard let mid else { return try r.floats(down) }
+        return try tuckerSide(core: r.floats(mid), coreShape: mid.shape, b: r.floats(down), bRows: down.shape[0], bCols: down.shape[1])
+    }
+
     private func lohaProduct(rows: Range<Int>, a: TensorInfo, b: TensorInfo, t: TensorInfo?, reader r: LoraReader) throws -> [Float] {
         let n = rows.count
         var result = [Float](repeating: 0, count: n * inner)

@@ -124,13 +124,7 @@ public final class LoraPatchSet: @unchecked Sendable {
         for m in modules {
             guard m.dora == nil, case let .lowRank(upInfo, downInfo, midInfo) = m.factors else { return nil }
             let r = LoraReader(source: source, path: source.path, module: m.name)
-            let down: [Float]
-            if let midInfo {
-                down = try tuckerSide(core: r.floats(midInfo), coreShape: midInfo.shape, b: r.floats(downInfo),
-                                      bRows: downInfo.shape[0], bCols: downInfo.shape[1])
-            } else {
-                down = try r.floats(downInfo)
-            }
+            let down = try LoraModule.lowRankDown(downInfo, mid: midInfo, reader: r)
             terms.append(LowRankTerm(rows: m.target.rows ?? 0..<(shape.first ?? 1), rank: upInfo.shape[1], inner: m.inner,
                                      up: try r.floats(upInfo), down: down, scale: m.scale))
         }

@@ -103,10 +103,11 @@ final class DareKernel: MergeKernel {
 /// TIES (and DARE-TIES). Trimming keeps |d_i| >= the k-th smallest |d_i| with
 /// k = max(floor((1 - density) n), 1), as sd-mecha's filter_top_k (ties at the threshold are all kept).
 /// The k-th smallest is found exactly in two streaming passes of a radix select over the bits of
-/// |d_i| (non-negative floats order like their bit patterns): 16 high bits, then 16 low bits.
+/// |d_i| (non-negative floats order like their bit patterns): 16 high bits, then 16 low bits. A tensor
+/// that fits one chunk is read once: the executor keeps its inputs between the passes.
 final class TiesKernel: MergeKernel {
     let weights: [Float], density: Double, lambda: Float, countVote: Bool, dare: DareDrop?
-    /// 2^16 counts per model (radix select over large tensors).
+    /// 2^16 counts per model (the radix select's histograms).
     private var histogram: UnsafeMutablePointer<Int>?
     private var targets: [Int] = []       // rank still sought inside the selected bin, per model
     private var highBins: [UInt32] = []
@@ -124,15 +125,6 @@ final class TiesKernel: MergeKernel {
     func reduce(pass: Int, inputs: [UnsafePointer<Float>], chunk: Chunk) {
         let k = max(Int((1 - density) * Double(chunk.total)), 1)
         let base = inputs[0]
-        if chunk.count == chunk.total {
-            // The whole tensor is at hand: select in this pass (the second is skipped).
-            if pass == 0 {
-                thresholds = (0..<weights.count).map { i in
-                    TiesKernel.kthSmallestMagnitude(inputs[i + 1], base, chunk.count, rank: k - 1)
-                }
-            }
-            return
-        }
         if histogram == nil {
             histogram = .allocate(capacity: TiesKernel.bins * weights.count)
             histogram!.initialize(repeating: 0, count: TiesKernel.bins * weights.count)
@@ -153,7 +145,7 @@ final class TiesKernel: MergeKernel {
     }
 
     func endPass(_ pass: Int) {
-        guard let histogram else { return }   // selected directly
+        guard let histogram else { return }   // no chunk was seen
         for i in 0..<weights.count {
             let h = histogram + i * TiesKernel.bins
             var remaining = targets[i]
@@ -167,27 +159,6 @@ final class TiesKernel: MergeKernel {
                 thresholds.append(Float(bitPattern: highBins[i] << 16 | UInt32(bin)))
             }
         }
-    }
-
-    /// The value of 0-based rank `rank` among |m - base| in ascending order: a two-level radix select
-    /// over the magnitude bits (16 high bits, then the 16 low bits of the elements in the chosen bin).
-    /// Two linear passes, no copy; exact, and the same value a sort would give.
-    static func kthSmallestMagnitude(_ m: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ n: Int, rank: Int) -> Float {
-        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: bins)
-        defer { counts.deallocate() }
-        counts.initialize(repeating: 0, count: bins)
-        for j in 0..<n { counts[Int(magnitudeBits(m[j] - base[j]) >> 16)] += 1 }
-        var remaining = rank, high = 0
-        while high < bins - 1 && Int(counts[high]) <= remaining { remaining -= Int(counts[high]); high += 1 }
-        counts.update(repeating: 0, count: bins)
-        let h = UInt32(high)
-        for j in 0..<n {
-            let bits = magnitudeBits(m[j] - base[j])
-            if bits >> 16 == h { counts[Int(bits & 0xFFFF)] += 1 }
-        }
-        var low = 0
-        while low < bins - 1 && Int(counts[low]) <= remaining { remaining -= Int(counts[low]); low += 1 }
-        return Float(bitPattern: h << 16 | UInt32(low))
     }
 
     @inline(__always)
