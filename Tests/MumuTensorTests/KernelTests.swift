@@ -45,32 +45,75 @@ final class KernelTests: XCTestCase {
         return err
     }
 
+    /// The fixtures are NCHW (torch); the kernels are channels-last, so inputs go through `NN.nhwc` and
+    /// outputs back through `NN.nchw`.
+    static func conv(_ f: [String: Tensor], bias: Bool = true, budget: Int = NN.defaultIm2colBudget) -> Tensor {
+        let w = f["weight"]!
+        let (cout, cin, k) = (w.shape[0], w.shape[1], w.shape[2])
+        let reordered = DenseWeight.convWeight(w.data, cout: cout, cin: cin, kh: k, kw: k)
+        let dense = bias ? DenseWeight(Tensor(shape: [cout, k * k * cin], data: reordered), bias: f["bias"]!)
+                         : DenseWeight(Tensor(shape: [cout, k * k * cin], data: reordered))
+        let y = NN.conv2d(NN.nhwc(f["x"]!), weight: dense, kernel: k, stride: Int(f["stride"]!.data[0]),
+                          padding: Int(f["padding"]!.data[0]), im2colBudget: budget)
+        return NN.nchw(y)
+    }
+
     func testConv2d() throws {
         for name in ["conv_3x3_s2_p1_odd", "conv_3x3_s1_p1", "conv_3x3_s2_p0_odd", "conv_3x3_s1_p0", "conv_1x1_s1", "conv_1x1_s2_odd"] {
             let f = try Self.fixture(name)
-            let stride = Int(f["stride"]!.data[0]), padding = Int(f["padding"]!.data[0])
-            let y = NN.conv2d(f["x"]!, weight: f["weight"]!, bias: f["bias"]!, stride: stride, padding: padding)
-            Self.check(y, f["y"]!, name)
+            Self.check(Self.conv(f), f["y"]!, name)
             // Banded im2col: a budget of one output row per band gives the same result.
-            let banded = NN.conv2d(f["x"]!, weight: f["weight"]!, bias: f["bias"]!, stride: stride, padding: padding, im2colBudget: 1)
-            Self.check(banded, f["y"]!, name + " (1-row bands)")
+            Self.check(Self.conv(f, budget: 1), f["y"]!, name + " (1-row bands)")
         }
     }
 
-    func testConv2dWithoutBias() throws {
+    func testConv2dWithoutBiasAndResidual() throws {
         let f = try Self.fixture("conv_3x3_s1_p1")
-        var withBias = NN.conv2d(f["x"]!, weight: f["weight"]!, bias: f["bias"]!, stride: 1, padding: 1)
-        let noBias = NN.conv2d(f["x"]!, weight: f["weight"]!, bias: nil, stride: 1, padding: 1)
+        var withBias = Self.conv(f)
+        let noBias = Self.conv(f, bias: false)
         let plane = withBias.shape[2] * withBias.shape[3]
         for i in 0..<withBias.count { withBias.data[i] -= f["bias"]!.data[(i / plane) % withBias.shape[1]] }
         Self.check(noBias, withBias, "conv2d without bias")
+        // addingInto: out = residual + conv(x).
+        let w = f["weight"]!
+        let (cout, cin) = (w.shape[0], w.shape[1])
+        let dense = DenseWeight(Tensor(shape: [cout, 9 * cin], data: DenseWeight.convWeight(w.data, cout: cout, cin: cin, kh: 3, kw: 3)), bias: f["bias"]!)
+        let x = NN.nhwc(f["x"]!)
+        let plain = NN.conv2d(x, weight: dense, kernel: 3, padding: 1)
+        var residual = Tensor(shape: plain.shape, data: (0..<plain.count).map { Float($0 % 13) - 6 })
+        let start = residual
+        NN.conv2d(x, weight: dense, kernel: 3, padding: 1, addingInto: &residual)
+        var want = plain
+        NN.add(&want, start)
+        Self.check(residual, want, "conv2d adding into a residual", tolerance: 1e-6)
+    }
+
+    func testDenseWeight() {
+        // [2, 3] x [4, 3]^T + bias, against a hand computation; accumulate adds to C.
+        let w = Tensor(shape: [4, 3], data: [1, 2, 3, 0, 1, 0, -1, 0, 1, 2, 2, 2])
+        let dense = DenseWeight(w, bias: Tensor(shape: [4], data: [0.5, 0, -1, 1]))
+        let x = Tensor(shape: [2, 3], data: [1, 1, 1, 2, 0, -1])
+        let y = dense(x)
+        XCTAssertEqual(y.shape, [2, 4])
+        XCTAssertEqual(y.data, [6.5, 1, -1, 7, -0.5, 0, -4, 3])
+        var acc = Tensor(shape: [2, 4], data: [1, 1, 1, 1, 1, 1, 1, 1])
+        dense.apply(x, addingInto: &acc)
+        XCTAssertEqual(acc.data, y.data.map { $0 + 1 })
     }
 
     func testGroupNorm() throws {
         for name in ["groupnorm_g4_eps1e-5", "groupnorm_g4_eps1e-6"] {
             let f = try Self.fixture(name)
-            let y = NN.groupNorm(f["x"]!, groups: Int(f["groups"]!.data[0]), weight: f["weight"]!, bias: f["bias"]!, eps: f["eps"]!.data[0])
-            Self.check(y, f["y"]!, name)
+            var x = f["x"]!
+            if x.rank == 3 { x = x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]) }
+            let want = f["y"]!
+            let y = NN.groupNorm(NN.nhwc(x), groups: Int(f["groups"]!.data[0]), weight: f["weight"]!, bias: f["bias"]!, eps: f["eps"]!.data[0])
+            Self.check(NN.nchw(y).reshaped(want.shape), want, name)
+            // Fused SiLU equals GroupNorm then SiLU.
+            var separate = y
+            NN.silu(&separate)
+            let fused = NN.groupNorm(NN.nhwc(x), groups: Int(f["groups"]!.data[0]), weight: f["weight"]!, bias: f["bias"]!, eps: f["eps"]!.data[0], silu: true)
+            Self.check(fused, separate, name + " + fused SiLU", tolerance: 0)
         }
     }
 
@@ -104,7 +147,7 @@ final class KernelTests: XCTestCase {
 
     func testUpsampleNearest2x() throws {
         let f = try Self.fixture("upsample")
-        Self.check(NN.upsampleNearest2x(f["x"]!), f["y"]!, "upsample nearest 2x", tolerance: 0)
+        Self.check(NN.nchw(NN.upsampleNearest2x(NN.nhwc(f["x"]!))), f["y"]!, "upsample nearest 2x", tolerance: 0)
     }
 
     /// Within 1e-5 for small t. For large t the error is set by torch, not by this kernel: torch's vectorized f32

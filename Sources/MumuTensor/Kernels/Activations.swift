@@ -32,25 +32,109 @@ extension NN {
     public static func gelu(_ x: inout Tensor) { let n = x.count; x.data.withUnsafeMutableBufferPointer { gelu($0.baseAddress!, count: n) } }
     public static func geluTanh(_ x: inout Tensor) { let n = x.count; x.data.withUnsafeMutableBufferPointer { geluTanh($0.baseAddress!, count: n) } }
 
-    /// Nearest-neighbour 2x upsampling of [N, C, H, W] to [N, C, 2H, 2W] (torch `F.interpolate(scale_factor=2, mode="nearest")`).
+    /// SiLU of one contiguous row (used fused after normalizations).
+    @inline(__always)
+    static func siluRow(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { let v = x[i]; x[i] = v / (1 + Foundation.exp(-v)) }
+    }
+
+    /// Nearest-neighbour 2x upsampling of channels-last [N, H, W, C] to [N, 2H, 2W, C]
+    /// (torch `F.interpolate(scale_factor=2, mode="nearest")` on the NCHW equivalent).
     public static func upsampleNearest2x(_ x: Tensor) -> Tensor {
-        precondition(x.rank == 4, "upsampleNearest2x wants [N, C, H, W], got \(x.shape)")
-        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var out = Tensor(zeros: [n, c, 2 * h, 2 * w])
+        precondition(x.rank == 4, "upsampleNearest2x wants [N, H, W, C], got \(x.shape)")
+        let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        var out = Tensor(zeros: [n, 2 * h, 2 * w, c])
         x.data.withUnsafeBufferPointer { src in
             out.data.withUnsafeMutableBufferPointer { dst in
                 let s = src.baseAddress!, d = dst.baseAddress!
-                KernelSupport.parallelChunks(n * c, minChunk: max(1, (1 << 15) / max(1, h * w))) { planes in
-                    for p in planes {
-                        let sp = s + p * h * w, dp = d + p * 4 * h * w
-                        for y in 0..<h {
-                            let row = dp + 2 * y * 2 * w
-                            for xx in 0..<w { let v = sp[y * w + xx]; row[2 * xx] = v; row[2 * xx + 1] = v }
-                            (row + 2 * w).update(from: row, count: 2 * w)
+                KernelSupport.parallelChunks(n * h, minChunk: max(1, (1 << 15) / max(1, w * c))) { rows in
+                    for r in rows {
+                        let sr = s + r * w * c
+                        let dr = d + 2 * r * 2 * w * c  // output row 2y of sample r / h
+                        for xx in 0..<w {
+                            (dr + 2 * xx * c).update(from: sr + xx * c, count: c)
+                            (dr + (2 * xx + 1) * c).update(from: sr + xx * c, count: c)
                         }
+                        (dr + 2 * w * c).update(from: dr, count: 2 * w * c)
                     }
                 }
             }
+        }
+        return out
+    }
+
+    /// GEGLU (diffusers `GEGLU`): x [..., 2I] split into hidden = x[..., :I] and gate = x[..., I:];
+    /// returns hidden * gelu(gate) (exact GELU), [..., I].
+    public static func geglu(_ x: Tensor) -> Tensor {
+        let two = x.shape[x.rank - 1]
+        precondition(two % 2 == 0, "geglu wants an even last dimension, got \(x.shape)")
+        let inner = two / 2
+        var shape = x.shape
+        shape[shape.count - 1] = inner
+        var out = Tensor(zeros: shape)
+        let rows = x.count / max(1, two)
+        let invSqrt2: Float = 0.70710678118654752
+        x.data.withUnsafeBufferPointer { src in
+            out.data.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                KernelSupport.parallelChunks(rows, minChunk: max(1, (1 << 14) / max(1, inner))) { rs in
+                    for r in rs {
+                        let h = s + r * two, g = h + inner, o = d + r * inner
+                        for i in 0..<inner { let v = g[i]; o[i] = h[i] * (0.5 * v * (1 + Foundation.erf(v * invSqrt2))) }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// x += y elementwise (same shapes).
+    public static func add(_ x: inout Tensor, _ y: Tensor) {
+        precondition(x.shape == y.shape, "add: shapes \(x.shape) and \(y.shape) differ")
+        let n = x.count
+        x.data.withUnsafeMutableBufferPointer { xb in
+            y.data.withUnsafeBufferPointer { yb in
+                let xp = xb.baseAddress!, yp = yb.baseAddress!
+                KernelSupport.parallelChunks(n, minChunk: elementwiseChunk) { r in for i in r { xp[i] += yp[i] } }
+            }
+        }
+    }
+
+    /// x [N, *positions, C] += v [N, C] broadcast over the positions (the UNet's time embedding in a ResBlock).
+    public static func addPerSample(_ x: inout Tensor, _ v: Tensor) {
+        let n = x.shape[0], c = x.shape[x.rank - 1]
+        precondition(v.shape == [n, c], "addPerSample: \(v.shape) does not match [\(n), \(c)] of \(x.shape)")
+        let positions = x.count / max(1, n * c)
+        x.data.withUnsafeMutableBufferPointer { xb in
+            v.data.withUnsafeBufferPointer { vb in
+                let xp = xb.baseAddress!, vp = vb.baseAddress!
+                KernelSupport.parallelChunks(n * positions, minChunk: max(1, elementwiseChunk / max(1, c))) { rs in
+                    for r in rs { let row = xp + r * c, add = vp + (r / positions) * c; for j in 0..<c { row[j] += add[j] } }
+                }
+            }
+        }
+    }
+
+    /// Concatenation along the last (channel) axis: [..., Ca] and [..., Cb] -> [..., Ca + Cb].
+    public static func concatChannels(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.rank == b.rank && a.shape.dropLast() == b.shape.dropLast(), "concatChannels: \(a.shape) and \(b.shape)")
+        let ca = a.shape[a.rank - 1], cb = b.shape[b.rank - 1]
+        var shape = a.shape
+        shape[shape.count - 1] = ca + cb
+        var out = Tensor(zeros: shape)
+        let rows = a.count / max(1, ca)
+        a.data.withUnsafeBufferPointer { ab in
+        b.data.withUnsafeBufferPointer { bb in
+        out.data.withUnsafeMutableBufferPointer { ob in
+            let ap = ab.baseAddress!, bp = bb.baseAddress!, op = ob.baseAddress!
+            KernelSupport.parallelChunks(rows, minChunk: max(1, elementwiseChunk / (ca + cb))) { rs in
+                for r in rs {
+                    (op + r * (ca + cb)).update(from: ap + r * ca, count: ca)
+                    (op + r * (ca + cb) + ca).update(from: bp + r * cb, count: cb)
+                }
+            }
+        }
+        }
         }
         return out
     }

@@ -1,97 +1,111 @@
-import CBLAS
 import Foundation
 
-/// The namespace of the f32 CPU kernels (NCHW / row-major). GEMMs go through OpenBLAS `cblas_sgemm`,
-/// which runs its own threads; the other kernels split their work with `concurrentPerform`.
+/// The namespace of the f32 CPU kernels. Images are channels-last ([N, H, W, C]) and token sequences
+/// [B, T, C], so every convolution and linear layer is one product C[M, N] = A[M, K] · Wᵀ (`DenseWeight`)
+/// over rows of channels, and GroupNorm, attention and the residual adds all read contiguous channel rows.
+/// `nchw` / `nhwc` convert at the models' edges (latents and images are NCHW there, as in PyTorch).
 public enum NN {
-    /// Largest im2col buffer conv2d builds at once unless told otherwise, in floats (32 MiB): the output rows
-    /// are done in bands that fit, so a 3x3 convolution at VAE resolution never needs the whole Cin*9 x H*W matrix
-    /// (a band is at least one output row, so the buffer is at most max(budget, Cin*kh*kw*Wout) floats).
+    /// Largest im2col buffer conv2d builds at once unless told otherwise, in floats (32 MiB): the output is
+    /// done in bands of whole output rows that fit, so a 3x3 convolution at VAE resolution never needs the whole
+    /// (H·W) x (9·Cin) matrix (a band is at least one output row, so the buffer is at most
+    /// max(budget, Wout·9·Cin) floats).
     public static let defaultIm2colBudget = 8 << 20
 
-    /// 2-D convolution (torch `F.conv2d`, dilation 1, groups 1) of x [N, Cin, H, W] with weight
-    /// [Cout, Cin, kh, kw], optional bias [Cout], the same stride and zero padding on both axes.
-    /// Output [N, Cout, Hout, Wout], Hout = (H + 2 padding - kh) / stride + 1.
-    /// 1x1 with stride 1 and no padding is one GEMM per sample (W [Cout, Cin] x X [Cin, H*W]); every other case
-    /// goes through im2col in bands of output rows (at most `im2colBudget` floats) and one GEMM per band.
-    /// The im2col of a band is filled in parallel over input channels; the GEMMs use OpenBLAS's threads.
-    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0,
+    /// 2-D convolution (torch `F.conv2d`, dilation 1, groups 1) of channels-last x [N, H, W, Cin] with a
+    /// square kernel: `weight` holds [Cout, k·k·Cin] (`DenseWeight.convWeight` order) and the bias.
+    /// Same stride and zero padding on both axes. Returns [N, Hout, Wout, Cout],
+    /// Hout = (H + 2 padding - k) / stride + 1.
+    public static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int = 1, padding: Int = 0,
                               im2colBudget: Int = defaultIm2colBudget) -> Tensor {
-        precondition(x.rank == 4 && weight.rank == 4, "conv2d wants x [N, C, H, W] and weight [O, C, kh, kw], got \(x.shape), \(weight.shape)")
-        let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (cout, wcin, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
-        precondition(wcin == cin, "conv2d weight takes \(wcin) channels, input has \(cin)")
-        precondition(stride >= 1 && padding >= 0, "conv2d stride \(stride) / padding \(padding)")
-        if let b = bias { precondition(b.count == cout, "conv2d bias has \(b.count) elements, want \(cout)") }
-        let hout = (h + 2 * padding - kh) / stride + 1, wout = (w + 2 * padding - kw) / stride + 1
-        precondition(hout > 0 && wout > 0, "conv2d output would be empty for \(x.shape) and kernel \(kh)x\(kw)")
-        var out = Tensor(zeros: [n, cout, hout, wout])
-        let plane = hout * wout
-        let kdim = cin * kh * kw
-        x.data.withUnsafeBufferPointer { xb in
-        weight.data.withUnsafeBufferPointer { wb in
+        precondition(x.rank == 4, "conv2d wants channels-last x [N, H, W, C], got \(x.shape)")
+        let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let hout = (h + 2 * padding - kernel) / stride + 1, wout = (w + 2 * padding - kernel) / stride + 1
+        precondition(hout > 0 && wout > 0, "conv2d output would be empty for \(x.shape) and kernel \(kernel)")
+        var out = Tensor(zeros: [n, hout, wout, weight.rows])
         out.data.withUnsafeMutableBufferPointer { ob in
-            let xp = xb.baseAddress!, wp = wb.baseAddress!, op = ob.baseAddress!
-            // Bias first; the GEMMs then accumulate with beta = 1.
-            var beta: Float = 0
-            if let b = bias {
-                beta = 1
-                for s in 0..<n { for o in 0..<cout { (op + (s * cout + o) * plane).update(repeating: b.data[o], count: plane) } }
-            }
-            if kh == 1 && kw == 1 && stride == 1 && padding == 0 {
-                for s in 0..<n {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(cout), Int32(plane), Int32(cin), 1,
-                                wp, Int32(cin), xp + s * cin * h * w, Int32(plane), beta, op + s * cout * plane, Int32(plane))
-                }
+            conv2d(x, weight: weight, kernel: kernel, stride: stride, padding: padding, into: ob.baseAddress!,
+                   accumulate: false, im2colBudget: im2colBudget)
+        }
+        return out
+    }
+
+    /// out += conv2d(x): a residual connection in the same pass (out [N, Hout, Wout, Cout]).
+    public static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int = 1, padding: Int = 0,
+                              addingInto out: inout Tensor, im2colBudget: Int = defaultIm2colBudget) {
+        let hout = (x.shape[1] + 2 * padding - kernel) / stride + 1, wout = (x.shape[2] + 2 * padding - kernel) / stride + 1
+        precondition(out.shape == [x.shape[0], hout, wout, weight.rows], "conv2d residual \(out.shape) does not match the output of \(x.shape)")
+        out.data.withUnsafeMutableBufferPointer { ob in
+            conv2d(x, weight: weight, kernel: kernel, stride: stride, padding: padding, into: ob.baseAddress!,
+                   accumulate: true, im2colBudget: im2colBudget)
+        }
+    }
+
+    /// The convolution into a caller's buffer. A 1x1 kernel with stride 1 and no padding multiplies x's rows
+    /// directly; otherwise output rows (over all samples) are done in bands: the im2col of a band (one row per
+    /// output pixel: for each (ky, kx) the Cin input channels, or zeros outside the image) is filled in parallel,
+    /// then one product.
+    static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int, padding: Int,
+                       into op: UnsafeMutablePointer<Float>, accumulate: Bool, im2colBudget: Int) {
+        let (n, h, w, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        precondition(kernel >= 1 && stride >= 1 && padding >= 0, "conv2d kernel \(kernel) stride \(stride) padding \(padding)")
+        precondition(weight.cols == kernel * kernel * cin,
+                     "conv2d weight takes \(weight.cols) values per output, a \(kernel)x\(kernel) kernel over \(cin) channels needs \(kernel * kernel * cin)")
+        let hout = (h + 2 * padding - kernel) / stride + 1, wout = (w + 2 * padding - kernel) / stride + 1
+        let cout = weight.rows
+        x.data.withUnsafeBufferPointer { xb in
+            let xp = xb.baseAddress!
+            if kernel == 1 && stride == 1 && padding == 0 {
+                weight.apply(xp, m: n * h * w, lda: cin, into: op, ldc: cout, accumulate: accumulate)
                 return
             }
-            let bandRows = max(1, min(hout, im2colBudget / max(1, kdim * wout)))
+            let kdim = weight.cols
+            let totalRows = n * hout
+            let bandRows = max(1, min(totalRows, im2colBudget / max(1, kdim * wout)))
             let col = UnsafeMutablePointer<Float>.allocate(capacity: kdim * bandRows * wout)
             defer { col.deallocate() }
-            for s in 0..<n {
-                let xs = xp + s * cin * h * w
-                var y0 = 0
-                while y0 < hout {
-                    let rows = min(bandRows, hout - y0)
-                    let cols = rows * wout
-                    // col[(c, ky, kx), (y - y0, x)] = x[c, y*stride - padding + ky, x*stride - padding + kx] or 0.
-                    KernelSupport.parallelChunks(cin, minChunk: max(1, (1 << 14) / max(1, kh * kw * cols))) { chans in
-                        for c in chans {
-                            let xc = xs + c * h * w
-                            for ky in 0..<kh {
-                                for kx in 0..<kw {
-                                    let dst = col + ((c * kh + ky) * kw + kx) * cols
-                                    for yy in 0..<rows {
-                                        let iy = (y0 + yy) * stride - padding + ky
-                                        let drow = dst + yy * wout
-                                        if iy < 0 || iy >= h { drow.update(repeating: 0, count: wout); continue }
-                                        let srow = xc + iy * w
-                                        if stride == 1 {
-                                            // Valid x range: 0 <= ox - padding + kx < w.
-                                            let lo = min(wout, max(0, padding - kx))
-                                            let hi = max(lo, min(wout, w + padding - kx))
-                                            if lo > 0 { drow.update(repeating: 0, count: lo) }
-                                            if hi > lo { (drow + lo).update(from: srow + (lo - padding + kx), count: hi - lo) }
-                                            if hi < wout { (drow + hi).update(repeating: 0, count: wout - hi) }
-                                        } else {
-                                            for ox in 0..<wout {
-                                                let ix = ox * stride - padding + kx
-                                                drow[ox] = (ix >= 0 && ix < w) ? srow[ix] : 0
-                                            }
-                                        }
-                                    }
+            var r0 = 0
+            while r0 < totalRows {
+                let rows = min(bandRows, totalRows - r0)
+                KernelSupport.parallelChunks(rows * wout, minChunk: max(1, (1 << 14) / kdim)) { pixels in
+                    for p in pixels {
+                        let row = r0 + p / wout, ox = p % wout
+                        let s = row / hout, oy = row % hout
+                        var dst = col + p * kdim
+                        for ky in 0..<kernel {
+                            let iy = oy * stride - padding + ky
+                            for kx in 0..<kernel {
+                                let ix = ox * stride - padding + kx
+                                if iy < 0 || iy >= h || ix < 0 || ix >= w {
+                                    dst.update(repeating: 0, count: cin)
+                                } else {
+                                    dst.update(from: xp + ((s * h + iy) * w + ix) * cin, count: cin)
                                 }
+                                dst += cin
                             }
                         }
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(cout), Int32(cols), Int32(kdim), 1,
-                                wp, Int32(kdim), col, Int32(cols), beta, op + s * cout * plane + y0 * wout, Int32(plane))
-                    y0 += rows
                 }
+                weight.apply(col, m: rows * wout, lda: kdim, into: op + r0 * wout * cout, ldc: cout, accumulate: accumulate)
+                r0 += rows
             }
         }
-        }
-        }
+    }
+
+    /// [N, C, H, W] -> [N, H, W, C].
+    public static func nhwc(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 4, "nhwc wants [N, C, H, W], got \(x.shape)")
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        var out = Tensor(zeros: [n, h, w, c])
+        for s in 0..<n { for ch in 0..<c { for p in 0..<(h * w) { out.data[(s * h * w + p) * c + ch] = x.data[(s * c + ch) * h * w + p] } } }
+        return out
+    }
+
+    /// [N, H, W, C] -> [N, C, H, W].
+    public static func nchw(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 4, "nchw wants [N, H, W, C], got \(x.shape)")
+        let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        var out = Tensor(zeros: [n, c, h, w])
+        for s in 0..<n { for ch in 0..<c { for p in 0..<(h * w) { out.data[(s * c + ch) * h * w + p] = x.data[(s * h * w + p) * c + ch] } } }
         return out
     }
 }

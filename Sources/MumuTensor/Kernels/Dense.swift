@@ -1,0 +1,117 @@
+import CBLAS
+import Foundation
+
+/// A weight matrix W [N, K] (PyTorch's Linear layout: one row per output) with an optional bias [N],
+/// for every GEMM of the models: C[M, N] = A[M, K] · Wᵀ + bias. A 2-D convolution is the same product
+/// once its weight is reordered to [Cout, kh·kw·Cin] (see `convWeight`) and A is an im2col of
+/// channels-last activations, so the models have exactly one matrix kernel to make fast.
+///
+/// Storage is f32 (products through OpenBLAS `cblas_sgemm`). The weights are copied out of the checkpoint
+/// when the layer is built, so a layer never depends on the mapped file staying alive.
+public final class DenseWeight: @unchecked Sendable {
+    /// Outputs (N) and inputs (K).
+    public let rows: Int
+    public let cols: Int
+    private let weights: UnsafeMutablePointer<Float>
+    private let biasValues: UnsafeMutablePointer<Float>?
+
+    /// Copies `values` ([rows, cols], row-major) and `bias` ([rows]) when given.
+    public init(f32 values: UnsafePointer<Float>, rows: Int, cols: Int, bias: UnsafePointer<Float>?) {
+        precondition(rows > 0 && cols > 0, "a dense weight needs at least one row and column, got \(rows)x\(cols)")
+        self.rows = rows
+        self.cols = cols
+        weights = .allocate(capacity: rows * cols)
+        weights.update(from: values, count: rows * cols)
+        if let bias {
+            let b = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+            b.update(from: bias, count: rows)
+            biasValues = b
+        } else {
+            biasValues = nil
+        }
+    }
+
+    public convenience init(_ weight: Tensor, bias: Tensor? = nil) {
+        precondition(weight.rank == 2, "DenseWeight wants a [N, K] weight, got \(weight.shape)")
+        if let bias { precondition(bias.count == weight.shape[0], "bias has \(bias.count) values for \(weight.shape[0]) rows") }
+        if let b = bias?.data {
+            self.init(f32: weight.data, rows: weight.shape[0], cols: weight.shape[1], bias: b)
+        } else {
+            self.init(f32: weight.data, rows: weight.shape[0], cols: weight.shape[1], bias: nil)
+        }
+    }
+
+    deinit {
+        weights.deallocate()
+        biasValues?.deallocate()
+    }
+
+    public var hasBias: Bool { biasValues != nil }
+    /// Bytes held (weights and bias).
+    public var byteCount: Int { (rows * cols + (hasBias ? rows : 0)) * 4 }
+
+    /// C[m, :] (+)= A[m, :] · Wᵀ + bias for m < `m`. A has row stride `lda` (>= cols), C row stride `ldc` (>= rows).
+    /// With `accumulate` the product is added to what C holds (a residual), otherwise C is overwritten.
+    public func apply(_ a: UnsafePointer<Float>, m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        if m == 0 { return }
+        precondition(lda >= cols && ldc >= rows, "DenseWeight.apply: lda \(lda) / ldc \(ldc) too small for \(rows)x\(cols)")
+        var beta: Float = accumulate ? 1 : 0
+        if let b = biasValues {
+            let n = rows
+            KernelSupport.parallelChunks(m, minChunk: max(1, (1 << 15) / n)) { rs in
+                for r in rs {
+                    let row = c + r * ldc
+                    if accumulate { for j in 0..<n { row[j] += b[j] } } else { row.update(from: b, count: n) }
+                }
+            }
+            beta = 1
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(rows), Int32(cols), 1,
+                    a, Int32(lda), weights, Int32(cols), beta, c, Int32(ldc))
+    }
+
+    /// x [..., K] -> [..., N].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 1 && x.shape[x.rank - 1] == cols, "dense layer takes \(cols) features, input is \(x.shape)")
+        var shape = x.shape
+        shape[shape.count - 1] = rows
+        var out = Tensor(zeros: shape)
+        let m = x.count / cols
+        x.data.withUnsafeBufferPointer { xb in
+            out.data.withUnsafeMutableBufferPointer { ob in
+                apply(xb.baseAddress!, m: m, lda: cols, into: ob.baseAddress!, ldc: rows, accumulate: false)
+            }
+        }
+        return out
+    }
+
+    /// y += x · Wᵀ + bias, with x [..., K] and y [..., N] (a residual connection in one pass).
+    public func apply(_ x: Tensor, addingInto y: inout Tensor) {
+        precondition(x.rank >= 1 && x.shape[x.rank - 1] == cols, "dense layer takes \(cols) features, input is \(x.shape)")
+        let m = x.count / cols
+        precondition(y.count == m * rows, "dense layer output \(y.shape) does not hold \(m) rows of \(rows)")
+        x.data.withUnsafeBufferPointer { xb in
+            y.data.withUnsafeMutableBufferPointer { yb in
+                apply(xb.baseAddress!, m: m, lda: cols, into: yb.baseAddress!, ldc: rows, accumulate: true)
+            }
+        }
+    }
+
+    /// A PyTorch conv weight [Cout, Cin, kh, kw] reordered to [Cout, kh, kw, Cin]: the row layout of a
+    /// channels-last im2col, so a convolution is `apply` on the im2col rows.
+    public static func convWeight(_ w: UnsafePointer<Float>, cout: Int, cin: Int, kh: Int, kw: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: cout * cin * kh * kw)
+        out.withUnsafeMutableBufferPointer { o in
+            for co in 0..<cout {
+                for ci in 0..<cin {
+                    for ky in 0..<kh {
+                        for kx in 0..<kw {
+                            o[((co * kh + ky) * kw + kx) * cin + ci] = w[((co * cin + ci) * kh + ky) * kw + kx]
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
