@@ -27,3 +27,45 @@ public enum ModelFile {
         return (try SafetensorsFile(path: path), .safetensors)
     }
 }
+
+/// A model opened and viewed under sgm (single-file) names, whatever layout it was stored in:
+/// what the merge engine and the decoder both read.
+public struct SGMView: Sendable {
+    /// The tensors under sgm names (the file itself, or a lazy renaming view of a diffusers layout).
+    public let source: TensorSource
+    /// The source as opened (diffusers names for a folder), for metadata and configs.
+    public let original: TensorSource
+    public let format: ModelFile.Format
+    /// The layout the tensors were stored in (`sgm`, `diffusers`, `diffusers-unet`, `diffusers-vae`, ...).
+    public let layout: String
+
+    /// Opens `path` (any format `ModelFile.open` reads) and views it under sgm names. Throws when a
+    /// diffusers-layout tensor has no sgm name (`unmappedDescription` names the first).
+    public static func open(_ path: String) throws -> SGMView {
+        let (source, format) = try ModelFile.open(path)
+        return try view(source, format: format)
+    }
+
+    /// The sgm view of an already opened source.
+    public static func view(_ source: TensorSource, format: ModelFile.Format) throws -> SGMView {
+        let path = source.path
+        let layout = Layouts.detectLayout(source.names)
+        switch layout {
+        case "diffusers", "diffusers-unet", "diffusers-vae":
+            let prefixed: TensorSource = layout == "diffusers" ? source
+                : PrefixedSource(source, diffusers: layout == "diffusers-unet" ? .unet : .vae)
+            let converted = try LayoutConverter().convert(source: prefixed, from: .diffusers, to: .sgm)
+            if !converted.unmapped.isEmpty {
+                throw FormatError.malformed(path: path, reason: "\(converted.unmapped.count) tensors have no sgm name, e.g. \(converted.unmapped[0])")
+            }
+            return SGMView(source: converted, original: source, format: format, layout: layout)
+        default:
+            return SGMView(source: source, original: source, format: format, layout: layout)
+        }
+    }
+
+    /// The diffusers `config.json` of a component when the model is a diffusers folder.
+    public func diffusersConfig(_ component: ModelComponent) -> JSONValue? {
+        (original as? DiffusersFolder)?.config(for: component)
+    }
+}

@@ -83,22 +83,11 @@ public final class MergePlan {
         if LoraDetector.looksLikeLora(source.names) {
             throw MergeError.input(name, "\(path) is a LoRA, not a model: bake it in with {method: lora, model: ..., lora: \(path)}")
         }
-        var viewed: TensorSource = source
-        let layout = Layouts.detectLayout(source.names)
-        switch layout {
-        case "diffusers", "diffusers-unet", "diffusers-vae":
-            let prefixed: TensorSource = layout == "diffusers" ? source
-                : PrefixedSource(source, diffusers: layout == "diffusers-unet" ? .unet : .vae)
-            let converted = try LayoutConverter().convert(source: prefixed, from: .diffusers, to: .sgm)
-            if !converted.unmapped.isEmpty {
-                throw MergeError.input(name, "\(converted.unmapped.count) tensors of \(path) have no sgm name, e.g. \(converted.unmapped[0])")
-            }
-            viewed = converted
-        default: break
-        }
-        let detection = ModelDetector.detect(viewed.tensors, metadata: source.metadata)
-        return MergeInput(name: name, path: path, source: viewed, format: format.rawValue, architecture: detection.architecture,
-                          family: detection.family, infos: viewed.infoByName)
+        let view: SGMView
+        do { view = try SGMView.view(source, format: format) } catch { throw MergeError.input(name, "\(error)") }
+        let detection = ModelDetector.detect(view.source.tensors, metadata: view.original.metadata)
+        return MergeInput(name: name, path: path, source: view.source, format: view.format.rawValue, architecture: detection.architecture,
+                          family: detection.family, infos: view.source.infoByName)
     }
 
     /// Refuses inputs of different architectures (at once, naming keys and shapes) and shapes that differ.
