@@ -52,8 +52,8 @@ let package = Package(
         // The CLIP BPE merges (vocab/clip_merges.txt) are compiled into MumuSampler by this plugin.
         .executableTarget(name: "EmbedVocabTool", path: "Sources/EmbedVocabTool"),
         .plugin(name: "EmbedVocab", capability: .buildTool(), dependencies: ["EmbedVocabTool"]),
-        // Text encoding and sampling: the CLIP tokenizer, so far.
-        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor"], swiftSettings: optimize,
+        // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE) and, next, the sampler.
+        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS"], swiftSettings: optimize,
                 plugins: ["EmbedVocab"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles",
@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
-        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler"],
+        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuFormats", "MumuTensor"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],

@@ -1,0 +1,115 @@
+import Foundation
+import MumuFormats
+import MumuTensor
+
+/// How the models keep the weights of their matrix products (linear layers and convolutions).
+/// Norms, embeddings and biases are always f32.
+public enum WeightPrecision: String, Sendable, CaseIterable {
+    /// Converted to f32 at load; products through OpenBLAS sgemm.
+    case f32
+    /// Rounded to bf16 at load (half the memory); products through mumu's bf16 GEMM (AVX-512-BF16), or f32
+    /// where the CPU lacks it.
+    case bf16
+}
+
+/// Reads one component's tensors by sgm name (under `prefix`), checks each shape against what the model's
+/// configuration says and every value for NaN / infinity, and converts to what the layers hold.
+/// Weights are copied out of the (memory-mapped) checkpoint as they are read, one tensor at a time.
+public final class WeightReader: @unchecked Sendable {
+    public let source: TensorSource
+    public let prefix: String
+    public let precision: WeightPrecision
+    private let infos: [String: TensorInfo]
+
+    public init(source: TensorSource, prefix: String, precision: WeightPrecision = .f32) {
+        self.source = source
+        self.prefix = prefix
+        self.precision = precision
+        infos = source.infoByName
+    }
+
+    /// The path, for messages.
+    public var path: String { source.path }
+
+    public func has(_ name: String) -> Bool { infos[prefix + name] != nil }
+
+    /// The stored shape of `name`, or nil.
+    public func shape(_ name: String) -> [Int]? { infos[prefix + name]?.shape }
+
+    /// The stored shape of `name`, or an error naming it.
+    public func requireShape(_ name: String) throws -> [Int] {
+        guard let s = shape(name) else { throw DecoderError.missingTensor(path: path, tensor: prefix + name) }
+        return s
+    }
+
+    /// The values of `name` as f32, checked to have `shape` (or the same element count when `shape` lists a
+    /// squeezed form, e.g. a 1x1 conv [O, I, 1, 1] read as [O, I]) and to be finite.
+    public func floats(_ name: String, shape expected: [Int]) throws -> [Float] {
+        let full = prefix + name
+        guard let info = infos[full] else { throw DecoderError.missingTensor(path: path, tensor: full) }
+        let squeezed = info.shape.filter { $0 != 1 }
+        guard info.shape == expected || (squeezed == expected.filter { $0 != 1 } && info.elementCount == expected.reduce(1, *)) else {
+            throw DecoderError.wrongShape(path: path, tensor: full, expected: expected, found: info.shape)
+        }
+        let data = try source.tensor(full)
+        var values = [Float](repeating: 0, count: info.elementCount)
+        try withExtendedLifetime(data) {
+            if info.elementCount > 0 {
+                try values.withUnsafeMutableBufferPointer { try Convert.toF32(data.bytes.baseAddress!, info.dtype, $0.baseAddress!, count: info.elementCount) }
+            }
+        }
+        let bad = values.reduce(0) { $1.isFinite ? $0 : $0 + 1 }
+        if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }
+        return values
+    }
+
+    public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+        Tensor(shape: shape, data: try floats(name, shape: shape))
+    }
+
+    /// A vector [count] (norm weights, biases).
+    public func vector(_ name: String, count: Int) throws -> Tensor { try tensor(name, shape: [count]) }
+
+    /// A linear layer: `name.weight` [outputs, inputs] and, when `bias`, `name.bias` [outputs]. A 1x1 conv
+    /// weight [outputs, inputs, 1, 1] is read as the same matrix (sgm VAE attention, SD1 proj_in).
+    public func linear(_ name: String, inputs: Int, outputs: Int, bias: Bool = true) throws -> DenseWeight {
+        let w = try floats(name + ".weight", shape: [outputs, inputs])
+        let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
+        return dense(w, rows: outputs, cols: inputs, bias: b)
+    }
+
+    /// A square convolution: `name.weight` [outputs, inputs, k, k] and `name.bias` [outputs], reordered for
+    /// channels-last (`DenseWeight.convWeight`).
+    public func conv(_ name: String, inputs: Int, outputs: Int, kernel: Int, bias: Bool = true) throws -> DenseWeight {
+        let w = try floats(name + ".weight", shape: [outputs, inputs, kernel, kernel])
+        let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
+        let reordered = kernel == 1 ? w : DenseWeight.convWeight(w, cout: outputs, cin: inputs, kh: kernel, kw: kernel)
+        return dense(reordered, rows: outputs, cols: kernel * kernel * inputs, bias: b)
+    }
+
+    /// A norm's weight and bias ([channels] each).
+    public func norm(_ name: String, channels: Int) throws -> Norm {
+        Norm(weight: try vector(name + ".weight", count: channels), bias: try vector(name + ".bias", count: channels))
+    }
+
+    private func dense(_ w: [Float], rows: Int, cols: Int, bias: [Float]?) -> DenseWeight {
+        if let bias { return DenseWeight(f32: w, rows: rows, cols: cols, bias: bias) }
+        return DenseWeight(f32: w, rows: rows, cols: cols, bias: nil)
+    }
+}
+
+/// The affine part of a GroupNorm or LayerNorm.
+public struct Norm: Sendable {
+    public var weight: Tensor
+    public var bias: Tensor
+
+    /// GroupNorm (channels-last), optionally followed by SiLU in the same pass.
+    public func group(_ x: Tensor, groups: Int, eps: Float, silu: Bool = false) -> Tensor {
+        NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
+    }
+
+    /// LayerNorm over the last dimension.
+    public func layer(_ x: Tensor, eps: Float) -> Tensor {
+        NN.layerNorm(x, weight: weight, bias: bias, eps: eps)
+    }
+}
