@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+import MumuFormats
+import MumuTensor
+
+/// The decoder conformance fixtures (scripts/gen_fixtures_decoder.py): a tiny random SDXL pipeline folder and
+/// the f32 reference outputs diffusers / transformers computed from exactly its (f16-stored) weights.
+enum DecoderFixtures {
+    static var folder: URL { Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("decoder") }
+    static var pipeline: String { folder.appendingPathComponent("tiny-sdxl").path }
+
+    /// Every tensor of `name`.safetensors as f32 (int64 ids converted exactly: they are small).
+    static func io(_ name: String) throws -> [String: Tensor] {
+        let file = try SafetensorsFile(path: folder.appendingPathComponent(name + ".safetensors").path)
+        var out: [String: Tensor] = [:]
+        for info in file.tensors {
+            let data = try file.tensor(info.name)
+            let values: [Float]
+            if info.dtype == .i64 {
+                values = withExtendedLifetime(data) { data.bytes.bindMemory(to: Int64.self).map { Float($0) } }
+            } else {
+                values = try data.floats()
+            }
+            out[info.name] = Tensor(shape: info.shape, data: values)
+        }
+        return out
+    }
+
+    /// Max abs difference; fails on a shape mismatch or an error above `tolerance`. Prints the error reached.
+    @discardableResult
+    static func check(_ got: Tensor, _ want: Tensor, _ label: String, tolerance: Float,
+                      file: StaticString = #filePath, line: UInt = #line) -> Float {
+        XCTAssertEqual(got.shape, want.shape, label, file: file, line: line)
+        guard got.shape == want.shape else { return .infinity }
+        var err: Float = 0
+        for i in 0..<got.count {
+            let e = abs(got.data[i] - want.data[i])
+            if !(e <= err) { err = e.isNaN ? .infinity : e }
+        }
+        XCTAssertLessThanOrEqual(err, tolerance, "\(label): max abs error \(err)", file: file, line: line)
+        print("\(label): max abs error \(err)")
+        return err
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import XCTest
+import MumuFormats
+import MumuSampler
+import MumuTensor
+
+/// The UNet against diffusers' UNet2DConditionModel (f32, CPU) on the tiny random SDXL fixture.
+final class UNetTests: XCTestCase {
+    /// The bar. Reached: ~1e-6 (outputs are O(1); f32 GEMMs in a different summation order than torch's).
+    static let tolerance: Float = 1e-4
+
+    func testMatchesDiffusers() throws {
+        let checkpoint = try DecoderCheckpoint(path: DecoderFixtures.pipeline)
+        let unet = try UNet(checkpoint: checkpoint)
+        XCTAssertEqual(unet.config.blockChannels, [16, 32, 48])
+        XCTAssertEqual(unet.config.heads, [1, 2, 3])
+        let io = try DecoderFixtures.io("unet_io")
+        let out = try unet(io["sample"]!, timesteps: io["timestep"]!.data, context: io["encoder_hidden_states"]!,
+                           pooled: io["text_embeds"]!, timeIds: io["time_ids"]!)
+        DecoderFixtures.check(out, io["out"]!, "UNet batch 2, 16x12", tolerance: Self.tolerance)
+        let out1 = try unet(io["sample1"]!, timesteps: io["timestep1"]!.data, context: io["encoder_hidden_states1"]!,
+                            pooled: io["text_embeds1"]!, timeIds: io["time_ids1"]!)
+        DecoderFixtures.check(out1, io["out1"]!, "UNet batch 1, 8x8, 154 context tokens", tolerance: Self.tolerance)
+    }
+
+    /// Shapes alone give the same configuration as the config.json, heads aside (not stored in weights: the tiny
+    /// model has head dim 16, so inference is told 16 instead of SDXL's 64).
+    func testConfigInferredFromShapes() throws {
+        let checkpoint = try DecoderCheckpoint(path: DecoderFixtures.pipeline)
+        let fromJSON = try UNetConfig.fromDiffusers(checkpoint.config(.unet)!, path: checkpoint.path)
+        var inferred = try UNetConfig.infer(try checkpoint.reader(.unet), headDim: 16)
+        XCTAssertEqual(inferred.admIn, fromJSON.admIn)
+        // addition_time_embed_dim is not in the weights either: inference assumes SDXL's 256.
+        XCTAssertEqual(inferred.addTimeDim, 256)
+        inferred.addTimeDim = fromJSON.addTimeDim
+        inferred.normGroups = fromJSON.normGroups
+        XCTAssertEqual(inferred, fromJSON)
+    }
+
+    func testBadInputsAreRefused() throws {
+        let unet = try UNet(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline))
+        let io = try DecoderFixtures.io("unet_io")
+        XCTAssertThrowsError(try unet(Tensor(zeros: [1, 4, 6, 8]), timesteps: [1], context: io["encoder_hidden_states1"]!,
+                                      pooled: io["text_embeds1"]!, timeIds: io["time_ids1"]!)) { error in
+            XCTAssertTrue("\(error)".contains("not a multiple of 4"), "\(error)")
+        }
+        XCTAssertThrowsError(try unet(io["sample1"]!, timesteps: [1], context: io["encoder_hidden_states1"]!)) { error in
+            XCTAssertTrue("\(error)".contains("pooled"), "\(error)")
+        }
+    }
+}
