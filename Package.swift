@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS"], swiftSettings: optimize,
                 plugins: ["EmbedVocab"]),
         .executableTarget(name: "mumu",
-                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles",
+                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: optimize),
 

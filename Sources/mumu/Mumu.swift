@@ -1,4 +1,5 @@
 import ArgumentParser
+import MumuTensor
 import MumuFormats
 
 @main
@@ -9,6 +10,11 @@ struct Mumu: ParsableCommand {
         discussion: "Reads SDXL checkpoints as people ship them (safetensors, sharded, diffusers folders, .ckpt, LoRA), converts and synthesizes them.",
         version: MumuVersion.string,
         subcommands: [InspectCommand.self, ConvertCommand.self, SynthCommand.self, MergeCommand.self, StylesCommand.self, LoraCommand.self, BenchCommand.self, DemoCommand.self])
+
+    static func main() {
+        BLASRuntime.reexecWithFasterKernelsIfNeeded()
+        main(nil)
+    }
 }
 
 enum MumuVersion {

@@ -37,6 +37,9 @@ uint16_t mumu_f32_to_f16_scalar(float f);
 // 1 when the F16C (+AVX2) fast path is in use on this CPU.
 int mumu_has_f16c(void);
 
+// 2: AVX-512 (F, DQ, CD, BW, VL) usable; 1: AVX2 + FMA; 0: neither (or not x86).
+int mumu_cpu_vector_level(void);
+
 // SHA-256, with the x86 SHA extensions where the CPU has them.
 typedef struct {
     uint32_t state[8];

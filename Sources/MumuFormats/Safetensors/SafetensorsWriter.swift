@@ -171,11 +171,10 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
     public func write(_ data: TensorData) throws {
         guard let i = index[data.info.name] else { throw FormatError.unsupported("\(path): tensor '\(data.info.name)' was not declared") }
         let declared = layout.entries[i].info
-        if declared.dtype == data.info.dtype {
-            try write(data.info.name, data.bytes)
-        } else {
-            try write(data.info.name, try data.converted(to: declared.dtype).bytes)
-        }
+        // Both values are kept alive across the write: `bytes` is only valid while its owner is (an optimized
+        // build may release a temporary right after its last use).
+        let converted = declared.dtype == data.info.dtype ? data : try data.converted(to: declared.dtype)
+        try withExtendedLifetime((data, converted)) { try write(data.info.name, converted.bytes) }
     }
 
     /// Checks every declared tensor was written, then moves the file into place.

@@ -15,10 +15,8 @@ public protocol ModelSink: AnyObject, Sendable {
 extension ModelSink {
     /// Writes a whole tensor (converted to `dtype` when given and different).
     public func write(_ data: TensorData, as dtype: DType? = nil) throws {
-        if let dtype, dtype != data.info.dtype {
-            try writePart(data.info.name, offset: 0, try data.converted(to: dtype).bytes)
-        } else {
-            try writePart(data.info.name, offset: 0, data.bytes)
-        }
+        let out = try dtype.map { $0 == data.info.dtype ? data : try data.converted(to: $0) } ?? data
+        // Keep both alive while their bytes are read (see TensorData's lifetime note in docs/architecture.md).
+        try withExtendedLifetime((data, out)) { try writePart(data.info.name, offset: 0, out.bytes) }
     }
 }

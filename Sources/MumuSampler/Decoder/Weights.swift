@@ -52,11 +52,15 @@ public final class WeightReader: @unchecked Sendable {
             throw DecoderError.wrongShape(path: path, tensor: full, expected: expected, found: info.shape)
         }
         let data = try source.tensor(full)
+        // Streamed with pread from a mapped file (StreamExecutor.converting): loading never faults the mapping in,
+        // so the resident set holds the converted weights only, not also the file's pages.
         var values = [Float](repeating: 0, count: info.elementCount)
-        try withExtendedLifetime(data) {
-            if info.elementCount > 0 {
-                try values.withUnsafeMutableBufferPointer { try Convert.toF32(data.bytes.baseAddress!, info.dtype, $0.baseAddress!, count: info.elementCount) }
-            }
+        var filled = 0
+        try values.withUnsafeMutableBufferPointer { out in
+            try StreamExecutor.converting(data, to: .f32)({ part in
+                UnsafeMutableRawPointer(out.baseAddress! + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
+                filled += part.count / 4
+            })
         }
         let bad = values.reduce(0) { $1.isFinite ? $0 : $0 + 1 }
         if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }

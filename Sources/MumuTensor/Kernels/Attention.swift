@@ -26,6 +26,7 @@ extension NN {
         let scale = 1 / Float(d).squareRoot()
         var out = Tensor(zeros: q.shape)
         if tq == 0 || tk == 0 { return out }
+        FlopCounter.add(4 * b * tq * tk * c)
         let block = min(blockRows, tq)
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * tk)
         defer { scores.deallocate() }

@@ -54,6 +54,7 @@ public final class DenseWeight: @unchecked Sendable {
     /// With `accumulate` the product is added to what C holds (a residual), otherwise C is overwritten.
     public func apply(_ a: UnsafePointer<Float>, m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
         if m == 0 { return }
+        FlopCounter.add(2 * m * rows * cols)
         precondition(lda >= cols && ldc >= rows, "DenseWeight.apply: lda \(lda) / ldc \(ldc) too small for \(rows)x\(cols)")
         var beta: Float = accumulate ? 1 : 0
         if let b = biasValues {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A dense f32 tensor: a shape and its elements in row-major order (NCHW for images, [B, T, C] for
 /// token sequences). Deliberately minimal: no strides, no views, no dtype. The kernels in `NN` take and
@@ -43,4 +44,13 @@ enum KernelSupport {
             if lo < hi { body(lo..<hi) }
         }
     }
+}
+
+/// Floating-point operations done by the matrix products (2·M·N·K each) and attention, counted so benchmarks
+/// report achieved FLOP/s from what actually ran rather than from an estimate.
+public enum FlopCounter {
+    private static let total = Atomic<Int>(0)
+    public static func add(_ flops: Int) { total.add(flops, ordering: .relaxed) }
+    public static var value: Int { total.load(ordering: .relaxed) }
+    public static func reset() { total.store(0, ordering: .relaxed) }
 }
