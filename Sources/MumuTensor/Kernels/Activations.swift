@@ -1,23 +1,20 @@
+import CMumuKernels
 import Foundation
 
-/// Elementwise activations and nearest upsampling, f32, in place where the shape does not change.
+/// Elementwise activations and nearest upsampling, f32, in place where the shape does not change. SiLU, GELU and
+/// GEGLU run in C (CMumuKernels nn.c: AVX-512 exp / erf, portable fallback).
 /// Large buffers are split into chunks run with `DispatchQueue.concurrentPerform`.
 extension NN {
     private static let elementwiseChunk = 1 << 15
 
     /// SiLU (swish): x * sigmoid(x) = x / (1 + exp(-x)), in place.
     public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        KernelSupport.parallelChunks(count, minChunk: elementwiseChunk) { r in
-            for i in r { let v = x[i]; x[i] = v / (1 + Foundation.exp(-v)) }
-        }
+        KernelSupport.parallelChunks(count, minChunk: elementwiseChunk) { r in mumu_silu(x + r.lowerBound, r.count) }
     }
 
     /// GELU, exact form: 0.5 x (1 + erf(x / sqrt 2)) (torch `F.gelu`, approximate="none"), in place.
     public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        let invSqrt2: Float = 0.70710678118654752
-        KernelSupport.parallelChunks(count, minChunk: elementwiseChunk) { r in
-            for i in r { let v = x[i]; x[i] = 0.5 * v * (1 + Foundation.erf(v * invSqrt2)) }
-        }
+        KernelSupport.parallelChunks(count, minChunk: elementwiseChunk) { r in mumu_gelu(x + r.lowerBound, r.count) }
     }
 
     /// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (torch approximate="tanh"), in place.
@@ -34,9 +31,7 @@ extension NN {
 
     /// SiLU of one contiguous row (used fused after normalizations).
     @inline(__always)
-    static func siluRow(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { let v = x[i]; x[i] = v / (1 + Foundation.exp(-v)) }
-    }
+    static func siluRow(_ x: UnsafeMutablePointer<Float>, count: Int) { mumu_silu(x, count) }
 
     /// Nearest-neighbour 2x upsampling of channels-last [N, H, W, C] to [N, 2H, 2W, C]
     /// (torch `F.interpolate(scale_factor=2, mode="nearest")` on the NCHW equivalent).
@@ -73,15 +68,11 @@ extension NN {
         shape[shape.count - 1] = inner
         var out = Tensor(zeros: shape)
         let rows = x.count / max(1, two)
-        let invSqrt2: Float = 0.70710678118654752
         x.data.withUnsafeBufferPointer { src in
             out.data.withUnsafeMutableBufferPointer { dst in
                 let s = src.baseAddress!, d = dst.baseAddress!
                 KernelSupport.parallelChunks(rows, minChunk: max(1, (1 << 14) / max(1, inner))) { rs in
-                    for r in rs {
-                        let h = s + r * two, g = h + inner, o = d + r * inner
-                        for i in 0..<inner { let v = g[i]; o[i] = h[i] * (0.5 * v * (1 + Foundation.erf(v * invSqrt2))) }
-                    }
+                    mumu_geglu(s + rs.lowerBound * two, d + rs.lowerBound * inner, rs.count, inner)
                 }
             }
         }

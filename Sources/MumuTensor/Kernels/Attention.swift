@@ -1,4 +1,5 @@
 import CBLAS
+import CMumuKernels
 import Foundation
 
 extension NN {
@@ -61,19 +62,11 @@ extension NN {
         return out
     }
 
-    /// Numerically stable softmax of each row of a [rows, cols] buffer, in place (max subtracted, f64 sum).
+    /// Numerically stable softmax of each row of a [rows, cols] buffer, in place (row maximum subtracted;
+    /// CMumuKernels `mumu_softmax_rows`, AVX-512 where available).
     public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
         KernelSupport.parallelChunks(rows, minChunk: max(1, (1 << 14) / max(1, cols))) { rs in
-            for r in rs {
-                let row = p + r * cols
-                var m = -Float.infinity
-                for i in 0..<cols { m = max(m, row[i]) }
-                if m == -.infinity { m = 0 }
-                var sum = 0.0
-                for i in 0..<cols { let e = Foundation.exp(row[i] - m); row[i] = e; sum += Double(e) }
-                let inv = Float(1 / sum)
-                for i in 0..<cols { row[i] *= inv }
-            }
+            mumu_softmax_rows(p + rs.lowerBound * cols, rs.count, cols, cols)
         }
     }
 }
