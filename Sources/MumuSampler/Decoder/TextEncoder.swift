@@ -1,4 +1,5 @@
 import CBLAS
+import CMumuKernels
 import Foundation
 import MumuFormats
 import MumuTensor
@@ -383,7 +384,7 @@ public final class CLIPTextEncoder: @unchecked Sendable {
             let n = x.count
             x.data.withUnsafeMutableBufferPointer { xb in
                 let p = xb.baseAddress!
-                parallelChunks(n, minChunk: 1 << 15) { r in
+                KernelSupport.parallelChunks(n, minChunk: 1 << 15) { r in
                     for i in r { let v = p[i]; p[i] = v / (1 + Foundation.exp(-1.702 * v)) }
                 }
             }
@@ -402,7 +403,7 @@ public final class CLIPTextEncoder: @unchecked Sendable {
         qkv.data.withUnsafeBufferPointer { qb in
             out.data.withUnsafeMutableBufferPointer { ob in
                 let base = qb.baseAddress!, obase = ob.baseAddress!
-                parallelChunks(b * heads, minChunk: 1) { jobs in
+                KernelSupport.parallelChunks(b * heads, minChunk: 1) { jobs in
                     let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
                     defer { scores.deallocate() }
                     for job in jobs {
@@ -412,13 +413,8 @@ public final class CLIPTextEncoder: @unchecked Sendable {
                                     q, Int32(c3), k, Int32(c3), 0, scores, Int32(t))
                         for i in 0..<t {
                             let row = scores + i * t
-                            var m = -Float.infinity
-                            for j in 0...i { m = max(m, row[j]) }
-                            var sum = 0.0
-                            for j in 0...i { let e = Foundation.exp(row[j] - m); row[j] = e; sum += Double(e) }
-                            let inv = Float(1 / sum)
-                            for j in 0...i { row[j] *= inv }
-                            for j in (i + 1)..<t { row[j] = 0 }
+                            mumu_softmax_rows(row, 1, i + 1, t)
+                            (row + i + 1).update(repeating: 0, count: t - i - 1)
                         }
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(d), Int32(t), 1,
                                     scores, Int32(t), v, Int32(c3), 0, obase + s * t * c + h * d, Int32(c))
@@ -427,19 +423,5 @@ public final class CLIPTextEncoder: @unchecked Sendable {
             }
         }
         return out
-    }
-}
-
-/// Runs `body` over 0..<count split into chunks of at least `minChunk`, in parallel (MumuTensor's helper is
-/// internal to that module).
-private func parallelChunks(_ count: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
-    if count <= 0 { return }
-    let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
-    let chunks = min(max(1, count / max(1, minChunk)), workers * 4)
-    if chunks <= 1 { body(0..<count); return }
-    let size = (count + chunks - 1) / chunks
-    DispatchQueue.concurrentPerform(iterations: chunks) { i in
-        let lo = i * size, hi = min(count, lo + size)
-        if lo < hi { body(lo..<hi) }
     }
 }

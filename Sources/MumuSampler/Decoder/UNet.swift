@@ -146,7 +146,7 @@ public final class UNet: @unchecked Sendable {
                 case let .res(rb): x = rb(x, emb: embAct)
                 case let .transformer(t): x = t(x, context: context)
                 case let .downsample(conv): x = NN.conv2d(x, weight: conv, kernel: 3, stride: 2, padding: 1)
-                case let .upsample(conv): x = NN.conv2d(NN.upsampleNearest2x(x), weight: conv, kernel: 3, padding: 1)
+                case let .upsample(conv): x = NN.conv2dUpsampled(x, weight: conv)
                 case .push: skips.append(x)
                 case .pop: x = NN.concatChannels(x, skips.removeLast())
                 }

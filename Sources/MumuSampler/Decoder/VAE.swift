@@ -256,7 +256,7 @@ public final class VAE: @unchecked Sendable {
         run(decoder.mid, &x)
         for level in decoder.levels.reversed() {
             for r in level.resnets { run(r, &x) }
-            if let up = level.upsample { x = Self.convUpsampled(x, weight: up) }
+            if let up = level.upsample { x = NN.conv2dUpsampled(x, weight: up) }
         }
         x = decoder.normOut.group(x, groups: config.groups, eps: Self.eps, silu: true)
         x = NN.conv2d(x, weight: decoder.convOut, kernel: 3, padding: 1)
@@ -328,76 +328,6 @@ public final class VAE: @unchecked Sendable {
     /// at the bottom), then conv 3x3 stride 2 without padding: [N, H, W, C] -> [N, (H+1-3)/2+1, (W+1-3)/2+1, C].
     static func convDownsample(_ x: Tensor, weight: DenseWeight) -> Tensor {
         let (h, w) = (x.shape[1], x.shape[2])
-        return conv3x3(x, weight: weight, stride: 2, pad: 0, outH: (h + 1 - 3) / 2 + 1, outW: (w + 1 - 3) / 2 + 1, upsample: false)
-    }
-
-    /// diffusers `Upsample2D`: nearest 2x, then conv 3x3 padding 1; the 2x image is read through the index
-    /// map (source row = upsampled row / 2) instead of being built.
-    static func convUpsampled(_ x: Tensor, weight: DenseWeight) -> Tensor {
-        conv3x3(x, weight: weight, stride: 1, pad: 1, outH: 2 * x.shape[1], outW: 2 * x.shape[2], upsample: true)
-    }
-
-    /// A 3x3 convolution of channels-last x [N, H, W, Cin] (or of its nearest 2x upsampling when `upsample`)
-    /// with `pad` zero rows / columns at the top / left and as many at the bottom / right as the output size
-    /// needs, by banded im2col + one `DenseWeight` product per band (as `NN.conv2d`, whose padding is symmetric
-    /// only): returns [N, outH, outW, Cout].
-    static func conv3x3(_ x: Tensor, weight: DenseWeight, stride: Int, pad: Int, outH: Int, outW: Int, upsample: Bool,
-                        im2colBudget: Int = NN.defaultIm2colBudget) -> Tensor {
-        let (n, h, w, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let kernel = 3
-        precondition(weight.cols == kernel * kernel * cin, "conv3x3: weight takes \(weight.cols) values, \(cin) channels need \(9 * cin)")
-        let (vh, vw) = upsample ? (2 * h, 2 * w) : (h, w)  // the (virtual) input size
-        let shift = upsample ? 1 : 0
-        let cout = weight.rows, kdim = weight.cols
-        var out = Tensor(zeros: [n, outH, outW, cout])
-        let totalRows = n * outH
-        let bandRows = max(1, min(totalRows, im2colBudget / max(1, kdim * outW)))
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: kdim * bandRows * outW)
-        defer { col.deallocate() }
-        x.data.withUnsafeBufferPointer { xb in
-            out.data.withUnsafeMutableBufferPointer { ob in
-                let xp = xb.baseAddress!, op = ob.baseAddress!
-                var r0 = 0
-                while r0 < totalRows {
-                    let rows = min(bandRows, totalRows - r0)
-                    parallelChunks(rows * outW, minChunk: max(1, (1 << 14) / kdim)) { pixels in
-                        for p in pixels {
-                            let row = r0 + p / outW, ox = p % outW
-                            let s = row / outH, oy = row % outH
-                            var dst = col + p * kdim
-                            for ky in 0..<kernel {
-                                let iy = oy * stride - pad + ky
-                                for kx in 0..<kernel {
-                                    let ix = ox * stride - pad + kx
-                                    if iy < 0 || iy >= vh || ix < 0 || ix >= vw {
-                                        dst.update(repeating: 0, count: cin)
-                                    } else {
-                                        dst.update(from: xp + ((s * h + (iy >> shift)) * w + (ix >> shift)) * cin, count: cin)
-                                    }
-                                    dst += cin
-                                }
-                            }
-                        }
-                    }
-                    weight.apply(col, m: rows * outW, lda: kdim, into: op + r0 * outW * cout, ldc: cout, accumulate: false)
-                    r0 += rows
-                }
-            }
-        }
-        return out
-    }
-}
-
-/// Runs `body` over 0..<count split into chunks of at least `minChunk`, in parallel (MumuTensor's helper is
-/// internal to that module).
-private func parallelChunks(_ count: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
-    if count <= 0 { return }
-    let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
-    let chunks = min(max(1, count / max(1, minChunk)), workers * 4)
-    if chunks <= 1 { body(0..<count); return }
-    let size = (count + chunks - 1) / chunks
-    DispatchQueue.concurrentPerform(iterations: chunks) { i in
-        let lo = i * size, hi = min(count, lo + size)
-        if lo < hi { body(lo..<hi) }
+        return NN.conv2d(x, weight: weight, kernel: 3, stride: 2, padTopLeft: 0, outH: (h + 1 - 3) / 2 + 1, outW: (w + 1 - 3) / 2 + 1)
     }
 }

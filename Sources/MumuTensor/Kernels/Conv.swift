@@ -40,21 +40,57 @@ public enum NN {
         }
     }
 
-    /// The convolution into a caller's buffer. A 1x1 kernel with stride 1 and no padding multiplies x's rows
-    /// directly; otherwise output rows (over all samples) are done in bands: the im2col of a band (one row per
-    /// output pixel: for each (ky, kx) the Cin input channels, or zeros outside the image) is filled in parallel,
-    /// then one product.
+    /// diffusers `Upsample2D`: nearest 2x of x [N, H, W, Cin], then a 3x3 convolution with padding 1:
+    /// [N, 2H, 2W, Cout]. The 2x image is never built: the im2col reads it through the index map
+    /// (source row = upsampled row / 2).
+    public static func conv2dUpsampled(_ x: Tensor, weight: DenseWeight, im2colBudget: Int = defaultIm2colBudget) -> Tensor {
+        let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        var out = Tensor(zeros: [n, 2 * h, 2 * w, weight.rows])
+        out.data.withUnsafeMutableBufferPointer { ob in
+            conv2d(x, weight: weight, kernel: 3, stride: 1, pad: 1, outH: 2 * h, outW: 2 * w, upsample: true,
+                   into: ob.baseAddress!, accumulate: false, im2colBudget: im2colBudget)
+        }
+        return out
+    }
+
+    /// A convolution with `padTopLeft` zero rows / columns before the image and as many after it as an output of
+    /// outH x outW needs (diffusers' VAE encoder downsampling pads (0, 1, 0, 1): `padTopLeft` 0, stride 2).
+    public static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int, padTopLeft: Int, outH: Int, outW: Int,
+                              im2colBudget: Int = defaultIm2colBudget) -> Tensor {
+        var out = Tensor(zeros: [x.shape[0], outH, outW, weight.rows])
+        out.data.withUnsafeMutableBufferPointer { ob in
+            conv2d(x, weight: weight, kernel: kernel, stride: stride, pad: padTopLeft, outH: outH, outW: outW, upsample: false,
+                   into: ob.baseAddress!, accumulate: false, im2colBudget: im2colBudget)
+        }
+        return out
+    }
+
     static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int, padding: Int,
                        into op: UnsafeMutablePointer<Float>, accumulate: Bool, im2colBudget: Int) {
+        let hout = (x.shape[1] + 2 * padding - kernel) / stride + 1, wout = (x.shape[2] + 2 * padding - kernel) / stride + 1
+        conv2d(x, weight: weight, kernel: kernel, stride: stride, pad: padding, outH: hout, outW: wout, upsample: false,
+               into: op, accumulate: accumulate, im2colBudget: im2colBudget)
+    }
+
+    /// The one convolution. Input pixel (iy, ix) of output (oy, ox) and tap (ky, kx) is (oy·stride - pad + ky,
+    /// ox·stride - pad + kx) of the (virtual, when `upsample`: nearest 2x) input; outside it reads zeros.
+    /// A 1x1 kernel with stride 1 and no padding multiplies x's rows directly; otherwise output rows (over all
+    /// samples) are done in bands: the im2col of a band (one row per output pixel: for each (ky, kx) the Cin input
+    /// channels) is filled in parallel, then one product.
+    static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int, pad: Int, outH hout: Int, outW wout: Int,
+                       upsample: Bool, into op: UnsafeMutablePointer<Float>, accumulate: Bool, im2colBudget: Int) {
+        precondition(x.rank == 4, "conv2d wants channels-last x [N, H, W, C], got \(x.shape)")
         let (n, h, w, cin) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        precondition(kernel >= 1 && stride >= 1 && padding >= 0, "conv2d kernel \(kernel) stride \(stride) padding \(padding)")
+        precondition(kernel >= 1 && stride >= 1 && pad >= 0 && hout > 0 && wout > 0,
+                     "conv2d kernel \(kernel) stride \(stride) padding \(pad) output \(hout)x\(wout)")
         precondition(weight.cols == kernel * kernel * cin,
                      "conv2d weight takes \(weight.cols) values per output, a \(kernel)x\(kernel) kernel over \(cin) channels needs \(kernel * kernel * cin)")
-        let hout = (h + 2 * padding - kernel) / stride + 1, wout = (w + 2 * padding - kernel) / stride + 1
+        let (vh, vw) = upsample ? (2 * h, 2 * w) : (h, w)
+        let shift = upsample ? 1 : 0
         let cout = weight.rows
         x.data.withUnsafeBufferPointer { xb in
             let xp = xb.baseAddress!
-            if kernel == 1 && stride == 1 && padding == 0 {
+            if kernel == 1 && stride == 1 && pad == 0 && !upsample && hout == h && wout == w {
                 weight.apply(xp, m: n * h * w, lda: cin, into: op, ldc: cout, accumulate: accumulate)
                 return
             }
@@ -72,13 +108,13 @@ public enum NN {
                         let s = row / hout, oy = row % hout
                         var dst = col + p * kdim
                         for ky in 0..<kernel {
-                            let iy = oy * stride - padding + ky
+                            let iy = oy * stride - pad + ky
                             for kx in 0..<kernel {
-                                let ix = ox * stride - padding + kx
-                                if iy < 0 || iy >= h || ix < 0 || ix >= w {
+                                let ix = ox * stride - pad + kx
+                                if iy < 0 || iy >= vh || ix < 0 || ix >= vw {
                                     dst.update(repeating: 0, count: cin)
                                 } else {
-                                    dst.update(from: xp + ((s * h + iy) * w + ix) * cin, count: cin)
+                                    dst.update(from: xp + ((s * h + (iy >> shift)) * w + (ix >> shift)) * cin, count: cin)
                                 }
                                 dst += cin
                             }

@@ -28,12 +28,12 @@ public struct Tensor: Sendable, Equatable {
     public func reshaped(_ newShape: [Int]) -> Tensor { Tensor(shape: newShape, data: data) }
 }
 
-/// Helpers shared by the kernels.
-enum KernelSupport {
+/// Helpers shared by the kernels (and the models built on them).
+public enum KernelSupport {
     /// Runs `body(range)` over `count` items split into chunks of at least `minChunk`, in parallel with
     /// `DispatchQueue.concurrentPerform` when there is more than one chunk.
     @inline(__always)
-    static func parallelChunks(_ count: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
+    public static func parallelChunks(_ count: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
         if count <= 0 { return }
         let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
         let chunks = min(max(1, count / max(1, minChunk)), workers * 4)

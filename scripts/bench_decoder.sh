@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Decoder figures (issue: the SDXL decoder in Swift) on a full-size synthesized SDXL, diffusers in the same run:
+#   - the GEMM rates of this machine (OpenBLAS sgemm, mumu's bf16 kernel) on SDXL shapes;
+#   - one UNet evaluation at 512x512 and 1024x1024, batch 2 (a classifier-free guidance step), f32 and bf16,
+#     mumu and diffusers on the same inputs, outputs compared;
+#   - VAE decode at 1024x1024; both text encoders on one prompt.
+#
+#   scripts/bench_decoder.sh [DIR] [SIZES]   (DIR default /tmp/mumu-bench, base.safetensors made with mumu synth
+#                                             when missing; SIZES default "512 1024")
+# env: MUMU (binary, default .build/release/mumu), THREADS (default 2). Needs torch + diffusers for the peer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:-/tmp/mumu-bench}
+sizes=${2:-512 1024}
+mumu=${MUMU:-$(pwd)/.build/release/mumu}
+threads=${THREADS:-2}
+export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
+mkdir -p "$dir"
+t() { /usr/bin/time -f "   %e s wall, %M KB max RSS" "$@"; }
+[ -f "$dir/base.safetensors" ] || "$mumu" synth --arch sdxl-base --dtype f16 --seed 1 -o "$dir/base.safetensors" --quiet
+echo "== bench_decoder.sh $(date -u +%FT%TZ), $(nproc) cores, threads $threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "== GEMM rates on SDXL shapes (mumu bench gemm)"
+"$mumu" bench gemm --repeat 3
+for size in $sizes; do
+    # Analytic FLOPs of one SDXL UNet pass (REFERENCE.md section 2), times the batch of 2; mumu prints what it counted.
+    flops=$(python3 -c "print(2 * {512: 1.59e12, 1024: 6.76e12}.get($size, 0))")
+    echo "== UNet ${size}x${size}, batch 2: diffusers (torch $(python3 -c 'import torch; print(torch.__version__)'), f32 then bf16)"
+    FLOPS=$flops t python3 scripts/bench_decoder_diffusers.py "$dir/base.safetensors" "$dir" "$size" 2 "$threads"
+    for precision in f32 bf16; do
+        echo "== UNet ${size}x${size}, batch 2: mumu $precision"
+        t "$mumu" bench unet "$dir/base.safetensors" --size "$size" --batch 2 --precision $precision --repeat 2 \
+            --inputs "$dir/inputs-$size.safetensors" --save-output "$dir/mumu-$precision-$size.safetensors"
+    done
+    python3 scripts/bench_compare_outputs.py "mumu f32 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/mumu-f32-$size.safetensors"
+    python3 scripts/bench_compare_outputs.py "mumu bf16 vs mumu f32 ($size)" "$dir/mumu-f32-$size.safetensors" "$dir/mumu-bf16-$size.safetensors"
+    python3 scripts/bench_compare_outputs.py "diffusers bf16 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/diffusers-bf16-$size.safetensors"
+done
