@@ -61,15 +61,19 @@ struct BenchUNet: ParsableCommand {
                       pooled: names.contains("pooled") ? try get("pooled") : nil, timeIds: names.contains("time_ids") ? try get("time_ids") : nil)
     }
 
-    /// Deterministic inputs of the right shapes (a fixed LCG; values in [-1, 1]).
+    /// Deterministic values in [-1, 1) of the given shape (a fixed LCG).
+    static func noise(_ shape: [Int], seed: UInt64) -> Tensor {
+        var state = seed
+        return Tensor(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: state) >> 40) / Float(1 << 23)
+        })
+    }
+
+    /// Deterministic inputs of the right shapes.
     static func seededInputs(_ c: UNetConfig, size: Int, batch: Int) -> Inputs {
-        var state: UInt64 = 42
-        func noise(_ shape: [Int]) -> Tensor {
-            Tensor(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in
-                state = state &* 6364136223846793005 &+ 1442695040888963407
-                return Float(Int64(bitPattern: state) >> 40) / Float(1 << 23)
-            })
-        }
+        var seed: UInt64 = 42
+        func noise(_ shape: [Int]) -> Tensor { seed += 1; return Self.noise(shape, seed: seed) }
         let pooledWidth = (c.admIn ?? 0) - 6 * (c.addTimeDim ?? 0)
         let ids = Tensor(shape: [batch, 6], data: (0..<batch).flatMap { _ in [Float(size), Float(size), 0, 0, Float(size), Float(size)] })
         return Inputs(sample: noise([batch, c.inChannels, size / 8, size / 8]), timesteps: [Float](repeating: 981, count: batch),
@@ -90,4 +94,63 @@ enum ProcessStats {
     }
     static var residentBytes: Int { field("VmRSS") }
     static var peakResidentBytes: Int { field("VmHWM") }
+}
+
+/// `mumu bench vae`: one VAE decode (and optionally encode) at a given image size.
+struct BenchVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "vae", abstract: "Time a VAE decode of seeded latents at --size pixels.")
+    @Argument(help: "The checkpoint.") var checkpoint: String
+    @Option(help: "Image size in pixels (latent = size / 8).") var size = 1024
+    @Option(help: "Weight precision: f32 or bf16.") var precision = "f32"
+    @Option(name: .customLong("repeat"), help: "Decodes to time.") var repeats = 1
+
+    func run() throws {
+        try runReportingErrors {
+            guard let precision = WeightPrecision(rawValue: precision) else { throw ValidationError("--precision must be f32 or bf16") }
+            var t0 = Date()
+            let vae = try VAE(checkpoint: DecoderCheckpoint(path: checkpoint), precision: precision)
+            print(String(format: "load %.1f s", Date().timeIntervalSince(t0)))
+            let latents = BenchUNet.noise([1, 4, size / 8, size / 8], seed: 7)
+            for i in 0..<max(1, repeats) {
+                FlopCounter.reset()
+                t0 = Date()
+                let image = try vae.decode(latents: latents)
+                let wall = Date().timeIntervalSince(t0)
+                print(String(format: "decode %d: %.2f s, %.3f TFLOP counted, %.1f GFLOP/s, image %@, peak RSS %@", i + 1, wall,
+                             Double(FlopCounter.value) / 1e12, Double(FlopCounter.value) / wall / 1e9, "\(image.shape)",
+                             formatBytes(ProcessStats.peakResidentBytes)))
+            }
+        }
+    }
+}
+
+/// `mumu bench text`: both SDXL text encoders on one prompt (tokenize, CLIP-L penultimate, bigG penultimate + pooled).
+struct BenchText: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "text", abstract: "Time the two text encoders on one prompt.")
+    @Argument(help: "The checkpoint.") var checkpoint: String
+    @Option(help: "The prompt.") var prompt = "a watercolor painting of a lighthouse on a cliff at dawn, soft light, highly detailed"
+    @Option(help: "Weight precision: f32 or bf16.") var precision = "f32"
+    @Option(name: .customLong("repeat"), help: "Encodes to time.") var repeats = 3
+
+    func run() throws {
+        try runReportingErrors {
+            guard let precision = WeightPrecision(rawValue: precision) else { throw ValidationError("--precision must be f32 or bf16") }
+            var t0 = Date()
+            let checkpoint = try DecoderCheckpoint(path: checkpoint)
+            let clipL = try CLIPTextEncoder(checkpoint: checkpoint, component: .te1, precision: precision)
+            let bigG = try CLIPTextEncoder(checkpoint: checkpoint, component: .te2, precision: precision)
+            print(String(format: "load %.1f s", Date().timeIntervalSince(t0)))
+            for i in 0..<max(1, repeats) {
+                FlopCounter.reset()
+                t0 = Date()
+                let l = CLIPTokenizer.shared.tokenize(prompt, pad: CLIPTokenizer.padCLIPL)
+                let g = CLIPTokenizer.shared.tokenize(prompt, pad: CLIPTokenizer.padBigG)
+                let a = try clipL.encode(ids: [l.ids], eosIndex: [l.eos])
+                let b = try bigG.encode(ids: [g.ids], eosIndex: [g.eos])
+                let wall = Date().timeIntervalSince(t0)
+                print(String(format: "encode %d: %.3f s (tokenize + CLIP-L + bigG), %.1f GFLOP counted; context %@ + %@, pooled %@", i + 1, wall,
+                             Double(FlopCounter.value) / 1e9, "\(a.penultimate.shape)", "\(b.penultimate.shape)", "\(b.pooled?.shape ?? [])"))
+            }
+        }
+    }
 }
