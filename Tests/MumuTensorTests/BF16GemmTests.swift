@@ -1,0 +1,238 @@
+import CMumuKernels
+import Foundation
+import MumuTensor
+import XCTest
+
+/// The bf16-weight GEMM (CMumuKernels/gemm_bf16.c, BF16Matrix) on every path this CPU has, against a
+/// double-precision product of the bf16-rounded operands.
+///
+/// Tolerance: a product of two bf16 values is exact in f32 (8 + 8 significant bits), so the only errors are the
+/// f32 additions: summing K products (in any order, in blocks, two per vdpbf16ps) plus C and the bias is at most
+/// (K + 2) additions, each off by at most 2^-24 of a partial sum no larger than S = sum |a||w| + |c0| + |bias|.
+/// So |C - ref| <= (K + 2) * 2^-24 * S; the tests allow twice that, (K + 2) * 2^-23 * S. (The bf16
+/// instructions flush subnormals; the data here has none.)
+final class BF16GemmTests: XCTestCase {
+    static let isas = BF16Matrix.ISA.allCases.filter(\.isAvailable)
+
+    /// Deterministic values in [-1, 1) (SplitMix64).
+    struct Rng {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func float() -> Float { Float(Int64(bitPattern: next()) >> 40) / Float(1 << 23) }
+        mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in float() * scale } }
+    }
+
+    static func bf16(_ x: Float) -> Float {
+        var v = x, h: UInt16 = 0
+        mumu_f32_to_bf16(&v, &h, 1)
+        return Float(bitPattern: UInt32(h) << 16)
+    }
+
+    /// Reference C (double) and the bound S per element, for A [m, k] (stride lda), W [n, k], optional bias, C0.
+    static func reference(m: Int, n: Int, k: Int, a: [Float], lda: Int, w: [Float], bias: [Float]?,
+                          c0: [Float]?, ldc: Int) -> (value: [Double], scale: [Double]) {
+        let ab = a.map(bf16), wb = w.map(bf16)
+        var value = [Double](repeating: 0, count: m * n), scale = value
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0, sa = 0.0
+                for p in 0..<k {
+                    let prod = Double(ab[i * lda + p]) * Double(wb[j * k + p])
+                    s += prod
+                    sa += abs(prod)
+                }
+                if let bias { s += Double(bias[j]); sa += abs(Double(bias[j])) }
+                if let c0 { s += Double(c0[i * ldc + j]); sa += abs(Double(c0[i * ldc + j])) }
+                value[i * n + j] = s
+                scale[i * n + j] = sa
+            }
+        }
+        return (value, scale)
+    }
+
+    static func check(_ c: [Float], ldc: Int, m: Int, n: Int, k: Int, ref: (value: [Double], scale: [Double]),
+                      _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        let factor = Double(k + 2) * 0x1p-23
+        var failures = 0
+        for i in 0..<m {
+            for j in 0..<n {
+                let got = Double(c[i * ldc + j]), want = ref.value[i * n + j]
+                let tol = factor * ref.scale[i * n + j] + 1e-30
+                if !(abs(got - want) <= tol) {
+                    failures += 1
+                    if failures <= 3 { XCTFail("\(label): C[\(i), \(j)] = \(got), want \(want) +- \(tol)", file: file, line: line) }
+                }
+            }
+        }
+        if failures > 3 { XCTFail("\(label): \(failures) elements out of tolerance", file: file, line: line) }
+    }
+
+    /// Every combination of M, N, K in {1, 2, 3, 7, 17, 31, 33, 77, 100}, on every path, with bias or not,
+    /// accumulating or not, and strides wider than the rows, in a rotation.
+    func testSmallAndOddShapes() {
+        let sizes = [1, 2, 3, 7, 17, 31, 33, 77, 100]
+        var rng = Rng(state: 1)
+        var index = 0
+        for m in sizes { for n in sizes { for k in sizes {
+            index += 1
+            let useBias = index % 2 == 0, accumulate = index % 3 == 0, wide = index % 5 < 2
+            let lda = k + (wide ? 5 : 0), ldc = n + (wide ? 3 : 0)
+            let a = rng.floats(m * lda), w = rng.floats(n * k, scale: 0.5)
+            let bias = useBias ? rng.floats(n) : nil
+            let c0 = rng.floats(m * ldc)
+            let ref = Self.reference(m: m, n: n, k: k, a: a, lda: lda, w: w, bias: bias,
+                                     c0: accumulate ? c0 : nil, ldc: ldc)
+            let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
+            for isa in Self.isas {
+                var c = c0
+                let b = bias ?? []
+                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                    matrix.multiply(ap.baseAddress!, m: m, lda: lda, bias: useBias ? bp.baseAddress! : nil,
+                                    into: cp.baseAddress!, ldc: ldc, accumulate: accumulate, threads: 1, isa: isa)
+                } } }
+                Self.check(c, ldc: ldc, m: m, n: n, k: k, ref: ref,
+                           "\(isa.name) m \(m) n \(n) k \(k) bias \(useBias) acc \(accumulate) lda \(lda) ldc \(ldc)")
+                // Columns past n in the wider C rows are untouched.
+                for i in 0..<m { for j in n..<ldc where c[i * ldc + j] != c0[i * ldc + j] {
+                    XCTFail("\(isa.name) wrote C[\(i), \(j)] past n \(n)")
+                } }
+            }
+        } } }
+    }
+
+    /// Blocks [m0, m1) x [n0, n1) that split rows anywhere and columns at panel boundaries compose the whole
+    /// product, on every path, through the C API (each block with its own scratch).
+    func testBlockRanges() {
+        var rng = Rng(state: 2)
+        for (m, n, k) in [(100, 100, 77), (77, 33, 301), (33, 77, 1), (45, 130, 600), (300, 96, 1111)] {
+            let lda = k + 3, ldc = n + 1
+            let a = rng.floats(m * lda), w = rng.floats(n * k), bias = rng.floats(n), c0 = rng.floats(m * ldc)
+            var packed = [UInt8](repeating: 0, count: mumu_bf16_packed_bytes(Int32(n), Int32(k)))
+            mumu_bf16_pack_f32(w, Int32(n), Int32(k), &packed)
+            var scratch = [UInt8](repeating: 0, count: mumu_bf16_gemm_scratch_bytes(Int32(m), Int32(k)))
+            for accumulate in [false, true] {
+                let ref = Self.reference(m: m, n: n, k: k, a: a, lda: lda, w: w, bias: bias,
+                                         c0: accumulate ? c0 : nil, ldc: ldc)
+                for isa in Self.isas {
+                    var c = c0
+                    let mSplits = [0, 1, m / 2 + 3, m - 1, m].filter { $0 >= 0 && $0 <= m }
+                    let nSplits = Array(stride(from: 0, to: n, by: 32)) + [n]
+                    for (mi, m0) in mSplits.dropLast().enumerated() {
+                        let m1 = max(m0, mSplits[mi + 1])
+                        for (ni, n0) in nSplits.dropLast().enumerated() {
+                            mumu_bf16_gemm_isa(isa.rawValue, Int32(m), Int32(n), Int32(k), a, lda, packed, bias, &c, ldc,
+                                               accumulate ? 1 : 0, Int32(m0), Int32(m1), Int32(n0), Int32(nSplits[ni + 1]),
+                                               &scratch)
+                        }
+                    }
+                    Self.check(c, ldc: ldc, m: m, n: n, k: k, ref: ref, "blocks \(isa.name) \(m)x\(n)x\(k) acc \(accumulate)")
+                }
+            }
+        }
+    }
+
+    /// Packing f32 and packing its bf16 rounding give the same bytes; the layout reads back as W.
+    func testPackF32MatchesPackBF16() {
+        var rng = Rng(state: 3)
+        for (n, k) in [(1, 1), (3, 7), (33, 31), (77, 100), (320, 289)] {
+            var w = rng.floats(n * k, scale: 3)
+            if n * k > 4 { w[1] = .nan; w[2] = .infinity; w[3] = -.infinity; w[4] = Float(bitPattern: 0x0000_1234) }   // subnormal, kept by the packing
+            var h = [UInt16](repeating: 0, count: n * k)
+            mumu_f32_to_bf16(w, &h, n * k)
+            let bytes = mumu_bf16_packed_bytes(Int32(n), Int32(k))
+            var p1 = [UInt8](repeating: 1, count: bytes), p2 = [UInt8](repeating: 2, count: bytes)
+            mumu_bf16_pack_f32(w, Int32(n), Int32(k), &p1)
+            mumu_bf16_pack_bf16(h, Int32(n), Int32(k), &p2)
+            XCTAssertEqual(p1, p2, "\(n)x\(k)")
+            let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
+            let fromBF16 = h.withUnsafeBufferPointer { BF16Matrix(bf16: $0.baseAddress!, rows: n, cols: k) }
+            XCTAssertEqual(matrix.byteCount, bytes)
+            for r in 0..<n { for col in 0..<k {
+                XCTAssertEqual(matrix.element(r, col), h[r * k + col])
+                XCTAssertEqual(fromBF16.element(r, col), h[r * k + col])
+            } }
+        }
+    }
+
+    /// NaN and infinity in W reach the outputs that use them, on every path; other outputs stay finite.
+    func testNaNAndInfinityPropagate() {
+        let m = 20, n = 40, k = 37
+        var rng = Rng(state: 4)
+        var a = rng.floats(m * k).map { abs($0) + 0.25 }   // positive, so an infinite weight gives an infinite sum
+        var w = rng.floats(n * k, scale: 0.1)
+        w[5 * k + 3] = .nan
+        w[17 * k + 36] = .infinity
+        w[33 * k + 0] = -.infinity
+        a[7 * k + 36] = 0                                   // inf * 0 = NaN in row 7, column 17
+        let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
+        for isa in Self.isas {
+            var c = [Float](repeating: 0, count: m * n)
+            matrix.multiply(a, m: m, lda: k, bias: nil, into: &c, ldc: n, accumulate: false, threads: 1, isa: isa)
+            for i in 0..<m {
+                for j in 0..<n {
+                    let v = c[i * n + j]
+                    switch j {
+                    case 5: XCTAssertTrue(v.isNaN, "\(isa.name) [\(i), 5] \(v)")
+                    case 17 where i == 7: XCTAssertTrue(v.isNaN, "\(isa.name) [7, 17] \(v)")
+                    case 17: XCTAssertEqual(v, .infinity, "\(isa.name) [\(i), 17]")
+                    case 33: XCTAssertEqual(v, -.infinity, "\(isa.name) [\(i), 33]")
+                    default: XCTAssertTrue(v.isFinite, "\(isa.name) [\(i), \(j)] \(v)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// An SDXL-like shape (a 3x3 convolution at level 0 over 300 output pixels) through `multiply` on the default
+    /// path and threads equals the portable path within the tolerance (twice: both are off the exact value).
+    func testSDXLShapeMatchesPortable() {
+        let m = 300, n = 320, k = 2880
+        var rng = Rng(state: 5)
+        let a = rng.floats(m * k), w = rng.floats(n * k, scale: 0.05), bias = rng.floats(n)
+        let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
+        var fast = [Float](repeating: 0, count: m * n), portable = fast
+        matrix.multiply(a, m: m, lda: k, bias: bias, into: &fast, ldc: n, accumulate: false)
+        matrix.multiply(a, m: m, lda: k, bias: bias, into: &portable, ldc: n, accumulate: false, isa: .portable)
+        let ab = a.map(Self.bf16), wb = w.map(Self.bf16)
+        var worst = 0.0
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = abs(Double(bias[j]))
+                for p in 0..<k { s += abs(Double(ab[i * k + p]) * Double(wb[j * k + p])) }
+                let tol = 2 * Double(k + 2) * 0x1p-23 * s
+                let d = abs(Double(fast[i * n + j]) - Double(portable[i * n + j]))
+                XCTAssertLessThanOrEqual(d, tol, "[\(i), \(j)]")
+                worst = max(worst, d / s)
+            }
+        }
+        print("BF16Matrix \(BF16Matrix.isa) vs portable, \(m)x\(n)x\(k): max |diff| / sum|a||w| = \(worst)")
+    }
+
+    /// The split gives both threads equal work for tall and for short M.
+    func testSplit() {
+        XCTAssertEqual(BF16Matrix.split(m: 8192, n: 320, k: 2880, threads: 2),
+                       .init(mTasks: 2, nTasks: 1, rowsPerTask: 4096, colsPerTask: 320))
+        XCTAssertEqual(BF16Matrix.split(m: 154, n: 2048, k: 2048, threads: 2),
+                       .init(mTasks: 1, nTasks: 2, rowsPerTask: 160, colsPerTask: 1024))
+        XCTAssertEqual(BF16Matrix.split(m: 2, n: 1280, k: 1280, threads: 2),
+                       .init(mTasks: 1, nTasks: 2, rowsPerTask: 32, colsPerTask: 640))
+        XCTAssertEqual(BF16Matrix.split(m: 2, n: 8, k: 3, threads: 2).mTasks * BF16Matrix.split(m: 2, n: 8, k: 3, threads: 2).nTasks, 1)
+        // Any split covers C: the blocks of a 3-thread run equal the 1-thread result within the tolerance.
+        let m = 97, n = 200, k = 300
+        var rng = Rng(state: 6)
+        let a = rng.floats(m * k), w = rng.floats(n * k)
+        let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
+        let ref = Self.reference(m: m, n: n, k: k, a: a, lda: k, w: w, bias: nil, c0: nil, ldc: n)
+        for threads in [1, 2, 3, 5] {
+            var c = [Float](repeating: .nan, count: m * n)
+            matrix.multiply(a, m: m, lda: k, bias: nil, into: &c, ldc: n, accumulate: false, threads: threads)
+            Self.check(c, ldc: n, m: m, n: n, k: k, ref: ref, "threads \(threads)")
+        }
+    }
+}
