@@ -1,11 +1,18 @@
-// bf16-weight GEMM (see mumu_gemm.h): C (=|+=) A·Wᵀ + bias with W pre-packed in 32-column panels of k-pairs.
+// bf16-weight GEMM (see mumu_gemm.h): C (=|+=) A·Wᵀ + bias with W pre-packed in 32-column panels of k-pairs
+// (each 32-bit word holds W[n, 2p] and W[n, 2p+1]: the operand layout of vdpbf16ps and, 16 pairs x 16 columns
+// at a time, of an AMX B tile).
 //
-// Blocking (AVX-512 and AMX paths): the call's rows are taken MC at a time; for each KC-pair slice of K that
-// block of A is rounded to bf16 and packed row-major into the scratch (row stride ASTR words, a fixed
-// constant so the microkernel addresses its rows by displacement, padded so the rows fall in different L1
-// sets); then every 32-column panel of W in [n0, n1) meets every MR-row sliver of the packed block. The
-// KC x 32 slice of a W panel (KC * 128 bytes) stays in L1 while the slivers pass, the packed A block stays in
-// L2 while the panels pass. C is stored after each K slice (zero or loaded first, bias added on the first).
+// Both fast paths take the call's rows a block at a time and, per slice of K, round that block of A to bf16
+// into the scratch, row-major in k-pairs (one packing serves both: AVX-512 broadcasts a pair of a row, AMX
+// loads 16 rows x 16 pairs as an A tile). Every 32-column W panel in [n0, n1) then meets every sliver of rows
+// of the packed block: the packed block stays in L2 while the panels pass, the panel's K slice stays in L1
+// (AVX-512) or L2 (AMX) while the slivers pass.
+//  AVX-512: slices of KC pairs, blocks of MC_AVX rows, a 14 x 32 microkernel (28 zmm accumulators, the A pair
+//    broadcast from memory, two W loads per pair); C is stored after every slice (loaded again after the first).
+//  AMX: slices of up to AMX_KCO_MAX pairs (all of K for every SDXL shape but K = 11520), blocks of rows sized to
+//    AMX_ABUDGET; a 32 x 32 microkernel (four C tiles, two A and two B tiles) keeps C in the tile registers for
+//    the whole slice and stores it with tilestored (C's lines prefetched for writing while the products run).
+//    Tiles cut by the ends of M or N go through a bounce buffer and masked AVX-512 stores.
 #include "mumu_gemm.h"
 #include <stdlib.h>
 #include <string.h>
@@ -213,12 +220,12 @@ int mumu_gemm_bf16_isa(void) {
 
 static inline __mmask16 mask_n(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
-// Rows [0, rows) of A (stride lda, k columns) at pairs [pc, pc + kc) into dst (row stride ASTR words): bf16
+// Rows [0, rows) of A (stride lda, k columns) at pairs [pc, pc + kc) into dst (row stride `as` words): bf16
 // nearest even (vcvtne2ps2bf16: subnormals to zero, NaN quiet), zero beyond k. kc is a multiple of 16.
-TGT_AVX static void pack_a(const float *a, long lda, int rows, int k, int pc, int kc, uint32_t *dst) {
+TGT_AVX static void pack_a(const float *a, long lda, int rows, int k, int pc, int kc, uint32_t *dst, long as) {
     for (int r = 0; r < rows; r++) {
         const float *src = a + (size_t)r * lda;
-        uint32_t *d = dst + (size_t)r * ASTR;
+        uint32_t *d = dst + (size_t)r * as;
         for (int q = 0; q < kc; q += 16) {
             int e = 2 * (pc + q), avail = k - e;
             __m512 lo, hi;
@@ -286,7 +293,7 @@ TGT_AVX static void gemm_avx(int n, int k, const float *a, long lda, const uint3
         const int mc = m1 - ic < MC_AVX ? m1 - ic : MC_AVX;
         for (int pc = 0; pc < kp; pc += KC) {
             const int kc = kp - pc < KC ? kp - pc : KC;
-            pack_a(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf);
+            pack_a(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf, ASTR);
             const int loadc = pc > 0 || accumulate;
             for (int jc = n0; jc < n1; jc += NR) {
                 const int nv = n1 - jc;
@@ -324,8 +331,13 @@ TGT_AMX static void amx_config(void) {
 
 // AMX blocking: the packed A block holds mc rows x kco pairs (row stride amx_stride(kco) words) within
 // AMX_ABUDGET bytes, so it stays in L2 while every W panel passes; K beyond AMX_KCO_MAX pairs is done in slices.
+#ifndef AMX_ABUDGET
 #define AMX_ABUDGET (1 << 20)
+#endif
+#ifndef AMX_KCO_MAX
 #define AMX_KCO_MAX 1536
+#endif
+
 static void amx_blocking(int k, int *mc, int *kco) {
     int kp = kpairs(k);
     int slices = ceil_div(kp, AMX_KCO_MAX);
@@ -356,9 +368,7 @@ TGT_AMX static void kernel_amx(int mr, int kc, const uint32_t *a, long as, const
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         }
         const uint32_t *a1 = a + 16 * as;
-        if (full)   // C's lines are fetched for writing while the tile products run
-            for (int r = 0; r < 32; r++) { _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_ET0);
-                                           _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_ET0); }
+        int pr = full ? 0 : 32;   // C's 64 lines are fetched for writing, 8 per step, while the products run
         for (int p = 0; p < kc; p += 16) {
             _tile_loadd(4, a + p, ab);
             _tile_loadd(6, b + (size_t)p * NR, 128);
@@ -368,6 +378,12 @@ TGT_AMX static void kernel_amx(int mr, int kc, const uint32_t *a, long as, const
             _tile_loadd(5, a1 + p, ab);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
+            if (pr < 32) {
+                for (int q = 0; q < 4; q++, pr++) {
+                    _mm_prefetch((const char *)(c + pr * ldc), _MM_HINT_ET0);
+                    _mm_prefetch((const char *)(c + pr * ldc + 16), _MM_HINT_ET0);
+                }
+            }
         }
         if (full) {
             _tile_stored(0, c, cs); _tile_stored(1, c + 16, cs);
@@ -392,26 +408,6 @@ TGT_AMX static void kernel_amx(int mr, int kc, const uint32_t *a, long as, const
                   loadc, bias);
 }
 
-// Rows [0, rows) of A at pairs [pc, pc + kc) into dst with row stride `as` words (see pack_a).
-TGT_AVX static void pack_a_stride(const float *a, long lda, int rows, int k, int pc, int kc, uint32_t *dst, long as) {
-    for (int r = 0; r < rows; r++) {
-        const float *src = a + (size_t)r * lda;
-        uint32_t *d = dst + (size_t)r * as;
-        for (int q = 0; q < kc; q += 16) {
-            int e = 2 * (pc + q), avail = k - e;
-            __m512 lo, hi;
-            if (avail >= 32) {
-                lo = _mm512_loadu_ps(src + e);
-                hi = _mm512_loadu_ps(src + e + 16);
-            } else {
-                lo = _mm512_maskz_loadu_ps(mask_n(avail), src + e);
-                hi = _mm512_maskz_loadu_ps(mask_n(avail - 16), src + e + 16);
-            }
-            _mm512_storeu_si512((void *)(d + q), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-        }
-    }
-}
-
 static size_t amx_scratch_bytes(int k) {
     int mc, kco;
     amx_blocking(k, &mc, &kco);
@@ -434,7 +430,7 @@ TGT_AMX static void gemm_amx(int n, int k, const float *a, long lda, const uint3
         const int loadc = pc > 0 || accumulate;
         for (int ic = m0; ic < m1; ic += mcmax) {
             const int mc = m1 - ic < mcmax ? m1 - ic : mcmax;
-            pack_a_stride(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf, as);
+            pack_a(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf, as);
             for (int jc = n0; jc < n1; jc += NR) {
                 const int nv = n1 - jc;
                 const __mmask16 k0 = mask_n(nv), k1 = mask_n(nv - 16);

@@ -44,29 +44,36 @@ extension BenchCommand {
             }
             for (m, n, k, _) in Self.shapes {
                 if let only, !"\(m),\(n),\(k)".contains(only) { continue }
-                let a = (0..<(m * k)).map { _ in random() }
+                // 64-byte aligned, as the model's activations will be (see mumu_gemm.h).
+                let a = Self.aligned(m * k), c = Self.aligned(m * n), ref = Self.aligned(m * n)
+                defer { a.deallocate(); c.deallocate(); ref.deallocate() }
+                for i in 0..<(m * k) { a[i] = random() }
                 let w = (0..<(n * k)).map { _ in random() * 0.05 }
                 let flops = 2 * Double(m) * Double(n) * Double(k)
-                var ref = [Float](repeating: 0, count: m * n)
                 let sgemm = best {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k),
-                                w, Int32(k), 0, &ref, Int32(n))
+                                w, Int32(k), 0, ref, Int32(n))
                 }
-                let scale = ref.reduce(0) { max($0, abs($1)) }
+                let scale = (0..<(m * n)).reduce(Float(0)) { max($0, abs(ref[$1])) }
                 var line = String(format: "%6d %5d %5d %7.1f", m, n, k, flops / sgemm / 1e9)
                 let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
                 for isa in isas {
-                    var c = [Float](repeating: 0, count: m * n)
                     let t = best {
-                        matrix.multiply(a, m: m, lda: k, bias: nil, into: &c, ldc: n, accumulate: false,
+                        matrix.multiply(a, m: m, lda: k, bias: nil, into: c, ldc: n, accumulate: false,
                                         threads: threads, isa: isa)
                     }
                     var err: Float = 0
-                    for i in 0..<c.count { err = max(err, abs(c[i] - ref[i])) }
+                    for i in 0..<(m * n) { err = max(err, abs(c[i] - ref[i])) }
                     line += String(format: " %11.1f (x%5.2f) %7.1e", flops / t / 1e9, sgemm / t, err / scale)
                 }
                 print(line)
             }
+        }
+
+        static func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutableRawPointer.allocate(byteCount: 4 * count, alignment: 64).bindMemory(to: Float.self, capacity: count)
+            p.initialize(repeating: 0, count: count)
+            return p
         }
 
         func best(_ body: () -> Void) -> Double {

@@ -214,6 +214,17 @@ final class BF16GemmTests: XCTestCase {
         print("BF16Matrix \(BF16Matrix.isa) vs portable, \(m)x\(n)x\(k): max |diff| / sum|a||w| = \(worst)")
     }
 
+    /// The default path is the best one the CPU has, capped by MUMU_GEMM_ISA when that is set (run the tests with
+    /// MUMU_GEMM_ISA=portable or avx512bf16 to check the cap).
+    func testDefaultPathAndEnvironmentCap() {
+        let best = Self.isas.last!
+        let env = ProcessInfo.processInfo.environment["MUMU_GEMM_ISA"]
+        let cap = BF16Matrix.ISA.allCases.first { $0.name == env } ?? best
+        XCTAssertEqual(BF16Matrix.defaultISA.rawValue, min(cap.rawValue, best.rawValue))
+        XCTAssertEqual(BF16Matrix.isa, BF16Matrix.defaultISA.name)
+        print("BF16Matrix: paths here \(Self.isas.map(\.name)), default \(BF16Matrix.isa)")
+    }
+
     /// The split gives both threads equal work for tall and for short M.
     func testSplit() {
         XCTAssertEqual(BF16Matrix.split(m: 8192, n: 320, k: 2880, threads: 2),

@@ -47,6 +47,8 @@ size_t mumu_bf16_gemm_scratch_bytes(int rows, int k);
 // A: rows of k floats at stride lda (>= k); C: rows at stride ldc (>= n). packed: from mumu_bf16_pack_*( , n, k, ).
 // n0 must be a multiple of MUMU_BF16_PANEL; n1 a multiple of it or n. 0 <= m0 <= m1 <= m.
 // Blocks that do not overlap may run concurrently (each with its own scratch of mumu_bf16_gemm_scratch_bytes).
+// Any alignment works; for full speed C (and A) should start on 64 bytes with ldc (lda) a multiple of 16, so that
+// C's 32-float row pieces fill whole cache lines (misaligned C costs up to half the speed on AMX when C is large).
 void mumu_bf16_gemm(int m, int n, int k, const float *a, long lda, const void *packed, const float *bias,
                     float *c, long ldc, int accumulate, int m0, int m1, int n0, int n1, void *scratch);
 // The same on a given path (clamped to the best available one). For tests and benchmarks.
