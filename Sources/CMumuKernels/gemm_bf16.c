@@ -434,7 +434,6 @@ TGT_AMX static void gemm_amx(int n, int k, const float *a, long lda, const uint3
             for (int jc = n0; jc < n1; jc += NR) {
                 const int nv = n1 - jc;
                 const __mmask16 k0 = mask_n(nv), k1 = mask_n(nv - 16);
-                const uint32_t *b = packed + ((size_t)(jc / NR) * kp + pc) * NR;
                 const float *bj = pc == 0 && bias ? bias + jc : NULL;
                 if (bj && !loadc && nv >= NR) {
                     __m512 b0 = _mm512_loadu_ps(bj), b1 = _mm512_loadu_ps(bj + 16);
@@ -443,6 +442,7 @@ TGT_AMX static void gemm_amx(int n, int k, const float *a, long lda, const uint3
                         _mm512_store_ps(biastile + r * 32 + 16, b1);
                     }
                 }
+                const uint32_t *b = packed + ((size_t)(jc / NR) * kp + pc) * NR;
                 for (int ir = 0; ir < mc; ir += 32) {
                     const int mr = mc - ir < 32 ? mc - ir : 32;
                     kernel_amx(mr, kc, abuf + (size_t)ir * as, as, b, c + (size_t)(ic + ir) * ldc + jc, ldc,

@@ -107,10 +107,11 @@ final class BF16GemmTests: XCTestCase {
     }
 
     /// Blocks [m0, m1) x [n0, n1) that split rows anywhere and columns at panel boundaries compose the whole
-    /// product, on every path, through the C API (each block with its own scratch).
+    /// product, on every path, through the C API (each block with its own scratch). The last shapes take several
+    /// row blocks and (K > 3072) several K slices inside one call.
     func testBlockRanges() {
         var rng = Rng(state: 2)
-        for (m, n, k) in [(100, 100, 77), (77, 33, 301), (33, 77, 1), (45, 130, 600), (300, 96, 1111)] {
+        for (m, n, k) in [(100, 100, 77), (77, 33, 301), (33, 77, 1), (45, 130, 600), (300, 96, 1111), (600, 40, 3501)] {
             let lda = k + 3, ldc = n + 1
             let a = rng.floats(m * lda), w = rng.floats(n * k), bias = rng.floats(n), c0 = rng.floats(m * ldc)
             var packed = [UInt8](repeating: 0, count: mumu_bf16_packed_bytes(Int32(n), Int32(k)))
