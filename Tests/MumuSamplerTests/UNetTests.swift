@@ -23,6 +23,19 @@ final class UNetTests: XCTestCase {
         DecoderFixtures.check(out1, io["out1"]!, "UNet batch 1, 8x8, 154 context tokens", tolerance: Self.tolerance)
     }
 
+    /// The bf16 path (weights and activations rounded to bf16, f32 accumulation) against diffusers' f32 output.
+    /// bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2% per operand), compounded over the UNet's ~70
+    /// products; on outputs of max |x| ~2-3 the bar is 0.05 absolute (2% of the scale). Where the CPU has no
+    /// bf16 hardware the models keep f32 weights and this repeats the f32 check.
+    func testBF16MatchesDiffusersWithinBF16Rounding() throws {
+        let unet = try UNet(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline), precision: .bf16)
+        let io = try DecoderFixtures.io("unet_io")
+        let out = try unet(io["sample"]!, timesteps: io["timestep"]!.data, context: io["encoder_hidden_states"]!,
+                           pooled: io["text_embeds"]!, timeIds: io["time_ids"]!)
+        let label = "UNet bf16 (\(DenseWeight.bf16IsFast ? BF16Matrix.isa : "f32 fallback")) vs diffusers f32"
+        DecoderFixtures.check(out, io["out"]!, label, tolerance: 0.05)
+    }
+
     /// Shapes alone give the same configuration as the config.json, heads aside (not stored in weights: the tiny
     /// model has head dim 16, so inference is told 16 instead of SDXL's 64).
     func testConfigInferredFromShapes() throws {

@@ -7,8 +7,8 @@ import MumuTensor
 public enum WeightPrecision: String, Sendable, CaseIterable {
     /// Converted to f32 at load; products through OpenBLAS sgemm.
     case f32
-    /// Rounded to bf16 at load (half the memory); products through mumu's bf16 GEMM (AVX-512-BF16), or f32
-    /// where the CPU lacks it.
+    /// Rounded to bf16 at load (half the memory); products through mumu's bf16 GEMM (AMX or AVX-512-BF16),
+    /// or f32 where the CPU has neither (the portable bf16 path is for tests, far slower than sgemm).
     case bf16
 }
 
@@ -97,8 +97,9 @@ public final class WeightReader: @unchecked Sendable {
     }
 
     private func dense(_ w: [Float], rows: Int, cols: Int, bias: [Float]?) -> DenseWeight {
-        if let bias { return DenseWeight(f32: w, rows: rows, cols: cols, bias: bias) }
-        return DenseWeight(f32: w, rows: rows, cols: cols, bias: nil)
+        let bf16 = precision == .bf16 && DenseWeight.bf16IsFast
+        if let bias { return DenseWeight(f32: w, rows: rows, cols: cols, bias: bias, bf16: bf16) }
+        return DenseWeight(f32: w, rows: rows, cols: cols, bias: nil, bf16: bf16)
     }
 }
 

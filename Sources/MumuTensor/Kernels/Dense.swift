@@ -6,22 +6,32 @@ import Foundation
 /// once its weight is reordered to [Cout, kh·kw·Cin] (see `convWeight`) and A is an im2col of
 /// channels-last activations, so the models have exactly one matrix kernel to make fast.
 ///
-/// Storage is f32 (products through OpenBLAS `cblas_sgemm`). The weights are copied out of the checkpoint
-/// when the layer is built, so a layer never depends on the mapped file staying alive.
+/// Storage is f32 (products through OpenBLAS `cblas_sgemm`) or bf16 (`BF16Matrix`: packed once, products
+/// through mumu's own kernel, activations rounded to bf16, f32 accumulation); the bias stays f32. The weights
+/// are copied out of the checkpoint when the layer is built, so a layer never depends on the mapped file.
 public final class DenseWeight: @unchecked Sendable {
     /// Outputs (N) and inputs (K).
     public let rows: Int
     public let cols: Int
-    private let weights: UnsafeMutablePointer<Float>
+    private let weights: UnsafeMutablePointer<Float>?
+    private let packed: BF16Matrix?
     private let biasValues: UnsafeMutablePointer<Float>?
 
-    /// Copies `values` ([rows, cols], row-major) and `bias` ([rows]) when given.
-    public init(f32 values: UnsafePointer<Float>, rows: Int, cols: Int, bias: UnsafePointer<Float>?) {
+    /// Copies `values` ([rows, cols], row-major) and `bias` ([rows]) when given; `bf16` rounds the weights to
+    /// bf16 (nearest even) and multiplies with the bf16 kernel.
+    public init(f32 values: UnsafePointer<Float>, rows: Int, cols: Int, bias: UnsafePointer<Float>?, bf16: Bool = false) {
         precondition(rows > 0 && cols > 0, "a dense weight needs at least one row and column, got \(rows)x\(cols)")
         self.rows = rows
         self.cols = cols
-        weights = .allocate(capacity: rows * cols)
-        weights.update(from: values, count: rows * cols)
+        if bf16 {
+            packed = BF16Matrix(f32: values, rows: rows, cols: cols)
+            weights = nil
+        } else {
+            let w = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
+            w.update(from: values, count: rows * cols)
+            weights = w
+            packed = nil
+        }
         if let bias {
             let b = UnsafeMutablePointer<Float>.allocate(capacity: rows)
             b.update(from: bias, count: rows)
@@ -42,13 +52,15 @@ public final class DenseWeight: @unchecked Sendable {
     }
 
     deinit {
-        weights.deallocate()
+        weights?.deallocate()
         biasValues?.deallocate()
     }
 
     public var hasBias: Bool { biasValues != nil }
+    /// Whether the weights are held in bf16.
+    public var isBF16: Bool { packed != nil }
     /// Bytes held (weights and bias).
-    public var byteCount: Int { (rows * cols + (hasBias ? rows : 0)) * 4 }
+    public var byteCount: Int { (packed?.byteCount ?? rows * cols * 4) + (hasBias ? rows * 4 : 0) }
 
     /// C[m, :] (+)= A[m, :] · Wᵀ + bias for m < `m`. A has row stride `lda` (>= cols), C row stride `ldc` (>= rows).
     /// With `accumulate` the product is added to what C holds (a residual), otherwise C is overwritten.
@@ -56,6 +68,11 @@ public final class DenseWeight: @unchecked Sendable {
         if m == 0 { return }
         FlopCounter.add(2 * m * rows * cols)
         precondition(lda >= cols && ldc >= rows, "DenseWeight.apply: lda \(lda) / ldc \(ldc) too small for \(rows)x\(cols)")
+        if let packed {
+            packed.multiply(a, m: m, lda: lda, bias: biasValues, into: c, ldc: ldc, accumulate: accumulate)
+            return
+        }
+        guard let weights else { return }
         var beta: Float = accumulate ? 1 : 0
         if let b = biasValues {
             let n = rows
@@ -115,4 +132,10 @@ public final class DenseWeight: @unchecked Sendable {
         }
         return out
     }
+}
+
+extension DenseWeight {
+    /// Whether the bf16 kernel has a hardware path here (AMX or AVX-512 BF16, as `MUMU_GEMM_ISA` allows); the
+    /// models fall back to f32 weights when it has not.
+    public static var bf16IsFast: Bool { BF16Matrix.defaultISA != .portable }
 }
