@@ -12,3 +12,10 @@ int mumu_cpu_vector_level(void) {
 #endif
     return 0;
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+void mumu_release_freed_heap(void) { malloc_trim(0); }
+#else
+void mumu_release_freed_heap(void) {}
+#endif

@@ -26,7 +26,7 @@ struct BenchUNet: ParsableCommand {
             var t0 = Date()
             let unet = try UNet(checkpoint: DecoderCheckpoint(path: checkpoint), precision: precision)
             let load = Date().timeIntervalSince(t0)
-            print(String(format: "load %.1f s, %@ of %@ weights, RSS %@", load, formatBytes(unet.weightBytes), precision.rawValue, formatBytes(ProcessStats.residentBytes)))
+            print(String(format: "load %.1f s, %@ of %@ weights, %@", load, formatBytes(unet.weightBytes), precision.rawValue, ProcessStats.residentSummary))
             let input = try inputs.map(Self.readInputs) ?? Self.seededInputs(unet.config, size: size, batch: batch)
             var out = Tensor(zeros: [0])
             for i in 0..<max(1, repeats) {
@@ -93,6 +93,10 @@ enum ProcessStats {
         return 0
     }
     static var residentBytes: Int { field("VmRSS") }
+    /// "RSS 7.2 GB (anonymous 5.1 GB, file 2.0 GB)".
+    static var residentSummary: String {
+        "RSS \(formatBytes(field("VmRSS"))) (anonymous \(formatBytes(field("RssAnon"))), file-backed \(formatBytes(field("RssFile"))))"
+    }
     static var peakResidentBytes: Int { field("VmHWM") }
 }
 

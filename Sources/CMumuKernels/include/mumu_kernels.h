@@ -39,6 +39,8 @@ int mumu_has_f16c(void);
 
 // 2: AVX-512 (F, DQ, CD, BW, VL) usable; 1: AVX2 + FMA; 0: neither (or not x86).
 int mumu_cpu_vector_level(void);
+// Returns the malloc heap's free pages to the OS (glibc malloc_trim; nothing elsewhere).
+void mumu_release_freed_heap(void);
 
 // Network kernels (AVX-512 with a portable fallback; accuracy in nn.c).
 // Softmax of each of `rows` rows of `cols` values (row stride ld), in place, maximum subtracted.

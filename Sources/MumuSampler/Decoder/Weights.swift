@@ -45,6 +45,15 @@ public final class WeightReader: @unchecked Sendable {
     /// The values of `name` as f32, checked to have `shape` (or the same element count when `shape` lists a
     /// squeezed form, e.g. a 1x1 conv [O, I, 1, 1] read as [O, I]) and to be finite.
     public func floats(_ name: String, shape expected: [Int]) throws -> [Float] {
+        let count = expected.reduce(1, *)
+        return try [Float](unsafeUninitializedCapacity: count) { buffer, filled in
+            try read(name, shape: expected, into: buffer.baseAddress!)
+            filled = count
+        }
+    }
+
+    /// `floats` into a caller's buffer of shape.product floats.
+    func read(_ name: String, shape expected: [Int], into out: UnsafeMutablePointer<Float>) throws {
         let full = prefix + name
         guard let info = infos[full] else { throw DecoderError.missingTensor(path: path, tensor: full) }
         let squeezed = info.shape.filter { $0 != 1 }
@@ -54,18 +63,30 @@ public final class WeightReader: @unchecked Sendable {
         let data = try source.tensor(full)
         // Streamed with pread from a mapped file (StreamExecutor.converting): loading never faults the mapping in,
         // so the resident set holds the converted weights only, not also the file's pages.
-        var values = [Float](repeating: 0, count: info.elementCount)
         var filled = 0
-        try values.withUnsafeMutableBufferPointer { out in
-            try StreamExecutor.converting(data, to: .f32)({ part in
-                UnsafeMutableRawPointer(out.baseAddress! + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
-                filled += part.count / 4
-            })
-        }
-        let bad = values.reduce(0) { $1.isFinite ? $0 : $0 + 1 }
+        try StreamExecutor.converting(data, to: .f32)({ part in
+            UnsafeMutableRawPointer(out + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
+            filled += part.count / 4
+        })
+        var bad = 0
+        for i in 0..<info.elementCount where !out[i].isFinite { bad += 1 }
         if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }
-        return values
     }
+
+    /// Two reusable buffers for the large weights (read, then reordered; a reader loads on one thread), so loading a model does not allocate
+    /// and free a fresh f32 copy of every matrix (which fragments the heap by gigabytes over SDXL's 1,700 layers).
+    private var scratch: [UnsafeMutablePointer<Float>] = []
+    private var scratchCapacity = 0
+    private func scratchBuffers(_ count: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        if count > scratchCapacity {
+            scratch.forEach { $0.deallocate() }
+            scratch = [.allocate(capacity: count), .allocate(capacity: count)]
+            scratchCapacity = count
+        }
+        return (scratch[0], scratch[1])
+    }
+
+    deinit { scratch.forEach { $0.deallocate() } }
 
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         Tensor(shape: shape, data: try floats(name, shape: shape))
@@ -77,7 +98,8 @@ public final class WeightReader: @unchecked Sendable {
     /// A linear layer: `name.weight` [outputs, inputs] and, when `bias`, `name.bias` [outputs]. A 1x1 conv
     /// weight [outputs, inputs, 1, 1] is read as the same matrix (sgm VAE attention, SD1 proj_in).
     public func linear(_ name: String, inputs: Int, outputs: Int, bias: Bool = true) throws -> DenseWeight {
-        let w = try floats(name + ".weight", shape: [outputs, inputs])
+        let (w, _) = scratchBuffers(outputs * inputs)
+        try read(name + ".weight", shape: [outputs, inputs], into: w)
         let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
         return dense(w, rows: outputs, cols: inputs, bias: b)
     }
@@ -85,9 +107,11 @@ public final class WeightReader: @unchecked Sendable {
     /// A square convolution: `name.weight` [outputs, inputs, k, k] and `name.bias` [outputs], reordered for
     /// channels-last (`DenseWeight.convWeight`).
     public func conv(_ name: String, inputs: Int, outputs: Int, kernel: Int, bias: Bool = true) throws -> DenseWeight {
-        let w = try floats(name + ".weight", shape: [outputs, inputs, kernel, kernel])
+        let (w, reordered) = scratchBuffers(outputs * inputs * kernel * kernel)
+        try read(name + ".weight", shape: [outputs, inputs, kernel, kernel], into: w)
         let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
-        let reordered = kernel == 1 ? w : DenseWeight.convWeight(w, cout: outputs, cin: inputs, kh: kernel, kw: kernel)
+        if kernel == 1 { return dense(w, rows: outputs, cols: inputs, bias: b) }
+        DenseWeight.convWeight(w, cout: outputs, cin: inputs, kh: kernel, kw: kernel, into: reordered)
         return dense(reordered, rows: outputs, cols: kernel * kernel * inputs, bias: b)
     }
 
@@ -96,7 +120,7 @@ public final class WeightReader: @unchecked Sendable {
         Norm(weight: try vector(name + ".weight", count: channels), bias: try vector(name + ".bias", count: channels))
     }
 
-    private func dense(_ w: [Float], rows: Int, cols: Int, bias: [Float]?) -> DenseWeight {
+    private func dense(_ w: UnsafePointer<Float>, rows: Int, cols: Int, bias: [Float]?) -> DenseWeight {
         let bf16 = precision == .bf16 && DenseWeight.bf16IsFast
         if let bias { return DenseWeight(f32: w, rows: rows, cols: cols, bias: bias, bf16: bf16) }
         return DenseWeight(f32: w, rows: rows, cols: cols, bias: nil, bf16: bf16)

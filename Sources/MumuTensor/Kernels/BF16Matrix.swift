@@ -32,7 +32,7 @@ public final class BF16Matrix: @unchecked Sendable {
         rows = n
         cols = k
         packedBytes = mumu_bf16_packed_bytes(Int32(n), Int32(k))
-        packed = UnsafeMutableRawPointer.allocate(byteCount: max(64, packedBytes), alignment: 64)
+        packed = WeightMemory.allocate(max(64, packedBytes))
     }
 
     /// From f32 W [rows, cols] row-major, rounded to bf16 (nearest even; inf and NaN kept).
@@ -47,7 +47,7 @@ public final class BF16Matrix: @unchecked Sendable {
         mumu_bf16_pack_bf16(w, Int32(n), Int32(k), packed)
     }
 
-    deinit { packed.deallocate() }
+    deinit { WeightMemory.free(packed, max(64, packedBytes)) }
 
     /// W[row, col] as bf16 bits, read back from the packed layout.
     public func element(_ row: Int, _ col: Int) -> UInt16 {

@@ -27,7 +27,7 @@ public final class DenseWeight: @unchecked Sendable {
             packed = BF16Matrix(f32: values, rows: rows, cols: cols)
             weights = nil
         } else {
-            let w = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
+            let w = WeightMemory.allocate(rows * cols * 4).bindMemory(to: Float.self, capacity: rows * cols)
             w.update(from: values, count: rows * cols)
             weights = w
             packed = nil
@@ -52,7 +52,7 @@ public final class DenseWeight: @unchecked Sendable {
     }
 
     deinit {
-        weights?.deallocate()
+        if let weights { WeightMemory.free(weights, rows * cols * 4) }
         biasValues?.deallocate()
     }
 
@@ -118,19 +118,23 @@ public final class DenseWeight: @unchecked Sendable {
     /// A PyTorch conv weight [Cout, Cin, kh, kw] reordered to [Cout, kh, kw, Cin]: the row layout of a
     /// channels-last im2col, so a convolution is `apply` on the im2col rows.
     public static func convWeight(_ w: UnsafePointer<Float>, cout: Int, cin: Int, kh: Int, kw: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: cout * cin * kh * kw)
-        out.withUnsafeMutableBufferPointer { o in
-            for co in 0..<cout {
-                for ci in 0..<cin {
-                    for ky in 0..<kh {
-                        for kx in 0..<kw {
-                            o[((co * kh + ky) * kw + kx) * cin + ci] = w[((co * cin + ci) * kh + ky) * kw + kx]
-                        }
+        [Float](unsafeUninitializedCapacity: cout * cin * kh * kw) { buffer, count in
+            convWeight(w, cout: cout, cin: cin, kh: kh, kw: kw, into: buffer.baseAddress!)
+            count = cout * cin * kh * kw
+        }
+    }
+
+    /// The same reordering into a caller's buffer of cout·cin·kh·kw floats.
+    public static func convWeight(_ w: UnsafePointer<Float>, cout: Int, cin: Int, kh: Int, kw: Int, into o: UnsafeMutablePointer<Float>) {
+        for co in 0..<cout {
+            for ci in 0..<cin {
+                for ky in 0..<kh {
+                    for kx in 0..<kw {
+                        o[((co * kh + ky) * kw + kx) * cin + ci] = w[((co * cin + ci) * kh + ky) * kw + kx]
                     }
                 }
             }
         }
-        return out
     }
 }
 

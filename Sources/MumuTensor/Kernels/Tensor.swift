@@ -1,3 +1,4 @@
+import CMumuKernels
 import Foundation
 import Synchronization
 
@@ -53,4 +54,27 @@ public enum FlopCounter {
     public static func add(_ flops: Int) { total.add(flops, ordering: .relaxed) }
     public static var value: Int { total.load(ordering: .relaxed) }
     public static func reset() { total.store(0, ordering: .relaxed) }
+}
+
+/// Memory for long-lived large buffers (model weights): mapped from the OS directly rather than taken from the
+/// malloc heap. Interleaving gigabytes of long-lived weights with the loader's short-lived conversion buffers
+/// fragmented glibc's heap by 2 GB over SDXL's UNet (RSS 7.2 GB for 5.1 GB of bf16 weights); mapped weights
+/// leave the heap to the temporaries. Page-aligned, so also 64-byte aligned for the kernels.
+public enum WeightMemory {
+    /// `bytes` of zeroed memory (at least one page).
+    public static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let size = max(bytes, 1)
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("out of memory: cannot map \(size) bytes for model weights")
+        }
+        return p
+    }
+
+    public static func free(_ p: UnsafeMutableRawPointer, _ bytes: Int) { munmap(p, max(bytes, 1)) }
+
+    /// Returns the heap's free pages to the OS (glibc `malloc_trim`): called once a model is loaded, after the
+    /// loader's conversion buffers are gone.
+    public static func releaseFreedHeap() {
+        mumu_release_freed_heap()
+    }
 }
