@@ -35,3 +35,8 @@ for size in $sizes; do
     python3 scripts/bench_compare_outputs.py "mumu bf16 vs mumu f32 ($size)" "$dir/mumu-f32-$size.safetensors" "$dir/mumu-bf16-$size.safetensors"
     python3 scripts/bench_compare_outputs.py "diffusers bf16 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/diffusers-bf16-$size.safetensors"
 done
+echo "== VAE decode 1024x1024 (f32): diffusers, then mumu"
+t python3 scripts/bench_decoder_diffusers.py vae "$dir/base.safetensors" 1024 "$threads"
+t "$mumu" bench vae "$dir/base.safetensors" --size 1024 --repeat 2
+echo "== text encoders on one prompt (CLIP-L + bigG), mumu f32"
+t "$mumu" bench text "$dir/base.safetensors" --repeat 3

@@ -3,6 +3,7 @@
 in float32 and bfloat16, CPU, torch at THREADS threads, on inputs this script writes for mumu to read.
 
   bench_decoder_diffusers.py CHECKPOINT.safetensors OUTDIR SIZE BATCH THREADS
+  bench_decoder_diffusers.py vae CHECKPOINT.safetensors SIZE THREADS     (VAE decode only)
 
 Loads only the UNet (model.diffusion_model.*) with diffusers' own converter (convert_ldm_unet_checkpoint)
 into UNet2DConditionModel built from SDXL base's published config (scripts/sdxl_configs.py), times
@@ -24,7 +25,32 @@ sys.path.insert(0, os.path.dirname(__file__))
 from sdxl_configs import SDXL_BASE_UNET  # noqa: E402
 
 
+def vae_decode(ckpt, size, threads):
+    """diffusers AutoencoderKL decode of seeded latents at `size` pixels, f32 (the SDXL VAE is run in f32)."""
+    torch.set_num_threads(threads)
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+    from sdxl_configs import SDXL_VAE
+    prefix = "first_stage_model."
+    with safe_open(ckpt, "pt") as f:
+        state = {k: f.get_tensor(k).float() for k in f.keys() if k.startswith(prefix)}
+    cfg = {k: v for k, v in SDXL_VAE.items() if not k.startswith("_")}
+    vae = AutoencoderKL(**cfg)
+    vae.load_state_dict(convert_ldm_vae_checkpoint(state, cfg))
+    vae.eval()
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        for i in range(2):
+            t0 = time.time()
+            image = vae.decode(latents).sample
+            print(f"diffusers VAE decode {i + 1}: {time.time() - t0:.2f} s, image {list(image.shape)}", flush=True)
+    print(f"diffusers VAE: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB", flush=True)
+
+
 def main():
+    if sys.argv[1] == "vae":
+        vae_decode(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     ckpt, outdir, size, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     flops = float(os.environ.get("FLOPS", "0"))
     torch.set_num_threads(threads)

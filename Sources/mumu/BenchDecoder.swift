@@ -87,7 +87,8 @@ enum ProcessStats {
     static func field(_ name: String) -> Int {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
-            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            // "VmRSS:\t 5170000 kB" (the value is padded with spaces, or not, after a tab).
+            let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
             return kb * 1024
         }
         return 0
