@@ -41,4 +41,29 @@ enum DecoderFixtures {
         print("\(label): max abs error \(err)")
         return err
     }
+
+    /// A copy of the tiny pipeline in a temporary folder whose weights `file` has `edit` applied to the tensor
+    /// `name` (its values as f32, and its shape); the file keeps its dtype. Returns the copy's path.
+    static func editedFolder(_ file: String, tensor name: String, edit: (inout [Int], inout [Float]) -> Void) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-decoder-\(UUID().uuidString)/tiny-sdxl")
+        try FileManager.default.createDirectory(at: dir.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: pipeline, toPath: dir.path)
+        let original = try SafetensorsFile(path: (pipeline as NSString).appendingPathComponent(file))
+        var infos = original.tensors
+        let i = try XCTUnwrap(infos.firstIndex { $0.name == name }, "no \(name) in \(file)")
+        var shape = infos[i].shape, values = try original.tensor(name).floats()
+        edit(&shape, &values)
+        // Keep the file's dtype (f16): the view fuses bigG's q / k / v and wants them in one dtype.
+        infos[i] = TensorInfo(name: name, dtype: infos[i].dtype, shape: shape)
+        let writer = try SafetensorsWriter(path: dir.appendingPathComponent(file).path, tensors: infos, overwrite: true)
+        for info in infos {
+            if info.name == name {
+                try writer.write(TensorData.owned(TensorInfo(name: name, dtype: .f32, shape: shape), bytes: values.withUnsafeBytes { Array($0) }))
+            } else {
+                try writer.write(try original.tensor(info.name))
+            }
+        }
+        try writer.finish()
+        return dir.path
+    }
 }

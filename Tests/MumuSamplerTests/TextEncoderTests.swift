@@ -62,34 +62,6 @@ final class TextEncoderTests: XCTestCase {
         try writer.finish()
     }
 
-    /// A copy of the tiny pipeline whose weights `file` has `edit` applied to the tensor `name`
-    /// (its values, as f32, and shape).
-    static func editedFolder(_ file: String, tensor name: String, edit: (inout [Int], inout [Float]) -> Void) throws -> String {
-        let dir = try temporaryDirectory().appendingPathComponent("tiny-sdxl")
-        try FileManager.default.copyItem(atPath: folder, toPath: dir.path)
-        let original = try SafetensorsFile(path: (folder as NSString).appendingPathComponent(file))
-        var infos = original.tensors
-        let i = try XCTUnwrap(infos.firstIndex { $0.name == name }, "no \(name) in \(file)")
-        var shape = infos[i].shape, values = try original.tensor(name).floats()
-        edit(&shape, &values)
-        // Keep the file's dtype (f16): the view fuses bigG's q / k / v and wants them in one dtype.
-        infos[i] = TensorInfo(name: name, dtype: infos[i].dtype, shape: shape)
-        let writer = try SafetensorsWriter(path: dir.appendingPathComponent(file).path, tensors: infos, overwrite: true)
-        for info in infos {
-            if info.name == name {
-                let f32 = TensorInfo(name: name, dtype: .f32, shape: shape)
-                // Converted here and kept alive while written: SafetensorsWriter.write(TensorData) converts into a
-                // temporary whose buffer can be freed before it is copied (reported; not this file's to fix).
-                let converted = try TensorData.owned(f32, bytes: values.withUnsafeBytes { Array($0) }).converted(to: info.dtype)
-                try withExtendedLifetime(converted) { try writer.write(name, converted.bytes) }
-            } else {
-                try writer.write(try original.tensor(info.name))
-            }
-        }
-        try writer.finish()
-        return dir.path
-    }
-
     // MARK: conformance
 
     func testCLIPLMatchesTransformers() throws {
@@ -198,7 +170,7 @@ final class TextEncoderTests: XCTestCase {
     }
 
     func testWrongShapeNamesTensorAndShapes() throws {
-        let folder = try Self.editedFolder("text_encoder/model.safetensors", tensor: "encoder.layers.1.mlp.fc1.weight") { shape, values in
+        let folder = try DecoderFixtures.editedFolder("text_encoder/model.safetensors", tensor: "encoder.layers.1.mlp.fc1.weight") { shape, values in
             shape = [30, 16]
             values = Array(values.prefix(30 * 16))
         }
@@ -215,7 +187,7 @@ final class TextEncoderTests: XCTestCase {
     func testNaNWeightIsReportedAtLoad() throws {
         // bigG's q / k / v come from a diffusers folder as three tensors; the view fuses them into OpenCLIP's
         // in_proj_weight, the name the error gives.
-        let folder = try Self.editedFolder("text_encoder_2/model.safetensors", tensor: "text_model.encoder.layers.0.self_attn.k_proj.weight") { _, values in
+        let folder = try DecoderFixtures.editedFolder("text_encoder_2/model.safetensors", tensor: "text_model.encoder.layers.0.self_attn.k_proj.weight") { _, values in
             values[7] = .nan
         }
         defer { try? FileManager.default.removeItem(atPath: (folder as NSString).deletingLastPathComponent) }

@@ -61,4 +61,37 @@ final class UNetTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("pooled"), "\(error)")
         }
     }
+
+    /// A wrong-shaped UNet tensor is named with both shapes; a NaN weight is reported at load, by name.
+    func testWrongShapeAndNaNAreReportedAtLoad() throws {
+        let bad = try DecoderFixtures.editedFolder("unet/diffusion_pytorch_model.safetensors", tensor: "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight") { shape, values in
+            shape = [32, 24]
+            values = Array(values.prefix(32 * 24))
+        }
+        defer { try? FileManager.default.removeItem(atPath: (bad as NSString).deletingLastPathComponent) }
+        XCTAssertThrowsError(try UNet(checkpoint: DecoderCheckpoint(path: bad))) { error in
+            guard case let DecoderError.wrongShape(_, tensor, expected, found) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(tensor, "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")
+            XCTAssertEqual(expected, [32, 32])
+            XCTAssertEqual(found, [32, 24])
+            print("wrong shape: \(error)")
+        }
+        let nan = try DecoderFixtures.editedFolder("unet/diffusion_pytorch_model.safetensors", tensor: "up_blocks.0.resnets.2.conv2.weight") { _, values in
+            values[3] = .nan
+            values[5] = .infinity
+        }
+        defer { try? FileManager.default.removeItem(atPath: (nan as NSString).deletingLastPathComponent) }
+        XCTAssertThrowsError(try UNet(checkpoint: DecoderCheckpoint(path: nan))) { error in
+            guard case let DecoderError.nonFinite(_, tensor, count) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(tensor, "model.diffusion_model.output_blocks.2.0.out_layers.3.weight")
+            XCTAssertEqual(count, 2)
+            print("NaN weight: \(error)")
+        }
+        // A checkpoint without a UNet says so and lists what it holds.
+        let vaeOnly = try DecoderCheckpoint(path: (DecoderFixtures.pipeline as NSString).appendingPathComponent("vae/diffusion_pytorch_model.safetensors"))
+        XCTAssertThrowsError(try UNet(checkpoint: vaeOnly)) { error in
+            XCTAssertTrue("\(error)".contains("no UNet"), "\(error)")
+            print("missing UNet: \(error)")
+        }
+    }
 }

@@ -7,9 +7,10 @@ public enum Layouts {
         if names.contains(where: { $0.hasPrefix("unet.") || $0.hasPrefix("vae.") || $0.hasPrefix("text_encoder.") || $0.hasPrefix("text_encoder_2.") }) {
             return "diffusers"
         }
-        if names.contains(where: { $0.hasPrefix("down_blocks.") || $0.hasPrefix("conv_in.") }) {
-            return names.contains { $0.hasPrefix("encoder.") || $0.hasPrefix("decoder.") } ? "diffusers-vae" : "diffusers-unet"
-        }
+        // A diffusers VAE file (vae/diffusion_pytorch_model.safetensors) has only encoder.* / decoder.* /
+        // (post_)quant_conv.* keys; a UNet file has down_blocks.* and conv_in.* at the top.
+        if names.contains(where: { $0.hasPrefix("decoder.up_blocks.") || $0.hasPrefix("encoder.down_blocks.") }) { return "diffusers-vae" }
+        if names.contains(where: { $0.hasPrefix("down_blocks.") || $0.hasPrefix("conv_in.") }) { return "diffusers-unet" }
         if names.contains(where: { $0.hasPrefix("text_model.") || $0.hasPrefix("encoder.layers.") }) { return "transformers-clip" }
         return "unknown"
     }
