@@ -56,35 +56,33 @@ size_t mumu_bf16_packed_bytes(int n, int k) {
     return (size_t)ceil_div(n, NR) * (size_t)kpairs(k) * NR * 4;
 }
 
+// One row of W (bf16 bits) into its panel column: word p of the column holds elements 2p and 2p+1.
+static void pack_row(uint32_t *packed, int r, int kp, const uint16_t *src, int k) {
+    uint32_t *dst = packed + (size_t)(r / NR) * kp * NR + (r % NR);
+    int e = 0;
+    for (; e + 1 < k; e += 2) dst[(size_t)(e / 2) * NR] = (uint32_t)src[e] | ((uint32_t)src[e + 1] << 16);
+    if (e < k) dst[(size_t)(e / 2) * NR] = src[e];
+}
+
 void mumu_bf16_pack_bf16(const uint16_t *w, int n, int k, void *packed) {
     size_t bytes = mumu_bf16_packed_bytes(n, k);
     if (bytes == 0) return;
-    uint32_t *out = packed;
-    const int kp = kpairs(k);
-    memset(out, 0, bytes);
-    for (int r = 0; r < n; r++) {
-        uint32_t *dst = out + (size_t)(r / NR) * kp * NR + (r % NR);
-        const uint16_t *src = w + (size_t)r * k;
-        int e = 0;
-        for (; e + 1 < k; e += 2) dst[(size_t)(e / 2) * NR] = (uint32_t)src[e] | ((uint32_t)src[e + 1] << 16);
-        if (e < k) dst[(size_t)(e / 2) * NR] = src[e];
-    }
+    memset(packed, 0, bytes);
+    for (int r = 0; r < n; r++) pack_row(packed, r, kpairs(k), w + (size_t)r * k, k);
 }
 
 void mumu_bf16_pack_f32(const float *w, int n, int k, void *packed) {
     size_t bytes = mumu_bf16_packed_bytes(n, k);
     if (bytes == 0) return;
-    uint32_t *out = packed;
-    const int kp = kpairs(k);
-    memset(out, 0, bytes);
+    memset(packed, 0, bytes);
+    uint16_t *row = malloc((size_t)k * sizeof(uint16_t));
+    if (!row) abort();
     for (int r = 0; r < n; r++) {
-        uint32_t *dst = out + (size_t)(r / NR) * kp * NR + (r % NR);
         const float *src = w + (size_t)r * k;
-        int e = 0;
-        for (; e + 1 < k; e += 2)
-            dst[(size_t)(e / 2) * NR] = (uint32_t)f32_to_bf16(src[e]) | ((uint32_t)f32_to_bf16(src[e + 1]) << 16);
-        if (e < k) dst[(size_t)(e / 2) * NR] = f32_to_bf16(src[e]);
+        for (int e = 0; e < k; e++) row[e] = f32_to_bf16(src[e]);
+        pack_row(packed, r, kpairs(k), row, k);
     }
+    free(row);
 }
 
 uint16_t mumu_bf16_packed_at(const void *packed, int n, int k, int row, int col) {
