@@ -9,9 +9,14 @@ enum DecoderFixtures {
     static var folder: URL { Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("decoder") }
     static var pipeline: String { folder.appendingPathComponent("tiny-sdxl").path }
 
-    /// Every tensor of `name`.safetensors as f32 (int64 ids converted exactly: they are small).
+    /// Every tensor of decoder/`name`.safetensors as f32 (int64 ids converted exactly: they are small).
     static func io(_ name: String) throws -> [String: Tensor] {
-        let file = try SafetensorsFile(path: folder.appendingPathComponent(name + ".safetensors").path)
+        try tensors(folder.appendingPathComponent(name + ".safetensors").path)
+    }
+
+    /// Every tensor of a safetensors fixture as f32 (int64 converted exactly).
+    static func tensors(_ path: String) throws -> [String: Tensor] {
+        let file = try SafetensorsFile(path: path)
         var out: [String: Tensor] = [:]
         for info in file.tensors {
             let data = try file.tensor(info.name)
