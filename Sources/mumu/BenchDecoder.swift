@@ -13,16 +13,13 @@ struct BenchUNet: ParsableCommand {
     @Argument(help: "The checkpoint (any format mumu reads).") var checkpoint: String
     @Option(help: "Image size in pixels (latent = size / 8).") var size = 512
     @Option(help: "Batch (2 = one step of classifier-free guidance).") var batch = 2
-    @Option(help: "Weight precision: f32 or bf16.") var precision = "f32"
+    @Option(help: "Weight precision: f32 or bf16.") var precision: WeightPrecision = .f32
     @Option(name: .customLong("repeat"), help: "Forward passes to time.") var repeats = 2
     @Option(help: "Inputs (sample, timestep, context, pooled, time_ids) from a safetensors file instead of seeded noise.") var inputs: String?
     @Option(help: "Save the last output as `out` (f32) in this safetensors file.") var saveOutput: String?
 
     func run() throws {
         try runReportingErrors {
-            guard let precision = WeightPrecision(rawValue: precision) else {
-                throw ValidationError("--precision must be f32 or bf16, not \(precision)")
-            }
             var t0 = Date()
             let unet = try UNet(checkpoint: DecoderCheckpoint(path: checkpoint), precision: precision)
             let load = Date().timeIntervalSince(t0)
@@ -82,6 +79,9 @@ struct BenchUNet: ParsableCommand {
     }
 }
 
+/// `--precision f32|bf16` (ArgumentParser lists the values and rejects others).
+extension WeightPrecision: ExpressibleByArgument {}
+
 /// The process's resident memory, from /proc/self/status.
 enum ProcessStats {
     static func field(_ name: String) -> Int {
@@ -106,12 +106,11 @@ struct BenchVAE: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "vae", abstract: "Time a VAE decode of seeded latents at --size pixels.")
     @Argument(help: "The checkpoint.") var checkpoint: String
     @Option(help: "Image size in pixels (latent = size / 8).") var size = 1024
-    @Option(help: "Weight precision: f32 or bf16.") var precision = "f32"
+    @Option(help: "Weight precision: f32 or bf16.") var precision: WeightPrecision = .f32
     @Option(name: .customLong("repeat"), help: "Decodes to time.") var repeats = 1
 
     func run() throws {
         try runReportingErrors {
-            guard let precision = WeightPrecision(rawValue: precision) else { throw ValidationError("--precision must be f32 or bf16") }
             var t0 = Date()
             let vae = try VAE(checkpoint: DecoderCheckpoint(path: checkpoint), precision: precision)
             print(String(format: "load %.1f s", Date().timeIntervalSince(t0)))
@@ -134,12 +133,11 @@ struct BenchText: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "text", abstract: "Time the two text encoders on one prompt.")
     @Argument(help: "The checkpoint.") var checkpoint: String
     @Option(help: "The prompt.") var prompt = "a watercolor painting of a lighthouse on a cliff at dawn, soft light, highly detailed"
-    @Option(help: "Weight precision: f32 or bf16.") var precision = "f32"
+    @Option(help: "Weight precision: f32 or bf16.") var precision: WeightPrecision = .f32
     @Option(name: .customLong("repeat"), help: "Encodes to time.") var repeats = 3
 
     func run() throws {
         try runReportingErrors {
-            guard let precision = WeightPrecision(rawValue: precision) else { throw ValidationError("--precision must be f32 or bf16") }
             var t0 = Date()
             let checkpoint = try DecoderCheckpoint(path: checkpoint)
             let clipL = try CLIPTextEncoder(checkpoint: checkpoint, component: .te1, precision: precision)
