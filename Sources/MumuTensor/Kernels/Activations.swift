@@ -38,7 +38,7 @@ extension NN {
     public static func upsampleNearest2x(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4, "upsampleNearest2x wants [N, H, W, C], got \(x.shape)")
         let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var out = Tensor(zeros: [n, 2 * h, 2 * w, c])
+        var out = Tensor(uninitialized: [n, 2 * h, 2 * w, c])
         x.data.withUnsafeBufferPointer { src in
             out.data.withUnsafeMutableBufferPointer { dst in
                 let s = src.baseAddress!, d = dst.baseAddress!
@@ -66,7 +66,7 @@ extension NN {
         let inner = two / 2
         var shape = x.shape
         shape[shape.count - 1] = inner
-        var out = Tensor(zeros: shape)
+        var out = Tensor(uninitialized: shape)
         let rows = x.count / max(1, two)
         x.data.withUnsafeBufferPointer { src in
             out.data.withUnsafeMutableBufferPointer { dst in
@@ -112,7 +112,7 @@ extension NN {
         let ca = a.shape[a.rank - 1], cb = b.shape[b.rank - 1]
         var shape = a.shape
         shape[shape.count - 1] = ca + cb
-        var out = Tensor(zeros: shape)
+        var out = Tensor(uninitialized: shape)
         let rows = a.count / max(1, ca)
         a.data.withUnsafeBufferPointer { ab in
         b.data.withUnsafeBufferPointer { bb in

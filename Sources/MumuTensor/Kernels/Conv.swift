@@ -21,7 +21,7 @@ public enum NN {
         let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2])
         let hout = (h + 2 * padding - kernel) / stride + 1, wout = (w + 2 * padding - kernel) / stride + 1
         precondition(hout > 0 && wout > 0, "conv2d output would be empty for \(x.shape) and kernel \(kernel)")
-        var out = Tensor(zeros: [n, hout, wout, weight.rows])
+        var out = Tensor(uninitialized: [n, hout, wout, weight.rows])
         out.data.withUnsafeMutableBufferPointer { ob in
             conv2d(x, weight: weight, kernel: kernel, stride: stride, padding: padding, into: ob.baseAddress!,
                    accumulate: false, im2colBudget: im2colBudget)
@@ -45,7 +45,7 @@ public enum NN {
     /// (source row = upsampled row / 2).
     public static func conv2dUpsampled(_ x: Tensor, weight: DenseWeight, im2colBudget: Int = defaultIm2colBudget) -> Tensor {
         let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2])
-        var out = Tensor(zeros: [n, 2 * h, 2 * w, weight.rows])
+        var out = Tensor(uninitialized: [n, 2 * h, 2 * w, weight.rows])
         out.data.withUnsafeMutableBufferPointer { ob in
             conv2d(x, weight: weight, kernel: 3, stride: 1, pad: 1, outH: 2 * h, outW: 2 * w, upsample: true,
                    into: ob.baseAddress!, accumulate: false, im2colBudget: im2colBudget)
@@ -57,7 +57,7 @@ public enum NN {
     /// outH x outW needs (diffusers' VAE encoder downsampling pads (0, 1, 0, 1): `padTopLeft` 0, stride 2).
     public static func conv2d(_ x: Tensor, weight: DenseWeight, kernel: Int, stride: Int, padTopLeft: Int, outH: Int, outW: Int,
                               im2colBudget: Int = defaultIm2colBudget) -> Tensor {
-        var out = Tensor(zeros: [x.shape[0], outH, outW, weight.rows])
+        var out = Tensor(uninitialized: [x.shape[0], outH, outW, weight.rows])
         out.data.withUnsafeMutableBufferPointer { ob in
             conv2d(x, weight: weight, kernel: kernel, stride: stride, pad: padTopLeft, outH: outH, outW: outW, upsample: false,
                    into: ob.baseAddress!, accumulate: false, im2colBudget: im2colBudget)

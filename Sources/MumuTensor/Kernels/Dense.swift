@@ -93,7 +93,7 @@ public final class DenseWeight: @unchecked Sendable {
         precondition(x.rank >= 1 && x.shape[x.rank - 1] == cols, "dense layer takes \(cols) features, input is \(x.shape)")
         var shape = x.shape
         shape[shape.count - 1] = rows
-        var out = Tensor(zeros: shape)
+        var out = Tensor(uninitialized: shape)
         let m = x.count / cols
         x.data.withUnsafeBufferPointer { xb in
             out.data.withUnsafeMutableBufferPointer { ob in

@@ -20,7 +20,7 @@ extension NN {
         let positions = x.count / max(1, n * c)
         let cpg = c / groups
         let count = Double(cpg * positions)
-        var out = Tensor(zeros: x.shape)
+        var out = Tensor(uninitialized: x.shape)
         let wArr = weight?.data, bArr = bias?.data
         let chunkRows = max(1, (1 << 14) / max(1, c))
         let chunks = (positions + chunkRows - 1) / chunkRows
@@ -94,7 +94,7 @@ extension NN {
         if let w = weight { precondition(w.count == dim, "layerNorm weight has \(w.count) elements, want \(dim)") }
         if let b = bias { precondition(b.count == dim, "layerNorm bias has \(b.count) elements, want \(dim)") }
         let rows = dim == 0 ? 0 : x.count / dim
-        var out = Tensor(zeros: x.shape)
+        var out = Tensor(uninitialized: x.shape)
         let wArr = weight?.data, bArr = bias?.data
         x.data.withUnsafeBufferPointer { src in
             out.data.withUnsafeMutableBufferPointer { dst in

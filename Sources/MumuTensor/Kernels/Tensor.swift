@@ -22,6 +22,15 @@ public struct Tensor: Sendable, Equatable {
         self.init(shape: shape, data: [Float](repeating: 0, count: shape.reduce(1, *)))
     }
 
+    /// A tensor whose elements the caller overwrites, every one, before reading (kernel outputs): skips the
+    /// zero fill, a full extra pass over the memory of every activation.
+    init(uninitialized shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        let n = shape.reduce(1, *)
+        self.shape = shape
+        data = [Float](unsafeUninitializedCapacity: n) { _, count in count = n }
+    }
+
     public var count: Int { data.count }
     public var rank: Int { shape.count }
 
