@@ -15,8 +15,8 @@ import XCTest
 final class TextEncoderTests: XCTestCase {
     static let tolerance: Float = 1e-4
 
-    static let decoderFixtures = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("decoder")
-    static let folder = decoderFixtures.appendingPathComponent("tiny-sdxl").path
+    static let decoderFixtures = DecoderFixtures.folder
+    static let folder = DecoderFixtures.pipeline
     static let io = try! SafetensorsFile(path: decoderFixtures.appendingPathComponent("clip_io.safetensors").path)
 
     static func tensor(_ file: SafetensorsFile, _ name: String) throws -> Tensor {
@@ -38,21 +38,6 @@ final class TextEncoderTests: XCTestCase {
         return (0..<shape[0]).map { r in values[(r * shape[1])..<((r + 1) * shape[1])].map { Int32($0) } }
     }
 
-    static func maxError(_ a: Tensor, _ b: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) -> Float {
-        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
-        guard a.shape == b.shape else { return .infinity }
-        let e = zip(a.data, b.data).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }
-        print("\(what): max abs error \(e) over \(a.count) values")
-        XCTAssertLessThan(e, tolerance, what, file: file, line: line)
-        return e
-    }
-
-    static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-te-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
-
     /// Writes the tensors of `source` for which `keep` holds into a single safetensors file (sgm names when
     /// `source` is a checkpoint's view).
     static func writeSubset(of source: TensorSource, to path: String, keep: (String) -> Bool) throws {
@@ -71,8 +56,8 @@ final class TextEncoderTests: XCTestCase {
                                                           positions: 77, projection: nil, activation: .quickGELU))
         let ids = try Self.rows("ids")
         let out = try te1.run(ids: ids, last: true)
-        _ = Self.maxError(out.penultimate, try Self.tensor(Self.io, "te1_penultimate"), "CLIP-L penultimate")
-        _ = Self.maxError(try XCTUnwrap(out.last), try Self.tensor(Self.io, "te1_last"), "CLIP-L last_hidden_state")
+        DecoderFixtures.check(out.penultimate, try Self.tensor(Self.io, "te1_penultimate"), "CLIP-L penultimate", tolerance: Self.tolerance)
+        DecoderFixtures.check(try XCTUnwrap(out.last), try Self.tensor(Self.io, "te1_last"), "CLIP-L last_hidden_state", tolerance: Self.tolerance)
         XCTAssertNil(out.pooled)
 
         // encode skips the last layer and gives the same penultimate states, bit for bit.
@@ -95,8 +80,8 @@ final class TextEncoderTests: XCTestCase {
         let ids = try Self.rows("ids2")
         let eos = try Self.int64s(Self.io, "eos_index").values
         let (penultimate, pooled) = try te2.encode(ids: ids, eosIndex: eos)
-        _ = Self.maxError(penultimate, try Self.tensor(Self.io, "te2_penultimate"), "bigG penultimate")
-        _ = Self.maxError(try XCTUnwrap(pooled), try Self.tensor(Self.io, "te2_pooled"), "bigG pooled (text_embeds)")
+        DecoderFixtures.check(penultimate, try Self.tensor(Self.io, "te2_penultimate"), "bigG penultimate", tolerance: Self.tolerance)
+        DecoderFixtures.check(try XCTUnwrap(pooled), try Self.tensor(Self.io, "te2_pooled"), "bigG pooled (text_embeds)", tolerance: Self.tolerance)
         // Without eosIndex the argmax rule is used: the same positions.
         XCTAssertEqual(try te2.encode(ids: ids).pooled, pooled)
     }
@@ -130,7 +115,7 @@ final class TextEncoderTests: XCTestCase {
     /// from inferred shapes (with the head width given), it computes the same outputs.
     func testSingleFileWithInferredConfig() throws {
         let checkpoint = try DecoderCheckpoint(path: Self.folder)
-        let dir = try Self.temporaryDirectory()
+        let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("te.safetensors").path
         try Self.writeSubset(of: checkpoint.view.source, to: file) { $0.hasPrefix("conditioner.") }
@@ -144,17 +129,17 @@ final class TextEncoderTests: XCTestCase {
         let r1 = try single.reader(.te1), r2 = try single.reader(.te2)
         let te1 = try CLIPTextEncoder(reader: r1, config: try .infer(reader: r1, headDim: 8))
         let te2 = try CLIPTextEncoder(reader: r2, config: try .infer(reader: r2, headDim: 4))
-        _ = Self.maxError(try te1.encode(ids: try Self.rows("ids")).penultimate, try Self.tensor(Self.io, "te1_penultimate"),
-                          "CLIP-L penultimate (single file)")
+        DecoderFixtures.check(try te1.encode(ids: try Self.rows("ids")).penultimate, try Self.tensor(Self.io, "te1_penultimate"),
+                          "CLIP-L penultimate (single file)", tolerance: Self.tolerance)
         let out = try te2.encode(ids: try Self.rows("ids2"))
-        _ = Self.maxError(try XCTUnwrap(out.pooled), try Self.tensor(Self.io, "te2_pooled"), "bigG pooled (single file)")
+        DecoderFixtures.check(try XCTUnwrap(out.pooled), try Self.tensor(Self.io, "te2_pooled"), "bigG pooled (single file)", tolerance: Self.tolerance)
     }
 
     // MARK: bad checkpoints and inputs
 
     func testMissingTextEncoderIsNamed() throws {
         let checkpoint = try DecoderCheckpoint(path: Self.folder)
-        let dir = try Self.temporaryDirectory()
+        let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("unet-vae.safetensors").path
         try Self.writeSubset(of: checkpoint.view.source, to: file) { !$0.hasPrefix("conditioner.") }

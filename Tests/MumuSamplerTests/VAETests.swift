@@ -13,28 +13,14 @@ import XCTest
 final class VAETests: XCTestCase {
     static let tolerance: Float = 1e-4
 
-    static let decoderFixtures = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("decoder")
-    static let folder = decoderFixtures.appendingPathComponent("tiny-sdxl").path
+    static let decoderFixtures = DecoderFixtures.folder
+    static let folder = DecoderFixtures.pipeline
     static let io = try! SafetensorsFile(path: decoderFixtures.appendingPathComponent("vae_io.safetensors").path)
     static let tinyConfig = VAE.Config(blockOutChannels: [8, 16, 16, 16], layersPerBlock: 2, groups: 4)
 
     static func tensor(_ name: String) throws -> Tensor {
         let data = try io.tensor(name)
         return Tensor(shape: data.info.shape, data: try data.floats())
-    }
-
-    static func maxError(_ a: Tensor, _ b: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
-        guard a.shape == b.shape else { return }
-        let e = zip(a.data, b.data).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }
-        print("\(what): max abs error \(e) over \(a.count) values")
-        XCTAssertLessThan(e, tolerance, what, file: file, line: line)
-    }
-
-    static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-vae-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
     }
 
     /// The tiny checkpoint's VAE alone, as a single sgm-named file (no architecture matches it: no config).
@@ -58,7 +44,7 @@ final class VAETests: XCTestCase {
         let start = DispatchTime.now().uptimeNanoseconds
         let image = try vae.decode(latents: latents)
         print("VAE decode of 8x6 latents (tiny VAE): \(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) ms")
-        Self.maxError(image, try Self.tensor("decoded"), "VAE decode [1,3,64,48]")
+        DecoderFixtures.check(image, try Self.tensor("decoded"), "VAE decode [1,3,64,48]", tolerance: Self.tolerance)
 
         // A batch of two decodes each sample as alone.
         var pair = latents
@@ -77,8 +63,8 @@ final class VAETests: XCTestCase {
         let image = try Self.tensor("image")
         XCTAssertEqual(image.shape, [1, 3, 32, 24])
         let (mean, logvar) = try vae.encode(image: image)
-        Self.maxError(mean, try Self.tensor("mean"), "VAE encode mean [1,4,4,3]")
-        Self.maxError(logvar, try Self.tensor("logvar"), "VAE encode logvar [1,4,4,3]")
+        DecoderFixtures.check(mean, try Self.tensor("mean"), "VAE encode mean [1,4,4,3]", tolerance: Self.tolerance)
+        DecoderFixtures.check(logvar, try Self.tensor("logvar"), "VAE encode logvar [1,4,4,3]", tolerance: Self.tolerance)
     }
 
     /// The config inferred from the shapes equals the config.json's when told the group count (not in the
@@ -97,7 +83,7 @@ final class VAETests: XCTestCase {
 
     /// From a single sgm file (no config.json, no descriptor): sgm names read directly, config from the shapes.
     func testSingleFileWithInferredConfig() throws {
-        let dir = try Self.temporaryDirectory()
+        let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let checkpoint = try DecoderCheckpoint(path: try Self.singleFileVAE(in: dir))
         XCTAssertNil(checkpoint.config(.vae))
@@ -106,12 +92,12 @@ final class VAETests: XCTestCase {
         }
         let reader = try checkpoint.reader(.vae)
         let vae = try VAE(reader: reader, config: try .infer(reader: reader, groups: 4))
-        Self.maxError(try vae.decode(latents: try Self.tensor("latents")), try Self.tensor("decoded"), "VAE decode (single file)")
-        Self.maxError(try vae.encode(image: try Self.tensor("image")).mean, try Self.tensor("mean"), "VAE encode mean (single file)")
+        DecoderFixtures.check(try vae.decode(latents: try Self.tensor("latents")), try Self.tensor("decoded"), "VAE decode (single file)", tolerance: Self.tolerance)
+        DecoderFixtures.check(try vae.encode(image: try Self.tensor("image")).mean, try Self.tensor("mean"), "VAE encode mean (single file)", tolerance: Self.tolerance)
     }
 
     func testMissingVAEIsNamed() throws {
-        let dir = try Self.temporaryDirectory()
+        let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let view = try DecoderCheckpoint(path: Self.folder).view.source
         let infos = view.tensors.filter { $0.name.hasPrefix("conditioner.") }
@@ -126,7 +112,7 @@ final class VAETests: XCTestCase {
     }
 
     func testBadWeightsAreNamedAtLoad() throws {
-        let dir = try Self.temporaryDirectory()
+        let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let view = try DecoderCheckpoint(path: Self.folder).view.source
         let victim = "first_stage_model.decoder.up.3.block.1.conv2.weight"  // diffusers decoder.up_blocks.0.resnets.1.conv2
