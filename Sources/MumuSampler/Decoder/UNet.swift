@@ -63,7 +63,7 @@ public final class UNet: @unchecked Sendable {
         for i in 0..<n {
             for j in 0..<lpb {
                 let idx = 1 + i * (lpb + 1) + j
-                blocks.append(.res(try ResBlock(r, "input_blocks.\(idx).0", inputs: ch, outputs: c.blockChannels[i], temb: temb, groups: c.normGroups, eps: c.normEps)))
+                blocks.append(.res(try ResBlock(unet: r, "input_blocks.\(idx).0", inputs: ch, outputs: c.blockChannels[i], temb: temb, groups: c.normGroups, eps: c.normEps)))
                 ch = c.blockChannels[i]
                 if c.downAttention[i] {
                     blocks.append(.transformer(try transformer("input_blocks.\(idx).1", channels: ch, heads: c.heads[i], depth: c.downDepth[i])))
@@ -77,9 +77,9 @@ public final class UNet: @unchecked Sendable {
         }
         down = blocks
         middle = [
-            .res(try ResBlock(r, "middle_block.0", inputs: ch, outputs: ch, temb: temb, groups: c.normGroups, eps: c.normEps)),
+            .res(try ResBlock(unet: r, "middle_block.0", inputs: ch, outputs: ch, temb: temb, groups: c.normGroups, eps: c.normEps)),
             .transformer(try transformer("middle_block.1", channels: ch, heads: c.heads[n - 1], depth: c.midDepth)),
-            .res(try ResBlock(r, "middle_block.2", inputs: ch, outputs: ch, temb: temb, groups: c.normGroups, eps: c.normEps)),
+            .res(try ResBlock(unet: r, "middle_block.2", inputs: ch, outputs: ch, temb: temb, groups: c.normGroups, eps: c.normEps)),
         ]
         // Up, deepest first: each resblock takes the running activation concatenated with one skip.
         blocks = []
@@ -90,7 +90,7 @@ public final class UNet: @unchecked Sendable {
                 let idx = u * (lpb + 1) + j
                 let skip = skipChannels.removeLast()
                 blocks.append(.pop)
-                blocks.append(.res(try ResBlock(r, "output_blocks.\(idx).0", inputs: ch + skip, outputs: out, temb: temb, groups: c.normGroups, eps: c.normEps)))
+                blocks.append(.res(try ResBlock(unet: r, "output_blocks.\(idx).0", inputs: ch + skip, outputs: out, temb: temb, groups: c.normGroups, eps: c.normEps)))
                 ch = out
                 if c.upAttention[u] {
                     blocks.append(.transformer(try transformer("output_blocks.\(idx).1", channels: ch, heads: c.heads[level], depth: c.upDepth[u])))
@@ -144,7 +144,7 @@ public final class UNet: @unchecked Sendable {
         func run(_ blocks: [Block]) {
             for block in blocks {
                 switch block {
-                case let .res(rb): x = rb(x, emb: embAct)
+                case let .res(rb): rb(&x, emb: embAct)
                 case let .transformer(t): x = t(x, context: context)
                 case let .downsample(conv): x = NN.conv2d(x, weight: conv, kernel: 3, stride: 2, padding: 1)
                 case let .upsample(conv): x = NN.conv2dUpsampled(x, weight: conv)
@@ -180,37 +180,6 @@ private func silu(_ x: Tensor) -> Tensor {
     var y = x
     NN.silu(&y)
     return y
-}
-
-/// A ResBlock (sgm) / ResnetBlock2D (diffusers): GroupNorm+SiLU, conv 3x3, + time embedding, GroupNorm+SiLU,
-/// conv 3x3, + the input (through a 1x1 conv when the width changes).
-final class ResBlock: @unchecked Sendable {
-    let norm1: Norm, conv1: DenseWeight, embProj: DenseWeight, norm2: Norm, conv2: DenseWeight
-    let skip: DenseWeight?
-    let groups: Int, eps: Float
-
-    init(_ r: WeightReader, _ p: String, inputs: Int, outputs: Int, temb: Int, groups: Int, eps: Float) throws {
-        norm1 = try r.norm("\(p).in_layers.0", channels: inputs)
-        conv1 = try r.conv("\(p).in_layers.2", inputs: inputs, outputs: outputs, kernel: 3)
-        embProj = try r.linear("\(p).emb_layers.1", inputs: temb, outputs: outputs)
-        norm2 = try r.norm("\(p).out_layers.0", channels: outputs)
-        conv2 = try r.conv("\(p).out_layers.3", inputs: outputs, outputs: outputs, kernel: 3)
-        skip = inputs == outputs ? nil : try r.conv("\(p).skip_connection", inputs: inputs, outputs: outputs, kernel: 1)
-        self.groups = groups
-        self.eps = eps
-    }
-
-    /// x [B, H, W, in], emb [B, temb] (SiLU already applied) -> [B, H, W, out].
-    func callAsFunction(_ x: Tensor, emb: Tensor) -> Tensor {
-        var h = NN.conv2d(norm1.group(x, groups: groups, eps: eps, silu: true), weight: conv1, kernel: 3, padding: 1)
-        NN.addPerSample(&h, embProj(emb))
-        h = norm2.group(h, groups: groups, eps: eps, silu: true)
-        var out = skip.map { NN.conv2d(x, weight: $0, kernel: 1) } ?? x
-        NN.conv2d(h, weight: conv2, kernel: 3, padding: 1, addingInto: &out)
-        return out
-    }
-
-    var byteCount: Int { conv1.byteCount + conv2.byteCount + embProj.byteCount + (skip?.byteCount ?? 0) }
 }
 
 /// SpatialTransformer (sgm) / Transformer2DModel (diffusers): GroupNorm (eps 1e-6), proj_in, `depth` transformer

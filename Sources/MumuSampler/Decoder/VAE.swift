@@ -118,29 +118,21 @@ public final class VAE: @unchecked Sendable {
         }
     }
 
-    struct Resnet {
-        let norm1: Norm
-        let conv1: DenseWeight
-        let norm2: Norm
-        let conv2: DenseWeight
-        let shortcut: DenseWeight?
-    }
-
     struct Attention {
         let norm: Norm
         let q, k, v, out: DenseWeight
     }
 
     struct Mid {
-        let block1: Resnet
+        let block1: ResBlock
         let attention: Attention?
-        let block2: Resnet
+        let block2: ResBlock
     }
 
     struct Encoder {
         let convIn: DenseWeight
         /// Per level: resnets and the downsampling conv (nil at the last level).
-        let levels: [(resnets: [Resnet], downsample: DenseWeight?)]
+        let levels: [(resnets: [ResBlock], downsample: DenseWeight?)]
         let mid: Mid
         let normOut: Norm
         let convOut: DenseWeight
@@ -150,7 +142,7 @@ public final class VAE: @unchecked Sendable {
         let convIn: DenseWeight
         let mid: Mid
         /// Per sgm level s (run from the last to 0): resnets and the upsampling conv (nil at level 0).
-        let levels: [(resnets: [Resnet], upsample: DenseWeight?)]
+        let levels: [(resnets: [ResBlock], upsample: DenseWeight?)]
         let normOut: Norm
         let convOut: DenseWeight
     }
@@ -183,12 +175,8 @@ public final class VAE: @unchecked Sendable {
         path = reader.path
         let ch = config.blockOutChannels, levels = ch.count, top = ch[levels - 1], latent = config.latentChannels
 
-        func resnet(_ name: String, _ cin: Int, _ cout: Int) throws -> Resnet {
-            Resnet(norm1: try reader.norm(name + ".norm1", channels: cin),
-                   conv1: try reader.conv(name + ".conv1", inputs: cin, outputs: cout, kernel: 3),
-                   norm2: try reader.norm(name + ".norm2", channels: cout),
-                   conv2: try reader.conv(name + ".conv2", inputs: cout, outputs: cout, kernel: 3),
-                   shortcut: cin == cout ? nil : try reader.conv(name + ".nin_shortcut", inputs: cin, outputs: cout, kernel: 1))
+        func resnet(_ name: String, _ cin: Int, _ cout: Int) throws -> ResBlock {
+            try ResBlock(vae: reader, name, inputs: cin, outputs: cout, groups: config.groups, eps: Self.eps)
         }
         func mid(_ part: String) throws -> Mid {
             let a = "\(part).mid.attn_1"
@@ -204,9 +192,9 @@ public final class VAE: @unchecked Sendable {
         }
 
         if reader.has("encoder.conv_in.weight") {
-            var encoderLevels: [(resnets: [Resnet], downsample: DenseWeight?)] = []
+            var encoderLevels: [(resnets: [ResBlock], downsample: DenseWeight?)] = []
             for i in 0..<levels {
-                var resnets: [Resnet] = []
+                var resnets: [ResBlock] = []
                 for j in 0..<config.layersPerBlock {
                     let cin = j > 0 ? ch[i] : (i > 0 ? ch[i - 1] : ch[0])
                     resnets.append(try resnet("encoder.down.\(i).block.\(j)", cin, ch[i]))
@@ -224,9 +212,9 @@ public final class VAE: @unchecked Sendable {
             quantConv = nil
         }
 
-        var decoderLevels: [(resnets: [Resnet], upsample: DenseWeight?)] = []
+        var decoderLevels: [(resnets: [ResBlock], upsample: DenseWeight?)] = []
         for s in 0..<levels {
-            var resnets: [Resnet] = []
+            var resnets: [ResBlock] = []
             for j in 0...config.layersPerBlock {
                 let cin = j > 0 ? ch[s] : (s < levels - 1 ? ch[s + 1] : top)
                 resnets.append(try resnet("decoder.up.\(s).block.\(j)", cin, ch[s]))
@@ -256,7 +244,7 @@ public final class VAE: @unchecked Sendable {
         x = NN.conv2d(x, weight: decoder.convIn, kernel: 3, padding: 1)
         run(decoder.mid, &x)
         for level in decoder.levels.reversed() {
-            for r in level.resnets { run(r, &x) }
+            for r in level.resnets { r(&x) }
             if let up = level.upsample { x = NN.conv2dUpsampled(x, weight: up) }
         }
         x = decoder.normOut.group(x, groups: config.groups, eps: Self.eps, silu: true)
@@ -284,7 +272,7 @@ public final class VAE: @unchecked Sendable {
         }
         var x = NN.conv2d(NN.nhwc(image), weight: encoder.convIn, kernel: 3, padding: 1)
         for level in encoder.levels {
-            for r in level.resnets { run(r, &x) }
+            for r in level.resnets { r(&x) }
             if let down = level.downsample { x = Self.convDownsample(x, weight: down) }
         }
         run(encoder.mid, &x)
@@ -303,17 +291,8 @@ public final class VAE: @unchecked Sendable {
         return (mean, logvar)
     }
 
-    /// A resnet, in place: x becomes shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))).
-    private func run(_ r: Resnet, _ x: inout Tensor) {
-        var h = r.norm1.group(x, groups: config.groups, eps: Self.eps, silu: true)
-        h = NN.conv2d(h, weight: r.conv1, kernel: 3, padding: 1)
-        h = r.norm2.group(h, groups: config.groups, eps: Self.eps, silu: true)
-        if let shortcut = r.shortcut { x = NN.conv2d(x, weight: shortcut, kernel: 1) }
-        NN.conv2d(h, weight: r.conv2, kernel: 3, padding: 1, addingInto: &x)
-    }
-
     private func run(_ mid: Mid, _ x: inout Tensor) {
-        run(mid.block1, &x)
+        mid.block1(&x)
         if let a = mid.attention {
             // Single-head self-attention over the h·w positions; NN.attention scores blocks of query rows, so
             // 16,384 positions (128x128 latents) never need the full square of scores.
@@ -322,7 +301,7 @@ public final class VAE: @unchecked Sendable {
             let attended = NN.attention(q: a.q(tokens), k: a.k(tokens), v: a.v(tokens), heads: 1)
             a.out.apply(attended, addingInto: &x)
         }
-        run(mid.block2, &x)
+        mid.block2(&x)
     }
 
     /// diffusers `Downsample2D` of the VAE encoder: pad (0, 1, 0, 1) (one zero column right, one zero row
