@@ -114,7 +114,7 @@ final class CLIPTokenizerTests: XCTestCase {
 
     func testMergesTextIsChecked() {
         XCTAssertThrowsError(try CLIPTokenizer(merges: "#version: 0.2\ni n\nt h\n")) {
-            XCTAssertEqual($0 as? CLIPTokenizer.Error, .tooFewMerges(found: 2))
+            XCTAssertEqual($0 as? CLIPTokenizer.Error, .tooFewMerges(found: 2, needed: CLIPTokenizer.mergeCount))
         }
         XCTAssertThrowsError(try CLIPTokenizer(merges: "#version: 0.2\ni n x\n")) {
             XCTAssertEqual($0 as? CLIPTokenizer.Error, .malformedMerge(line: 2, text: "i n x"))

@@ -14,7 +14,7 @@ enum DecoderFixtures {
         try tensors(folder.appendingPathComponent(name + ".safetensors").path)
     }
 
-    /// Every tensor of a safetensors fixture as f32 (int64 converted exactly).
+    /// Every tensor of a safetensors fixture as f32 (int64 and uint8 converted exactly).
     static func tensors(_ path: String) throws -> [String: Tensor] {
         let file = try SafetensorsFile(path: path)
         var out: [String: Tensor] = [:]
@@ -23,6 +23,8 @@ enum DecoderFixtures {
             let values: [Float]
             if info.dtype == .i64 {
                 values = withExtendedLifetime(data) { data.bytes.bindMemory(to: Int64.self).map { Float($0) } }
+            } else if info.dtype == .u8 {
+                values = withExtendedLifetime(data) { data.bytes.map { Float($0) } }
             } else {
                 values = try data.floats()
             }

@@ -39,4 +39,42 @@ final class NoiseScheduleTests: XCTestCase {
         }
         print("schedules: worst relative sigma error \(worst)")
     }
+
+    /// DPMSolverMultistepScheduler's own spacing and full-range Karras sigmas (rounded timesteps), and DDIMScheduler's
+    /// per-step sigma pairs (`dpm_cases`, `ddim_cases`), same tolerance.
+    func testSolverSchedulesMatchDiffusers() throws {
+        let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("schedules.json")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let schedule = NoiseSchedule()
+        func close(_ got: [Float], _ want: [Double], _ label: String, absolute: Double = 1e-9) {
+            XCTAssertEqual(got.count, want.count, label)
+            for (g, w) in zip(got, want) {
+                XCTAssertEqual(Double(g), w, accuracy: max(absolute, abs(w) * Self.tolerance), "\(label): \(got) vs \(want)")
+            }
+        }
+        var n = 0
+        for case let c as [String: Any] in json["dpm_cases"] as! [Any] {
+            let spacing = NoiseSchedule.Spacing(rawValue: c["spacing"] as! String)!
+            let karras = c["karras"] as! Bool, steps = c["steps"] as! Int
+            let label = "dpm \(spacing) karras=\(karras) steps=\(steps)"
+            let got = schedule.dpmSolverSteps(steps, spacing: spacing, karras: karras)
+            close(got.timesteps, c["timesteps"] as! [Double], label + " timesteps", absolute: 1e-3)
+            close(got.sigmas, c["sigmas"] as! [Double], label + " sigmas")
+            let plan = try SamplingPlan(sampler: .dpmpp2m, steps: steps, spacing: spacing, karras: karras)
+            // diffusers' init_noise_sigma is 1 in its variance-preserving scale: sqrt(sigma_0² + 1) in ours.
+            XCTAssertEqual(Double(plan.initialScale / (got.sigmas[0] * got.sigmas[0] + 1).squareRoot()), c["init_noise_sigma"] as! Double, accuracy: 1e-6, label)
+            n += 1
+        }
+        for case let c as [String: Any] in json["ddim_cases"] as! [Any] {
+            let spacing = NoiseSchedule.Spacing(rawValue: c["spacing"] as! String)!
+            let steps = c["steps"] as! Int
+            let label = "ddim \(spacing) steps=\(steps)"
+            let got = schedule.ddimSteps(steps, spacing: spacing)
+            close(got.timesteps, c["timesteps"] as! [Double], label + " timesteps", absolute: 1e-3)
+            close(got.sigmas, c["sigmas"] as! [Double], label + " sigmas")
+            close(got.next, c["next_sigmas"] as! [Double], label + " next sigmas")
+            n += 1
+        }
+        XCTAssertEqual(n, 45)
+    }
 }

@@ -53,9 +53,9 @@ final class UNetTests: XCTestCase {
     func testBadInputsAreRefused() throws {
         let unet = try UNet(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline))
         let io = try DecoderFixtures.io("unet_io")
-        XCTAssertThrowsError(try unet(Tensor(zeros: [1, 4, 6, 8]), timesteps: [1], context: io["encoder_hidden_states1"]!,
+        XCTAssertThrowsError(try unet(Tensor(zeros: [1, 3, 8, 8]), timesteps: [1], context: io["encoder_hidden_states1"]!,
                                       pooled: io["text_embeds1"]!, timeIds: io["time_ids1"]!)) { error in
-            XCTAssertTrue("\(error)".contains("not a multiple of 4"), "\(error)")
+            XCTAssertTrue("\(error)".contains("must be [B, 4, H, W]"), "\(error)")
         }
         XCTAssertThrowsError(try unet(io["sample1"]!, timesteps: [1], context: io["encoder_hidden_states1"]!)) { error in
             XCTAssertTrue("\(error)".contains("pooled"), "\(error)")

@@ -107,18 +107,15 @@ public final class UNet: @unchecked Sendable {
 
     /// One evaluation. `sample` [B, in, H, W] (NCHW, as diffusers), `timesteps` one per sample (or one for all),
     /// `context` [B, T, contextDim], and for SDXL `pooled` [B, pooled width] and `timeIds` [B, k] (original size,
-    /// crop top-left, target size: k = 6). Returns the prediction [B, out, H, W]. H and W must be multiples of
-    /// 2^(levels-1) (8x8 latents for SDXL's three levels would do; 64x64 for 512 px).
+    /// crop top-left, target size: k = 6). Returns the prediction [B, out, H, W]. H and W need not be multiples of
+    /// 2^(levels-1): the up path resizes to each skip's size, as diffusers does.
     public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor, pooled: Tensor? = nil, timeIds: Tensor? = nil) throws -> Tensor {
         let c = config
         guard sample.rank == 4, sample.shape[1] == c.inChannels else {
             throw DecoderError.input("UNet sample must be [B, \(c.inChannels), H, W], got \(sample.shape)")
         }
         let b = sample.shape[0], h = sample.shape[2], w = sample.shape[3]
-        let factor = 1 << (c.levels - 1)
-        guard h % factor == 0, w % factor == 0, h > 0, w > 0 else {
-            throw DecoderError.input("UNet sample \(h)x\(w) is not a multiple of \(factor) (latent size = image size / 8)")
-        }
+        guard h > 0, w > 0 else { throw DecoderError.input("UNet sample \(h)x\(w) is empty") }
         guard context.rank == 3, context.shape[0] == b, context.shape[2] == c.contextDim, context.shape[1] > 0 else {
             throw DecoderError.input("UNet context must be [\(b), T, \(c.contextDim)], got \(context.shape)")
         }
@@ -147,7 +144,15 @@ public final class UNet: @unchecked Sendable {
                 case let .res(rb): rb(&x, emb: embAct)
                 case let .transformer(t): x = t(x, context: context)
                 case let .downsample(conv): x = NN.conv2d(x, weight: conv, kernel: 3, stride: 2, padding: 1)
-                case let .upsample(conv): x = NN.conv2dUpsampled(x, weight: conv)
+                case let .upsample(conv):
+                    // To the size of the skip it meets next: 2x, or (latents not a multiple of 2^(levels-1), as
+                    // diffusers' forward_upsample_size allows) the skip's own size.
+                    let (th, tw) = skips.last.map { ($0.shape[1], $0.shape[2]) } ?? (2 * x.shape[1], 2 * x.shape[2])
+                    if th == 2 * x.shape[1] && tw == 2 * x.shape[2] {
+                        x = NN.conv2dUpsampled(x, weight: conv)
+                    } else {
+                        x = NN.conv2d(NN.upsampleNearest(x, height: th, width: tw), weight: conv, kernel: 3, padding: 1)
+                    }
                 case .push: skips.append(x)
                 case .pop: x = NN.concatChannels(x, skips.removeLast())
                 }

@@ -1,4 +1,5 @@
 import Foundation
+import MumuFormats
 
 /// The CLIP byte-level BPE tokenizer both SDXL text encoders use (CLIP-L and OpenCLIP bigG share the
 /// vocabulary; they differ only in the padding id).
@@ -36,13 +37,15 @@ public struct CLIPTokenizer: Sendable {
     public enum Error: Swift.Error, CustomStringConvertible, Equatable {
         case malformedMerge(line: Int, text: String)
         case unknownSymbol(line: Int, symbol: String)
-        case tooFewMerges(found: Int)
+        case tooFewMerges(found: Int, needed: Int)
+        case folder(path: String, reason: String)
 
         public var description: String {
             switch self {
             case .malformedMerge(let line, let text): return "merges line \(line): expected two symbols, got \"\(text)\""
             case .unknownSymbol(let line, let symbol): return "merges line \(line): symbol \"\(symbol)\" is not in the vocabulary"
-            case .tooFewMerges(let found): return "merges: \(found) merges, need \(CLIPTokenizer.mergeCount)"
+            case let .tooFewMerges(found, needed): return "merges: \(found) merges, need \(needed)"
+            case let .folder(path, reason): return "tokenizer \(path): \(reason)"
             }
         }
     }
@@ -61,7 +64,73 @@ public struct CLIPTokenizer: Sendable {
     /// line, an optional `#version` first line) or the raw `bpe_simple_vocab_16e6.txt` (its first line
     /// is a header too). Uses the first 48,894 merges.
     public init(merges text: String) throws {
-        storage = try Storage(merges: text)
+        storage = try Storage(merges: text, count: Self.mergeCount)
+    }
+
+    /// A tokenizer over the first `count` merges only: a prefix of CLIP's vocabulary (the 512 byte symbols,
+    /// the merged symbols, then `<|startoftext|>` = 512 + count and `<|endoftext|>` = 513 + count), as small
+    /// test models ship.
+    public init(merges text: String, count: Int) throws {
+        precondition(count >= 0 && count <= Self.mergeCount, "merge count \(count) outside 0...\(Self.mergeCount)")
+        storage = try Storage(merges: text, count: count)
+    }
+
+    /// `<|startoftext|>`'s id in this vocabulary (49406 for CLIP's).
+    public var startOfTextId: Int32 { Int32(storage.spellings.count - 2) }
+    /// `<|endoftext|>`'s id (49407 for CLIP's); CLIP-L pads with it.
+    public var endOfTextId: Int32 { Int32(storage.spellings.count - 1) }
+    /// Entries in the vocabulary.
+    public var vocabularyCount: Int { storage.spellings.count }
+
+    /// The tokenizer a diffusers folder ships (`tokenizer/` or `tokenizer_2/`: `tokenizer.json`, or `vocab.json`
+    /// with `merges.txt`). CLIP's BPE is the only kind SDXL uses, so the folder must hold CLIP's vocabulary or a
+    /// prefix of it (checked entry by entry); the full vocabulary gives `shared`.
+    public static func load(folder: String) throws -> CLIPTokenizer {
+        let fm = FileManager.default
+        var merges: [String]
+        var vocab: [(String, JSONValue)]
+        func json(_ name: String) throws -> JSONValue {
+            let path = folder + "/" + name
+            guard let data = fm.contents(atPath: path) else { throw Error.folder(path: folder, reason: "cannot read \(name)") }
+            do { return try data.withUnsafeBytes { try JSONParser.parse($0) } } catch {
+                throw Error.folder(path: folder, reason: "\(name): \(error)")
+            }
+        }
+        if fm.fileExists(atPath: folder + "/tokenizer.json") {
+            let root = try json("tokenizer.json")
+            guard let model = root["model"], model["type"]?.stringValue ?? "BPE" == "BPE",
+                  let v = model["vocab"]?.objectValue, let m = model["merges"]?.arrayValue else {
+                throw Error.folder(path: folder, reason: "tokenizer.json has no BPE model with vocab and merges")
+            }
+            vocab = v
+            // "a b" strings (tokenizers < 0.20) or ["a", "b"] pairs.
+            merges = try m.map { entry in
+                if let s = entry.stringValue { return s }
+                if let pair = entry.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue { return a + " " + b }
+                throw Error.folder(path: folder, reason: "tokenizer.json: a merge that is neither \"a b\" nor [a, b]")
+            }
+        } else if fm.fileExists(atPath: folder + "/merges.txt") {
+            guard let v = try json("vocab.json").objectValue else { throw Error.folder(path: folder, reason: "vocab.json is not an object") }
+            vocab = v
+            guard let text = fm.contents(atPath: folder + "/merges.txt").map({ String(decoding: $0, as: UTF8.self) }) else {
+                throw Error.folder(path: folder, reason: "cannot read merges.txt")
+            }
+            merges = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init).filter { !$0.hasPrefix("#version") }
+        } else {
+            throw Error.folder(path: folder, reason: "no tokenizer.json, nor vocab.json with merges.txt")
+        }
+        let count = vocab.count - 514
+        guard count >= 0, count <= mergeCount, merges.count >= count else {
+            throw Error.folder(path: folder, reason: "\(vocab.count) vocabulary entries and \(merges.count) merges do not make a CLIP vocabulary (512 byte symbols + merges + 2 specials, up to \(vocabularySize))")
+        }
+        let tokenizer = count == mergeCount ? shared : try CLIPTokenizer(merges: merges.prefix(count).joined(separator: "\n"), count: count)
+        // The ids must be ours: CLIP's order (byte symbols, merged symbols, specials).
+        for (token, id) in vocab {
+            guard let id = id.intValue, id >= 0, id < tokenizer.vocabularyCount, tokenizer.token(Int32(id)) == token else {
+                throw Error.folder(path: folder, reason: "vocabulary entry \"\(token)\" -> \(id) is not CLIP's; only CLIP BPE vocabularies are supported")
+            }
+        }
+        return tokenizer
     }
 
     /// The token ids of `text`, without `<|startoftext|>` / `<|endoftext|>` around them.
@@ -85,9 +154,9 @@ public struct CLIPTokenizer: Sendable {
         let room = length - 2
         var ids = [Int32]()
         ids.reserveCapacity(length)
-        ids.append(Self.startOfText)
+        ids.append(startOfTextId)
         ids.append(contentsOf: content.prefix(room))
-        ids.append(Self.endOfText)
+        ids.append(endOfTextId)
         while ids.count < length { ids.append(pad) }
         return (ids, content.count > room, Self.eosPosition(ids))
     }
@@ -159,20 +228,20 @@ private final class Storage: @unchecked Sendable {
     private var cache: [[UInt8]: [Int32]] = [:]
     private static let cacheLimit = 1 << 16
 
-    init(merges text: String) throws {
+    init(merges text: String, count: Int) throws {
         let (byteToId, symbols) = ByteSymbols.tables
         self.byteToId = byteToId
 
         // The merge lines, parsed as bytes: skip a leading header ("#version: 0.2", or the raw vocab
         // file's first line), blank lines, and a "\r" before each "\n".
         var pairs: [(a: [UInt8], b: [UInt8], line: Int)] = []
-        pairs.reserveCapacity(CLIPTokenizer.mergeCount)
+        pairs.reserveCapacity(count)
         let header = Array("#version".utf8)
         var text = text
         try text.withUTF8 { utf8 in
             var lineNumber = 0
             var start = 0
-            while start < utf8.count && pairs.count < CLIPTokenizer.mergeCount {
+            while start < utf8.count && pairs.count < count {
                 var end = start
                 while end < utf8.count && utf8[end] != 0x0A { end += 1 }
                 lineNumber += 1
@@ -189,7 +258,7 @@ private final class Storage: @unchecked Sendable {
                 pairs.append((Array(line[..<space]), Array(line[(space + 1)...]), lineNumber))
             }
         }
-        guard pairs.count == CLIPTokenizer.mergeCount else { throw CLIPTokenizer.Error.tooFewMerges(found: pairs.count) }
+        guard pairs.count == count else { throw CLIPTokenizer.Error.tooFewMerges(found: pairs.count, needed: count) }
 
         // The vocabulary in id order, as UTF-8 (a later duplicate spelling would win, as in the
         // reference dicts). Byte keys: exact, and far cheaper to hash than String.
@@ -225,7 +294,7 @@ private final class Storage: @unchecked Sendable {
         tokenBytes.reserveCapacity(spellings.count)
         endsWord.reserveCapacity(spellings.count)
         for (id, spelling) in spellings.enumerated() {
-            if id >= CLIPTokenizer.vocabularySize - 2 {
+            if id >= spellings.count - 2 {
                 tokenBytes.append(spelling)
                 endsWord.append(false)
                 continue
@@ -263,9 +332,9 @@ private final class Storage: @unchecked Sendable {
 
     // MARK: Encoding
 
-    private static let specials: [(bytes: [UInt8], id: Int32)] = [
-        (Array("<|startoftext|>".utf8), CLIPTokenizer.startOfText),
-        (Array("<|endoftext|>".utf8), CLIPTokenizer.endOfText),
+    private static let specials: [(bytes: [UInt8], fromEnd: Int32)] = [
+        (Array("<|startoftext|>".utf8), 2),
+        (Array("<|endoftext|>".utf8), 1),
     ]
 
     func encode(_ text: String) -> [Int32] {
@@ -275,7 +344,7 @@ private final class Storage: @unchecked Sendable {
             var segmentStart = 0
             var i = 0
             while i < utf8.count {
-                if utf8[i] == UInt8(ascii: "<"), let special = Self.special(in: utf8, at: i) {
+                if utf8[i] == UInt8(ascii: "<"), let special = special(in: utf8, at: i) {
                     encodeSegment(UnsafeBufferPointer(rebasing: utf8[segmentStart..<i]), into: &out)
                     out.append(special.id)
                     i += special.length
@@ -289,11 +358,11 @@ private final class Storage: @unchecked Sendable {
         return out
     }
 
-    private static func special(in utf8: UnsafeBufferPointer<UInt8>, at i: Int) -> (id: Int32, length: Int)? {
-        for (bytes, id) in specials where utf8.count - i >= bytes.count {
+    private func special(in utf8: UnsafeBufferPointer<UInt8>, at i: Int) -> (id: Int32, length: Int)? {
+        for (bytes, fromEnd) in Self.specials where utf8.count - i >= bytes.count {
             var match = true
             for k in 0..<bytes.count where utf8[i + k] != bytes[k] { match = false; break }
-            if match { return (id, bytes.count) }
+            if match { return (Int32(spellings.count) - fromEnd, bytes.count) }
         }
         return nil
     }
@@ -474,7 +543,7 @@ private final class Storage: @unchecked Sendable {
         var bytes: [UInt8] = []
         for id in ids {
             guard id >= 0 && Int(id) < tokenBytes.count else { continue }
-            if id >= CLIPTokenizer.startOfText && skipSpecial { continue }
+            if id >= tokenBytes.count - 2 && skipSpecial { continue }
             bytes.append(contentsOf: tokenBytes[Int(id)])
             if tokenEndsWord[Int(id)] { bytes.append(0x20) }
         }

@@ -58,6 +58,29 @@ extension NN {
         return out
     }
 
+    /// Nearest-neighbour resize of channels-last [N, H, W, C] to [N, height, width, C] (torch's
+    /// `interpolate(mode="nearest", size=)`: source index floor(dst · in / out) in f32, clamped).
+    public static func upsampleNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
+        precondition(x.rank == 4 && height > 0 && width > 0, "upsampleNearest wants [N, H, W, C] and a size, got \(x.shape)")
+        let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let sy = Float(h) / Float(height), sx = Float(w) / Float(width)
+        let srcX = (0..<width).map { min(Int((Float($0) * sx).rounded(.down)), w - 1) }
+        var out = Tensor(uninitialized: [n, height, width, c])
+        x.data.withUnsafeBufferPointer { src in
+            out.data.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                for b in 0..<n {
+                    for y in 0..<height {
+                        let yy = min(Int((Float(y) * sy).rounded(.down)), h - 1)
+                        let sr = s + ((b * h + yy) * w) * c, dr = d + ((b * height + y) * width) * c
+                        for (xx, from) in srcX.enumerated() { (dr + xx * c).update(from: sr + from * c, count: c) }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// GEGLU (diffusers `GEGLU`): x [..., 2I] split into hidden = x[..., :I] and gate = x[..., I:];
     /// returns hidden * gelu(gate) (exact GELU), [..., I].
     public static func geglu(_ x: Tensor) -> Tensor {

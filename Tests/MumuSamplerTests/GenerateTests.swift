@@ -1,0 +1,118 @@
+import Foundation
+import XCTest
+import MumuFormats
+import MumuSampler
+import MumuTensor
+
+/// Whole generations against diffusers' StableDiffusionXLPipeline on the tiny random SDXL fixture
+/// (scripts/gen_fixtures_generate.py -> Fixtures/generate): same prompt, seed, sampler settings and size.
+///
+/// Tolerances. The bound is 2/255 per channel per pixel on the 8-bit image; we also hold the final latents
+/// to 2e-3 relative to their largest magnitude: the networks alone agree with torch to ~3e-6 (UNetTests), and a
+/// few sampler steps with guidance 5 amplify that by about the guidance factor per step (the tiny random UNet is
+/// far from a denoiser, so the latents grow to |x| ~ 30); a wrong step, schedule or noise draw moves the latents
+/// by whole units and the pixels by tens of levels (euler vs euler_a differ by 93 levels).
+final class GenerateTests: XCTestCase {
+    static var pipelineCache: SDXLPipeline?
+    static func pipeline() throws -> SDXLPipeline {
+        if let p = pipelineCache { return p }
+        let p = try SDXLPipeline(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline))
+        pipelineCache = p
+        return p
+    }
+
+    static var folder: URL { Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("generate") }
+
+    static func cases() throws -> [[String: Any]] {
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("cases.json"))) as! [String: Any]
+        return json["cases"] as! [[String: Any]]
+    }
+
+    static func settings(_ c: [String: Any]) -> GenerationSettings {
+        var s = GenerationSettings(prompt: c["prompt"] as! String)
+        s.negativePrompt = c["negative"] as! String
+        s.width = c["width"] as! Int
+        s.height = c["height"] as! Int
+        s.steps = c["steps"] as! Int
+        s.cfg = Float(c["cfg"] as! Double)
+        s.seed = UInt64(c["seed"] as! Int)
+        s.sampler = SamplerKind(rawValue: c["sampler"] as! String)!
+        s.spacing = NoiseSchedule.Spacing(rawValue: c["spacing"] as! String)!
+        s.karras = c["karras"] as! Bool
+        s.prediction = Prediction(rawValue: c["prediction"] as! String)!
+        s.images = c["images"] as! Int
+        return s
+    }
+
+    func testMatchesDiffusers() throws {
+        let pipe = try Self.pipeline()
+        for c in try Self.cases() {
+            let name = c["name"] as! String
+            let s = Self.settings(c)
+            let want = try DecoderFixtures.tensors(Self.folder.appendingPathComponent(name + ".safetensors").path)
+            let (cond, truncated) = try pipe.encode(s.prompt, images: s.images)
+            XCTAssertFalse(truncated)
+            let uncond = s.negativePrompt.isEmpty ? nil : try pipe.encode(s.negativePrompt, images: s.images).conditioning
+            let latents = try pipe.denoise(s, cond: cond, uncond: uncond)
+            let wantLatents = want["latents"]!
+            let scale = wantLatents.data.map(abs).max()!
+            DecoderFixtures.check(latents, wantLatents, "\(name) latents (max |x| \(scale))", tolerance: 2e-3 * scale)
+
+            let pixels = SDXLPipeline.rgbBytes(try pipe.decode(latents))
+            let wantPixels = want["pixels"]!
+            let per = wantPixels.count / s.images
+            var worst = 0, off = 0
+            for (n, image) in pixels.enumerated() {
+                XCTAssertEqual(image.count, per, name)
+                for (i, v) in image.enumerated() {
+                    let d = abs(Int(v) - Int(wantPixels.data[n * per + i]))
+                    worst = max(worst, d)
+                    if d > 0 { off += 1 }
+                }
+            }
+            XCTAssertLessThanOrEqual(worst, 2, "\(name): pixels differ by up to \(worst)/255")
+            print("\(name): pixels max diff \(worst)/255, \(off) of \(wantPixels.count) values differ")
+        }
+    }
+
+    /// Seeds are the image: two runs with one seed are identical; another seed changes the image.
+    func testSeedDeterminesTheLatents() throws {
+        let pipe = try Self.pipeline()
+        var s = GenerationSettings(prompt: "a fox")
+        s.width = 64; s.height = 64; s.steps = 2; s.cfg = 3
+        let cond = try pipe.encode(s.prompt).conditioning
+        let a = try pipe.denoise(s, cond: cond, uncond: nil)
+        let b = try pipe.denoise(s, cond: cond, uncond: nil)
+        XCTAssertEqual(a, b)
+        s.seed = 1
+        let c = try pipe.denoise(s, cond: cond, uncond: nil)
+        XCTAssertGreaterThan(zip(a.data, c.data).map { abs($0 - $1) }.max()!, 0.1)
+    }
+
+    func testRejectsBadSettings() throws {
+        var s = GenerationSettings(prompt: "x")
+        s.width = 100
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("multiples of 8"), "\($0)") }
+        s.width = 64; s.steps = 0
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("steps 0"), "\($0)") }
+        s.steps = 4; s.cfg = -1
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("cfg -1"), "\($0)") }
+        s.cfg = 5; s.sampler = .ddim; s.karras = true
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("Karras"), "\($0)") }
+    }
+
+    /// The tiny pipeline's tokenizer is a 1000-entry prefix of CLIP's: its ids are ours with the specials moved.
+    func testFolderTokenizer() throws {
+        let t = try CLIPTokenizer.load(folder: DecoderFixtures.pipeline + "/tokenizer")
+        XCTAssertEqual(t.vocabularyCount, 1000)
+        XCTAssertEqual(t.startOfTextId, 998)
+        XCTAssertEqual(t.endOfTextId, 999)
+        let ids = t.tokenize("a watercolor fox", pad: t.endOfTextId)
+        XCTAssertEqual(ids.ids.first, 998)
+        XCTAssertEqual(ids.ids[ids.eos], 999)
+        XCTAssertTrue(ids.ids.allSatisfy { $0 < 1000 })
+        XCTAssertThrowsError(try CLIPTokenizer.load(folder: DecoderFixtures.pipeline + "/unet")) {
+            XCTAssertTrue("\($0)".contains("no tokenizer.json"), "\($0)")
+        }
+    }
+}
