@@ -11,6 +11,8 @@ public final class DecoderCheckpoint: @unchecked Sendable {
     public let detection: ModelDetection
     /// The descriptor of the detected architecture (nil for an unknown one).
     public let descriptor: ArchitectureDescriptor?
+    /// When set, every reader made by `reader(_:precision:)` records where it put each tensor (for styles).
+    public var parameters: ParameterTable?
 
     public static let prefixes: [ModelComponent: String] = [
         .unet: "model.diffusion_model.",
@@ -46,7 +48,7 @@ public final class DecoderCheckpoint: @unchecked Sendable {
             throw DecoderError.missingComponent(path: path, component: what,
                 detail: present.isEmpty ? "no SDXL component found at all" : "it holds: " + present.joined(separator: ", "))
         }
-        return WeightReader(source: view.source, prefix: Self.prefixes[component]!, precision: precision)
+        return WeightReader(source: view.source, prefix: Self.prefixes[component]!, precision: precision, table: parameters)
     }
 
     /// The diffusers-style configuration of `component`: the folder's config.json, else the descriptor's.

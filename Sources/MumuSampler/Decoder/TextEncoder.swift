@@ -196,8 +196,8 @@ public final class CLIPTextEncoder: @unchecked Sendable {
     public let config: Config
     public let path: String
     let naming: Naming
-    private let tokenEmbedding: [Float]
-    private let positionEmbedding: [Float]
+    private let tokenEmbedding: FloatParameter
+    private let positionEmbedding: FloatParameter
     private let layers: [Layer]
     private let finalNorm: Norm?
     private let projection: DenseWeight?
@@ -224,8 +224,10 @@ public final class CLIPTextEncoder: @unchecked Sendable {
         self.naming = naming
         path = reader.path
         let c = config.width
-        tokenEmbedding = try reader.floats(naming.tokenEmbedding, shape: [config.vocabulary, c])
-        positionEmbedding = try reader.floats(naming.positionEmbedding, shape: [config.positions, c])
+        tokenEmbedding = FloatParameter(try reader.floats(naming.tokenEmbedding, shape: [config.vocabulary, c]))
+        positionEmbedding = FloatParameter(try reader.floats(naming.positionEmbedding, shape: [config.positions, c]))
+        reader.record(naming.tokenEmbedding, .values(tokenEmbedding))
+        reader.record(naming.positionEmbedding, .values(positionEmbedding))
         var layers: [Layer] = []
         for i in 0..<config.layers {
             let p = naming.layer(i)
@@ -233,6 +235,8 @@ public final class CLIPTextEncoder: @unchecked Sendable {
             if naming == .openCLIP {
                 qkv = DenseWeight(f32: try reader.floats(p + "attn.in_proj_weight", shape: [3 * c, c]), rows: 3 * c, cols: c,
                                   bias: try reader.floats(p + "attn.in_proj_bias", shape: [3 * c]))
+                reader.record(p + "attn.in_proj_weight", .weight(qkv, rows: 0..<3 * c, kernel: 1, transposed: false))
+                reader.record(p + "attn.in_proj_bias", .bias(qkv, rows: 0..<3 * c))
             } else {
                 var w: [Float] = [], b: [Float] = []
                 w.reserveCapacity(3 * c * c)
@@ -241,6 +245,10 @@ public final class CLIPTextEncoder: @unchecked Sendable {
                     b += try reader.floats(p + "self_attn.\(part).bias", shape: [c])
                 }
                 qkv = DenseWeight(f32: w, rows: 3 * c, cols: c, bias: b)
+                for (i, part) in ["q_proj", "k_proj", "v_proj"].enumerated() {
+                    reader.record(p + "self_attn.\(part).weight", .weight(qkv, rows: i * c..<(i + 1) * c, kernel: 1, transposed: false))
+                    reader.record(p + "self_attn.\(part).bias", .bias(qkv, rows: i * c..<(i + 1) * c))
+                }
             }
             layers.append(Layer(norm1: try reader.norm(p + naming.norm1, channels: c), qkv: qkv,
                                 out: try reader.linear(p + naming.outProj, inputs: c, outputs: c),
@@ -254,7 +262,9 @@ public final class CLIPTextEncoder: @unchecked Sendable {
                 let t = try reader.floats(naming.projection, shape: [c, p])  // x @ t: transpose to a [P, C] Linear
                 var w = [Float](repeating: 0, count: p * c)
                 for i in 0..<c { for j in 0..<p { w[j * c + i] = t[i * p + j] } }
-                projection = DenseWeight(f32: w, rows: p, cols: c, bias: nil)
+                let transposed = DenseWeight(f32: w, rows: p, cols: c, bias: nil)
+                reader.record(naming.projection, .weight(transposed, rows: 0..<p, kernel: 1, transposed: true))
+                projection = transposed
             } else {
                 projection = try reader.linear("text_projection", inputs: c, outputs: p, bias: false)
             }
@@ -320,8 +330,8 @@ public final class CLIPTextEncoder: @unchecked Sendable {
 
         let c = config.width
         var x = Tensor(zeros: [b, t, c])
-        tokenEmbedding.withUnsafeBufferPointer { tok in
-            positionEmbedding.withUnsafeBufferPointer { pos in
+        tokenEmbedding.values.withUnsafeBufferPointer { tok in
+            positionEmbedding.values.withUnsafeBufferPointer { pos in
                 x.data.withUnsafeMutableBufferPointer { xb in
                     for r in 0..<b {
                         for p in 0..<t {

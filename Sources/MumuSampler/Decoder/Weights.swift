@@ -20,12 +20,20 @@ public final class WeightReader: @unchecked Sendable {
     public let prefix: String
     public let precision: WeightPrecision
     private let infos: [String: TensorInfo]
+    /// Where every parameter read is recorded by its full sgm name (for patching styles in), when given.
+    public let table: ParameterTable?
 
-    public init(source: TensorSource, prefix: String, precision: WeightPrecision = .f32) {
+    public init(source: TensorSource, prefix: String, precision: WeightPrecision = .f32, table: ParameterTable? = nil) {
         self.source = source
         self.prefix = prefix
         self.precision = precision
+        self.table = table
         infos = source.infoByName
+    }
+
+    /// Records where the parameter `name` (without the prefix) lives.
+    public func record(_ name: String, _ slot: ParameterSlot) {
+        table?.add(prefix + name, slot)
     }
 
     /// The path, for messages.
@@ -101,7 +109,7 @@ public final class WeightReader: @unchecked Sendable {
         let (w, _) = scratchBuffers(outputs * inputs)
         try read(name + ".weight", shape: [outputs, inputs], into: w)
         let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
-        return dense(w, rows: outputs, cols: inputs, bias: b)
+        return recorded(name, dense(w, rows: outputs, cols: inputs, bias: b), kernel: 1)
     }
 
     /// A square convolution: `name.weight` [outputs, inputs, k, k] and `name.bias` [outputs], reordered for
@@ -110,14 +118,23 @@ public final class WeightReader: @unchecked Sendable {
         let (w, reordered) = scratchBuffers(outputs * inputs * kernel * kernel)
         try read(name + ".weight", shape: [outputs, inputs, kernel, kernel], into: w)
         let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
-        if kernel == 1 { return dense(w, rows: outputs, cols: inputs, bias: b) }
+        if kernel == 1 { return recorded(name, dense(w, rows: outputs, cols: inputs, bias: b), kernel: 1) }
         DenseWeight.convWeight(w, cout: outputs, cin: inputs, kh: kernel, kw: kernel, into: reordered)
-        return dense(reordered, rows: outputs, cols: kernel * kernel * inputs, bias: b)
+        return recorded(name, dense(reordered, rows: outputs, cols: kernel * kernel * inputs, bias: b), kernel: kernel)
+    }
+
+    private func recorded(_ name: String, _ layer: DenseWeight, kernel: Int) -> DenseWeight {
+        record(name + ".weight", .weight(layer, rows: 0..<layer.rows, kernel: kernel, transposed: false))
+        if layer.hasBias { record(name + ".bias", .bias(layer, rows: 0..<layer.rows)) }
+        return layer
     }
 
     /// A norm's weight and bias ([channels] each).
     public func norm(_ name: String, channels: Int) throws -> Norm {
-        Norm(weight: try vector(name + ".weight", count: channels), bias: try vector(name + ".bias", count: channels))
+        let n = Norm(weight: try vector(name + ".weight", count: channels), bias: try vector(name + ".bias", count: channels))
+        record(name + ".weight", .normWeight(n))
+        record(name + ".bias", .normBias(n))
+        return n
     }
 
     private func dense(_ w: UnsafePointer<Float>, rows: Int, cols: Int, bias: [Float]?) -> DenseWeight {
@@ -127,10 +144,15 @@ public final class WeightReader: @unchecked Sendable {
     }
 }
 
-/// The affine part of a GroupNorm or LayerNorm.
-public struct Norm: Sendable {
+/// The affine part of a GroupNorm or LayerNorm (a reference, so a style can patch it in place).
+public final class Norm: @unchecked Sendable {
     public var weight: Tensor
     public var bias: Tensor
+
+    public init(weight: Tensor, bias: Tensor) {
+        self.weight = weight
+        self.bias = bias
+    }
 
     /// GroupNorm (channels-last), optionally followed by SiLU in the same pass.
     public func group(_ x: Tensor, groups: Int, eps: Float, silu: Bool = false) -> Tensor {
@@ -140,5 +162,42 @@ public struct Norm: Sendable {
     /// LayerNorm over the last dimension.
     public func layer(_ x: Tensor, eps: Float) -> Tensor {
         NN.layerNorm(x, weight: weight, bias: bias, eps: eps)
+    }
+}
+
+/// A float array a model holds that a style may replace (embeddings).
+public final class FloatParameter: @unchecked Sendable {
+    public var values: [Float]
+    public init(_ values: [Float]) { self.values = values }
+}
+
+/// Where one checkpoint tensor lives inside the loaded models, so it can be replaced in place (`ResidentDecoder`).
+public enum ParameterSlot {
+    /// Rows `rows` of a product's weight. The checkpoint stores them as [rows, inputs] (a linear layer), or
+    /// [rows, inputs, k, k] (a convolution, kept reordered to [rows, k, k, inputs]), or transposed ([inputs, rows]:
+    /// OpenCLIP's text_projection).
+    case weight(DenseWeight, rows: Range<Int>, kernel: Int, transposed: Bool)
+    case bias(DenseWeight, rows: Range<Int>)
+    case normWeight(Norm)
+    case normBias(Norm)
+    case values(FloatParameter)
+}
+
+/// The parameters of loaded models by full sgm name (filled by `WeightReader`s given the table).
+public final class ParameterTable: @unchecked Sendable {
+    public private(set) var slots: [String: ParameterSlot] = [:]
+    private let lock = NSLock()
+    public init() {}
+    public func add(_ name: String, _ slot: ParameterSlot) {
+        lock.lock(); defer { lock.unlock() }
+        slots[name] = slot
+    }
+    public subscript(_ name: String) -> ParameterSlot? {
+        lock.lock(); defer { lock.unlock() }
+        return slots[name]
+    }
+    public var names: [String] {
+        lock.lock(); defer { lock.unlock() }
+        return Array(slots.keys)
     }
 }

@@ -49,6 +49,20 @@ public final class BF16Matrix: @unchecked Sendable {
 
     deinit { WeightMemory.free(packed, max(64, packedBytes)) }
 
+    /// Replaces the whole matrix with f32 W [rows, cols] (rounded to bf16), in place.
+    public func repack(f32 w: UnsafePointer<Float>) {
+        mumu_bf16_pack_f32(w, Int32(rows), Int32(cols), packed)
+    }
+
+    /// The matrix as f32 [rows, cols] (exact: every bf16 value is an f32).
+    public func unpacked() -> [Float] {
+        var out = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for c in 0..<cols { out[r * cols + c] = Float(bitPattern: UInt32(element(r, c)) << 16) }
+        }
+        return out
+    }
+
     /// W[row, col] as bf16 bits, read back from the packed layout.
     public func element(_ row: Int, _ col: Int) -> UInt16 {
         precondition(row >= 0 && row < rows && col >= 0 && col < cols)

@@ -56,6 +56,10 @@ public final class DenseWeight: @unchecked Sendable {
         biasValues?.deallocate()
     }
 
+    /// Low-rank terms added to the product (a LoRA kept unmerged: C += (A · downᵀ) · upᵀ on its rows).
+    /// Set and cleared by the sampler between generations, never during one.
+    public var lowRank: [LowRankAdapter] = []
+
     public var hasBias: Bool { biasValues != nil }
     /// Whether the weights are held in bf16.
     public var isBF16: Bool { packed != nil }
@@ -68,6 +72,7 @@ public final class DenseWeight: @unchecked Sendable {
         if m == 0 { return }
         FlopCounter.add(2 * m * rows * cols)
         precondition(lda >= cols && ldc >= rows, "DenseWeight.apply: lda \(lda) / ldc \(ldc) too small for \(rows)x\(cols)")
+        defer { for term in lowRank { term.apply(a, m: m, lda: lda, into: c, ldc: ldc) } }
         if let packed {
             packed.multiply(a, m: m, lda: lda, bias: biasValues, into: c, ldc: ldc, accumulate: accumulate)
             return
@@ -86,6 +91,29 @@ public final class DenseWeight: @unchecked Sendable {
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(rows), Int32(cols), 1,
                     a, Int32(lda), weights, Int32(cols), beta, c, Int32(ldc))
+    }
+
+    /// Replaces rows `rows` of W with `values` ([rows.count, cols] in this layer's layout, i.e. already reordered
+    /// for a convolution), in place (bf16 weights are repacked).
+    public func setRows(_ rows: Range<Int>, from values: UnsafePointer<Float>) {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= self.rows, "setRows \(rows) of \(self.rows)")
+        if let weights {
+            (weights + rows.lowerBound * cols).update(from: values, count: rows.count * cols)
+        } else if let packed {
+            if rows == 0..<self.rows {
+                packed.repack(f32: values)
+            } else {
+                var all = packed.unpacked()
+                all.withUnsafeMutableBufferPointer { ($0.baseAddress! + rows.lowerBound * cols).update(from: values, count: rows.count * cols) }
+                packed.repack(f32: all)
+            }
+        }
+    }
+
+    /// Replaces bias entries `rows` with `values`.
+    public func setBias(_ rows: Range<Int>, from values: UnsafePointer<Float>) {
+        guard let biasValues else { preconditionFailure("setBias on a layer without bias") }
+        (biasValues + rows.lowerBound).update(from: values, count: rows.count)
     }
 
     /// x [..., K] -> [..., N].
@@ -142,4 +170,40 @@ extension DenseWeight {
     /// Whether the bf16 kernel has a hardware path here (AMX or AVX-512 BF16, as `MUMU_GEMM_ISA` allows); the
     /// models fall back to f32 weights when it has not.
     public static var bf16IsFast: Bool { BF16Matrix.defaultISA != .portable }
+}
+
+/// One unmerged low-rank term of a layer: outputs `rowOffset ..< rowOffset + up.count / rank` gain
+/// (A · downᵀ) · upᵀ, with down [rank, K] in the layer's input layout and up [rows, rank] (strength and
+/// scale folded in).
+public final class LowRankAdapter: @unchecked Sendable {
+    public let rowOffset: Int
+    public let rows: Int
+    public let rank: Int
+    public let cols: Int
+    let down: [Float]
+    let up: [Float]
+
+    public init(rowOffset: Int, rows: Int, rank: Int, cols: Int, down: [Float], up: [Float]) {
+        precondition(down.count == rank * cols && up.count == rows * rank && rank > 0, "LowRankAdapter: down \(down.count) / up \(up.count) for rank \(rank), \(rows) x \(cols)")
+        self.rowOffset = rowOffset
+        self.rows = rows
+        self.rank = rank
+        self.cols = cols
+        self.down = down
+        self.up = up
+    }
+
+    func apply(_ a: UnsafePointer<Float>, m: Int, lda: Int, into c: UnsafeMutablePointer<Float>, ldc: Int) {
+        FlopCounter.add(2 * m * rank * (cols + rows))
+        let t = UnsafeMutablePointer<Float>.allocate(capacity: m * rank)
+        defer { t.deallocate() }
+        down.withUnsafeBufferPointer { d in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(rank), Int32(cols), 1,
+                        a, Int32(lda), d.baseAddress!, Int32(cols), 0, t, Int32(rank))
+        }
+        up.withUnsafeBufferPointer { u in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(rows), Int32(rank), 1,
+                        t, Int32(rank), u.baseAddress!, Int32(rank), 1, c + rowOffset, Int32(ldc))
+        }
+    }
 }
