@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(name: "EmbedVocabTool", path: "Sources/EmbedVocabTool"),
         .plugin(name: "EmbedVocab", capability: .buildTool(), dependencies: ["EmbedVocabTool"]),
         // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE) and, next, the sampler.
-        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS", "CMumuKernels"], swiftSettings: optimize,
+        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS", "CMumuKernels", "CPNG"], swiftSettings: optimize,
                 plugins: ["EmbedVocab"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler",
