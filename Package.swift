@@ -52,8 +52,10 @@ let package = Package(
         // The CLIP BPE merges (vocab/clip_merges.txt) are compiled into MumuSampler by this plugin.
         .executableTarget(name: "EmbedVocabTool", path: "Sources/EmbedVocabTool"),
         .plugin(name: "EmbedVocab", capability: .buildTool(), dependencies: ["EmbedVocabTool"]),
-        // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE) and, next, the sampler.
-        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "CBLAS", "CMumuKernels"], swiftSettings: optimize,
+        // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE), the sampler and pipeline (styles applied to the
+        // resident models through the registry's plugins), PNG output with A1111 infotext.
+        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "CBLAS", "CMumuKernels", "CPNG"],
+                swiftSettings: optimize,
                 plugins: ["EmbedVocab"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler",

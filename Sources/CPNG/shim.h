@@ -1,1 +1,256 @@
 #include <png.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* In-memory PNG encode and decode for MumuSampler's output layer (Sources/MumuSampler/Output/PNG.swift).
+   libpng reports errors by longjmp, which Swift cannot catch, so the setjmp lives here, in C: each function
+   installs an error callback that copies libpng's message into `err` and longjmps back, frees what it
+   allocated and returns non-zero. Memory handed to the caller comes from malloc; release it with free() or
+   mumu_png_image_free(). */
+
+typedef struct {
+    char *msg;
+    size_t cap;
+} mumu_png_errctx;
+
+static inline void mumu_png_set_error(char *err, size_t errlen, const char *msg) {
+    if (err != NULL && errlen > 0) snprintf(err, errlen, "%s", msg);
+}
+
+static inline void mumu_png_error_cb(png_structp png, png_const_charp msg) {
+    mumu_png_errctx *e = (mumu_png_errctx *)png_get_error_ptr(png);
+    if (e != NULL) mumu_png_set_error(e->msg, e->cap, msg != NULL ? msg : "libpng error");
+    png_longjmp(png, 1);
+}
+
+/* Warnings (e.g. a known-incorrect sRGB profile in a file being read) are not failures: dropped. */
+static inline void mumu_png_warning_cb(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+} mumu_png_outbuf;
+
+static inline void mumu_png_write_cb(png_structp png, png_bytep bytes, png_size_t n) {
+    mumu_png_outbuf *b = (mumu_png_outbuf *)png_get_io_ptr(png);
+    if (n > SIZE_MAX - b->len) png_error(png, "PNG output too large");
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap < 65536 ? 65536 : b->cap;
+        while (cap < b->len + n) cap = cap > SIZE_MAX / 2 ? b->len + n : cap * 2;
+        unsigned char *grown = (unsigned char *)realloc(b->data, cap);
+        if (grown == NULL) png_error(png, "out of memory");
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+}
+
+static inline void mumu_png_flush_cb(png_structp png) { (void)png; }
+
+/* Encodes w x h 8-bit RGB pixels (row-major, 3 bytes a pixel) as a non-interlaced PNG. Text chunk i has
+   keyword keys[i] (Latin-1) and text values[i]: written as tEXt (values[i] already Latin-1 bytes) when
+   is_itxt[i] is 0, else as uncompressed iTXt (values[i] UTF-8). Text chunks come before the image data.
+   On success returns 0 and sets *out (malloc'd; the caller frees it) and *outlen. */
+static inline int mumu_png_encode(const unsigned char *rgb, int w, int h, int ntext, const char *const *keys,
+                                  const char *const *values, const int *is_itxt, unsigned char **out,
+                                  size_t *outlen, char *err, size_t errlen) {
+    *out = NULL;
+    *outlen = 0;
+    if (w <= 0 || h <= 0 || ntext < 0) {
+        mumu_png_set_error(err, errlen, "invalid image size or text count");
+        return 1;
+    }
+    mumu_png_errctx ectx = {err, errlen};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, mumu_png_error_cb, mumu_png_warning_cb);
+    if (png == NULL) {
+        mumu_png_set_error(err, errlen, "cannot create a libpng write structure");
+        return 1;
+    }
+    png_infop info = png_create_info_struct(png);
+    /* The output buffer is on the heap: the write callback grows it between setjmp and a possible longjmp,
+       and only non-automatic (or volatile) objects are sure to keep such changes. */
+    mumu_png_outbuf *buf = (mumu_png_outbuf *)calloc(1, sizeof(mumu_png_outbuf));
+    png_bytep *rows = (png_bytep *)malloc(sizeof(png_bytep) * (size_t)h);
+    png_textp text = (png_textp)calloc(ntext > 0 ? (size_t)ntext : 1, sizeof(png_text));
+    if (info == NULL || buf == NULL || rows == NULL || text == NULL) {
+        mumu_png_set_error(err, errlen, "out of memory");
+        free(buf);
+        free(rows);
+        free(text);
+        png_destroy_write_struct(&png, info != NULL ? &info : NULL);
+        return 1;
+    }
+    /* The locals themselves are not assigned after setjmp, so they keep their values after a longjmp. */
+    if (setjmp(png_jmpbuf(png))) {
+        free(rows);
+        free(text);
+        free(buf->data);
+        free(buf);
+        png_destroy_write_struct(&png, &info);
+        return 1;
+    }
+    for (int y = 0; y < h; y++) rows[y] = (png_bytep)(rgb + (size_t)y * (size_t)w * 3);
+    for (int i = 0; i < ntext; i++) {
+        text[i].key = (png_charp)keys[i];
+        text[i].text = (png_charp)values[i];
+        if (is_itxt[i]) {
+            text[i].compression = PNG_ITXT_COMPRESSION_NONE;
+            text[i].itxt_length = strlen(values[i]);
+            text[i].lang = NULL;
+            text[i].lang_key = NULL;
+        } else {
+            text[i].compression = PNG_TEXT_COMPRESSION_NONE;
+            text[i].text_length = strlen(values[i]);
+        }
+    }
+    png_set_write_fn(png, buf, mumu_png_write_cb, mumu_png_flush_cb);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (ntext > 0) png_set_text(png, info, text, ntext);
+    png_write_info(png, info);
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(rows);
+    free(text);
+    *out = buf->data;
+    *outlen = buf->len;
+    free(buf);
+    return 0;
+}
+
+typedef struct {
+    const unsigned char *data;
+    size_t len;
+    size_t pos;
+} mumu_png_inbuf;
+
+static inline void mumu_png_read_cb(png_structp png, png_bytep bytes, png_size_t n) {
+    mumu_png_inbuf *b = (mumu_png_inbuf *)png_get_io_ptr(png);
+    if (n > b->len - b->pos) png_error(png, "file ends in the middle of the PNG data (truncated?)");
+    memcpy(bytes, b->data + b->pos, n);
+    b->pos += n;
+}
+
+/* A decoded image: 8-bit RGB pixels and the text chunks (tEXt, zTXt, iTXt) in file order. */
+typedef struct {
+    unsigned char *rgb; /* width * height * 3 bytes */
+    int width;
+    int height;
+    int ntext;
+    char **keys;       /* NUL-terminated Latin-1 keywords */
+    char **values;     /* text bytes: Latin-1 for tEXt/zTXt, UTF-8 for iTXt */
+    size_t *value_lengths;
+    int *is_utf8;      /* 1 for iTXt */
+} mumu_png_image;
+
+static inline void mumu_png_image_free(mumu_png_image *img) {
+    if (img == NULL) return;
+    if (img->keys != NULL)
+        for (int i = 0; i < img->ntext; i++) free(img->keys[i]);
+    if (img->values != NULL)
+        for (int i = 0; i < img->ntext; i++) free(img->values[i]);
+    free(img->keys);
+    free(img->values);
+    free(img->value_lengths);
+    free(img->is_utf8);
+    free(img->rgb);
+    memset(img, 0, sizeof *img);
+}
+
+static inline char *mumu_png_dup(const char *s, size_t n) {
+    char *d = (char *)malloc(n + 1);
+    if (d != NULL) {
+        if (n > 0) memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+/* Decodes any PNG (palette, gray, alpha, 16-bit, interlaced) to 8-bit RGB: palette and low bit depths
+   expanded, 16-bit channels reduced to 8, alpha dropped (not composited), gray copied to R, G and B.
+   Returns 0 and fills *out (release with mumu_png_image_free), 2 when the data is not a PNG at all,
+   1 on any other error (message in err). */
+static inline int mumu_png_decode(const unsigned char *data, size_t len, mumu_png_image *out, char *err,
+                                  size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (len < 8 || png_sig_cmp((png_const_bytep)data, 0, 8) != 0) {
+        mumu_png_set_error(err, errlen, "not a PNG file (no PNG signature)");
+        return 2;
+    }
+    mumu_png_errctx ectx = {err, errlen};
+    mumu_png_inbuf in = {data, len, 0};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, mumu_png_error_cb, mumu_png_warning_cb);
+    if (png == NULL) {
+        mumu_png_set_error(err, errlen, "cannot create a libpng read structure");
+        return 1;
+    }
+    png_infop info = png_create_info_struct(png);
+    if (info == NULL) {
+        mumu_png_set_error(err, errlen, "out of memory");
+        png_destroy_read_struct(&png, NULL, NULL);
+        return 1;
+    }
+    /* Allocated after setjmp, so volatile: their values must survive a longjmp. */
+    png_bytep *volatile rows = NULL;
+    if (setjmp(png_jmpbuf(png))) {
+        free((void *)rows);
+        mumu_png_image_free(out);
+        png_destroy_read_struct(&png, &info, NULL);
+        return 1;
+    }
+    png_set_read_fn(png, &in, mumu_png_read_cb);
+    png_read_info(png, info);
+    png_uint_32 w = png_get_image_width(png, info);
+    png_uint_32 h = png_get_image_height(png, info);
+    if ((uint64_t)w * (uint64_t)h > ((uint64_t)1 << 30)) png_error(png, "image too large (over 2^30 pixels)");
+    png_set_expand(png);
+    png_set_strip_16(png);
+    png_set_strip_alpha(png);
+    png_set_gray_to_rgb(png);
+    (void)png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_rowbytes(png, info) != (size_t)w * 3) png_error(png, "unexpected row size after conversion to RGB");
+    out->width = (int)w;
+    out->height = (int)h;
+    out->rgb = (unsigned char *)malloc((size_t)w * (size_t)h * 3);
+    rows = (png_bytep *)malloc(sizeof(png_bytep) * (size_t)h);
+    if (out->rgb == NULL || rows == NULL) png_error(png, "out of memory");
+    for (png_uint_32 y = 0; y < h; y++) rows[y] = out->rgb + (size_t)y * (size_t)w * 3;
+    png_read_image(png, rows);
+    png_read_end(png, info); /* text chunks after the image data land in info too */
+    free((void *)rows);
+    rows = NULL;
+
+    png_textp text = NULL;
+    int ntext = 0;
+    png_get_text(png, info, &text, &ntext);
+    if (ntext > 0) {
+        out->keys = (char **)calloc((size_t)ntext, sizeof(char *));
+        out->values = (char **)calloc((size_t)ntext, sizeof(char *));
+        out->value_lengths = (size_t *)calloc((size_t)ntext, sizeof(size_t));
+        out->is_utf8 = (int *)calloc((size_t)ntext, sizeof(int));
+        if (out->keys == NULL || out->values == NULL || out->value_lengths == NULL || out->is_utf8 == NULL)
+            png_error(png, "out of memory");
+        out->ntext = ntext;
+        for (int i = 0; i < ntext; i++) {
+            int itxt = text[i].compression == PNG_ITXT_COMPRESSION_NONE || text[i].compression == PNG_ITXT_COMPRESSION_zTXt;
+            size_t n = text[i].text == NULL ? 0 : (itxt ? text[i].itxt_length : text[i].text_length);
+            out->keys[i] = mumu_png_dup(text[i].key, strlen(text[i].key));
+            out->values[i] = mumu_png_dup(text[i].text != NULL ? text[i].text : "", n);
+            out->value_lengths[i] = n;
+            out->is_utf8[i] = itxt;
+            if (out->keys[i] == NULL || out->values[i] == NULL) png_error(png, "out of memory");
+        }
+    }
+    png_destroy_read_struct(&png, &info, NULL);
+    return 0;
+}
