@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
-        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuFormats", "MumuTensor"],
+        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],

@@ -49,6 +49,15 @@ enum DecoderFixtures {
         return err
     }
 
+    /// Writes the tensors of `source` for which `keep` holds into a single safetensors file (sgm names when
+    /// `source` is a checkpoint's view).
+    static func writeSubset(of source: TensorSource, to path: String, keep: (String) -> Bool = { _ in true }) throws {
+        let infos = source.tensors.filter { keep($0.name) }
+        let writer = try SafetensorsWriter(path: path, tensors: infos, overwrite: true)
+        for info in infos { try writer.write(try source.tensor(info.name)) }
+        try writer.finish()
+    }
+
     /// A fresh folder under the system's temporary directory.
     static func temporaryDirectory() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-decoder-\(UUID().uuidString)")

@@ -38,15 +38,6 @@ final class TextEncoderTests: XCTestCase {
         return (0..<shape[0]).map { r in values[(r * shape[1])..<((r + 1) * shape[1])].map { Int32($0) } }
     }
 
-    /// Writes the tensors of `source` for which `keep` holds into a single safetensors file (sgm names when
-    /// `source` is a checkpoint's view).
-    static func writeSubset(of source: TensorSource, to path: String, keep: (String) -> Bool) throws {
-        let infos = source.tensors.filter { keep($0.name) }
-        let writer = try SafetensorsWriter(path: path, tensors: infos, overwrite: true)
-        for info in infos { try writer.write(try source.tensor(info.name)) }
-        try writer.finish()
-    }
-
     // MARK: conformance
 
     func testCLIPLMatchesTransformers() throws {
@@ -118,7 +109,7 @@ final class TextEncoderTests: XCTestCase {
         let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("te.safetensors").path
-        try Self.writeSubset(of: checkpoint.view.source, to: file) { $0.hasPrefix("conditioner.") }
+        try DecoderFixtures.writeSubset(of: checkpoint.view.source, to: file) { $0.hasPrefix("conditioner.") }
         let single = try DecoderCheckpoint(path: file)
         XCTAssertNil(single.config(.te1))
         XCTAssertNil(single.config(.te2))
@@ -142,7 +133,7 @@ final class TextEncoderTests: XCTestCase {
         let dir = try DecoderFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("unet-vae.safetensors").path
-        try Self.writeSubset(of: checkpoint.view.source, to: file) { !$0.hasPrefix("conditioner.") }
+        try DecoderFixtures.writeSubset(of: checkpoint.view.source, to: file) { !$0.hasPrefix("conditioner.") }
         let partial = try DecoderCheckpoint(path: file)
         for (component, name) in [(ModelComponent.te1, "CLIP-L"), (.te2, "bigG")] {
             XCTAssertThrowsError(try CLIPTextEncoder(checkpoint: partial, component: component)) { error in

@@ -20,7 +20,8 @@ struct LoraTarget: Sendable, Equatable {
 /// Every name under which LoRA trainers refer to the weights of a model given by its sgm tensor names,
 /// built with the layouts' key maps (sgm -> diffusers / transformers names):
 /// - kohya: `lora_unet_` + sgm module path (`input_blocks_4_1_…`) or diffusers path (`down_blocks_1_attentions_0_…`),
-///   `lora_te1_` / `lora_te2_` (SD1: `lora_te_`) + transformers CLIP path, dots as underscores;
+///   `lora_te1_` / `lora_te2_` (SD1: `lora_te_`) + transformers CLIP path (with or without `text_model.`), dots as
+///   underscores;
 /// - PEFT / diffusers: `unet.` + diffusers path, `text_encoder.` / `text_encoder_2.` + transformers path, with or
 ///   without `text_model.` (transformers >= 5.6 drops it), `vae.` + diffusers path.
 /// bigG's q/k/v (`self_attn.q_proj` …) map to row blocks 0:H, H:2H, 2H:3H of the fused `attn.in_proj_weight`.
@@ -64,7 +65,10 @@ struct LoraTargetIndex: Sendable {
                 }
                 add(component.diffusersPrefix + module, target)
                 if component == .te1 || component == .te2, module.hasPrefix("text_model.") {
-                    add(component.diffusersPrefix + module.dropFirst("text_model.".count), target)
+                    // Trainers on transformers >= 5 see CLIPTextModel's modules without `text_model.`.
+                    let bare = module.dropFirst("text_model.".count)
+                    add(component.diffusersPrefix + bare, target)
+                    add((component == .te1 ? "lora_te1_" : "lora_te2_") + Self.underscored(bare), target)
                 }
             }
         }
