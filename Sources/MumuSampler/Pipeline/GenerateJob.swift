@@ -1,0 +1,353 @@
+import Foundation
+import MumuFormats
+import MumuStyles
+import MumuTensor
+
+/// `--style NAME[:STRENGTH]`.
+public struct StyleChoice: Equatable, Sendable {
+    public var name: String
+    public var strength: Float?
+
+    public init(name: String, strength: Float? = nil) {
+        self.name = name
+        self.strength = strength
+    }
+
+    public static func parse(_ text: String) throws -> StyleChoice {
+        guard let colon = text.lastIndex(of: ":") else { return StyleChoice(name: text) }
+        let name = String(text[..<colon]), value = String(text[text.index(after: colon)...])
+        guard !name.isEmpty, let s = Float(value), s.isFinite else {
+            throw GenerationError.invalidSettings("--style \(text): expected NAME or NAME:STRENGTH (a number, e.g. anime:0.8)")
+        }
+        return StyleChoice(name: name, strength: s)
+    }
+
+    public var label: String { strength.map { "\(name):\(InfoText.formatFloat($0))" } ?? name }
+}
+
+/// Everything `mumu generate` is asked for.
+public struct GenerateRequest: Sendable {
+    public var settings: GenerationSettings
+    /// The resident base: a checkpoint file or folder, or a registered full style (nil: from the styles).
+    public var checkpoint: String?
+    /// Rendered in turn, same prompt and seed; empty: the base alone.
+    public var styles: [StyleChoice] = []
+    /// A safetensors file with `context` [B, T, 2048] and `pooled` [B, 1280] (and optionally `negative_context`,
+    /// `negative_pooled`) used instead of the text encoders.
+    public var conditioning: String?
+    /// The PNG to write; with several images or styles, the stem of their names.
+    public var output: String
+    /// Also write `<stem>-grid.png`, a captioned contact sheet of every image.
+    public var grid = false
+    public var overwrite = false
+    public var precision: WeightPrecision = .f32
+    public var registryHome: String?
+    public var version = "mumu"
+
+    public init(settings: GenerationSettings, output: String) {
+        self.settings = settings
+        self.output = output
+    }
+}
+
+/// What happened, for the progress bar.
+public enum GenerateEvent {
+    case note(String)
+    case loading(String)
+    case step(render: String, step: Int, total: Int)
+    case wrote(String)
+}
+
+/// One image written.
+public struct GeneratedImage: Sendable {
+    public var path: String
+    public var style: String?
+    public var index: Int
+    public var infotext: String
+}
+
+public struct GenerateReport: Sendable {
+    public var images: [GeneratedImage] = []
+    public var grid: String?
+    public var checkpoint = ""
+    public var notes: [String] = []
+    public var loadSeconds = 0.0
+    /// Per render: text encoding, denoising and VAE seconds.
+    public var timings: [(render: String, encode: Double, denoise: Double, decode: Double)] = []
+}
+
+/// `mumu generate` as a library call: checks everything it can before loading a model (settings, styles with
+/// suggestions, output paths, the conditioning file), loads the base once, then renders the prompt once per style,
+/// writing PNGs with A1111 infotext as it goes (each file atomically; a stop leaves only whole files).
+public final class GenerateJob {
+    public let request: GenerateRequest
+    public let outputs: [String]
+    public let gridPath: String?
+    let registry: StyleRegistry?
+    let base: (path: String, name: String, sha256: String?)
+    let manifests: [StyleManifest]
+    let cache: HashCache
+
+    public init(_ request: GenerateRequest, cache: HashCache = .shared) throws {
+        self.request = request
+        self.cache = cache
+        var settings = request.settings
+        if let c = request.conditioning {
+            let batch = try ConditioningFile.peekBatch(c)
+            if settings.images != 1 && settings.images != batch {
+                throw GenerationError.conditioning(path: c, reason: "it holds \(batch) conditioning rows; --images \(settings.images) does not match (leave --images out)")
+            }
+            settings.images = batch
+        }
+        try settings.validate()
+
+        registry = request.styles.isEmpty && request.checkpoint.map({ FileManager.default.fileExists(atPath: $0) }) ?? false
+            ? nil : try StyleRegistry(home: request.registryHome)
+        let registry = self.registry
+        manifests = try request.styles.map { try registry!.manifest($0.name) }
+        let labels = request.styles.map(\.label)
+        if let dup = labels.first(where: { n in labels.filter { $0 == n }.count > 1 }) {
+            throw GenerationError.invalidSettings("--style \(dup) is given twice")
+        }
+        base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache)
+
+        // Output names: the path itself for one image, else <stem>-<style>[-<i>].png.
+        let url = URL(fileURLWithPath: request.output)
+        let ext = url.pathExtension.isEmpty ? "png" : url.pathExtension
+        let stem = url.deletingPathExtension().path
+        // A style given at several strengths gets the strength in its file names.
+        let renders = request.styles.isEmpty ? [nil] : request.styles.map { c in
+            Optional(labels.filter { $0.hasPrefix(c.name + ":") || $0 == c.name }.count > 1 ? c.label.replacingOccurrences(of: ":", with: "-") : c.name)
+        }
+        let n = settings.images
+        var outs: [String] = []
+        for r in renders {
+            for i in 0..<n {
+                if renders.count == 1 && n == 1 { outs.append(request.output); continue }
+                outs.append(stem + "-" + (r ?? "base") + (n > 1 ? "-\(i)" : "") + "." + ext)
+            }
+        }
+        outputs = outs
+        gridPath = request.grid ? stem + "-grid." + ext : nil
+        for path in outs + (gridPath.map { [$0] } ?? []) {
+            if FileManager.default.fileExists(atPath: path) && !request.overwrite {
+                throw GenerationError.invalidSettings("\(path) already exists (use --force to overwrite)")
+            }
+            let dir = (path as NSString).deletingLastPathComponent
+            if access(dir.isEmpty ? "." : dir, W_OK) != 0 {
+                throw GenerationError.invalidSettings("cannot write \(path): the folder \(dir.isEmpty ? "." : dir) is missing or not writable")
+            }
+        }
+    }
+
+    /// The base: `--checkpoint` (file, folder or full style), else the first style's own weights (full) or base.
+    static func resolveBase(_ spec: String?, manifests: [StyleManifest], registry: StyleRegistry?, cache: HashCache) throws
+        -> (path: String, name: String, sha256: String?)
+    {
+        var isDir: ObjCBool = false
+        if let spec {
+            if FileManager.default.fileExists(atPath: spec, isDirectory: &isDir) {
+                let name = URL(fileURLWithPath: spec).deletingPathExtension().lastPathComponent
+                return (spec, name, isDir.boolValue ? nil : try cache.hashes(of: spec).sha256)
+            }
+            guard let registry, let r = try? registry.resolveBase(spec, cache: cache) else {
+                throw GenerationError.invalidSettings("--checkpoint \(spec): no such file or folder, nor a registered full style")
+            }
+            return (r.path, r.name, r.sha256)
+        }
+        guard let first = manifests.first, let registry else {
+            throw GenerationError.invalidSettings("give a checkpoint (--checkpoint FILE) or a style (--style NAME)")
+        }
+        if first.kind == .full { return try registry.resolveBase(first.name, cache: cache) }
+        if let wanted = first.base {
+            if let full = registry.list().styles.first(where: { $0.kind == .full && $0.blob("weights")?.sha256 == wanted.sha256 }) {
+                return try registry.resolveBase(full.name, cache: cache)
+            }
+            throw GenerationError.invalidSettings("style '\(first.name)' applies to base \(wanted.name) (sha256 \(wanted.sha256.prefix(12))…), which is not registered as a full style: give that file with --checkpoint")
+        }
+        throw GenerationError.invalidSettings("style '\(first.name)' records no base: give the checkpoint with --checkpoint")
+    }
+
+    /// Loads the base and renders every style. `shouldStop` is polled between steps.
+    public func run(onEvent: ((GenerateEvent) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> GenerateReport {
+        var report = GenerateReport()
+        report.checkpoint = base.path
+        var s = request.settings
+        let start = Date()
+        onEvent?(.loading(base.path))
+        let checkpoint = try DecoderCheckpoint(path: base.path)
+        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil)
+        let pipe = styled.pipeline
+        var fileCond: (cond: Conditioning, uncond: Conditioning?)?
+        if let c = request.conditioning {
+            fileCond = try ConditioningFile.load(c, contextDim: pipe.unet.config.contextDim,
+                                                 pooledDim: (pipe.unet.config.admIn ?? 0) - 6 * (pipe.unet.config.addTimeDim ?? 0))
+            s.images = fileCond!.cond.batch
+        }
+        report.loadSeconds = Date().timeIntervalSince(start)
+
+        let baseHash = base.sha256.map { String($0.prefix(10)) }
+        var tiles: [(image: RGBImage, caption: String)] = []
+        var textCond: (cond: Conditioning, uncond: Conditioning?)?
+        var textUnderStyle = false
+        let renders: [(choice: StyleChoice, manifest: StyleManifest)?] = request.styles.isEmpty ? [nil] : zip(request.styles, manifests).map { ($0, $1) }
+        var outputIndex = 0
+        for render in renders {
+            let label = render?.choice.label ?? "base"
+            var model = base.name, modelHash = baseHash
+            var loras: [(String, String)] = []
+            var extra: [(String, String)] = []
+            var strength: Float?
+            if let render {
+                let (choice, manifest) = (render.choice, render.manifest)
+                let isBase = manifest.kind == .full && manifest.blob("weights")?.sha256 == base.sha256
+                if !isBase {
+                    let plugin = try registry!.plugin(manifest.name, baseSHA256: base.sha256, cache: cache)
+                    let applied = try styled.apply(plugin, strength: choice.strength)
+                    strength = applied.strength
+                    onEvent?(.note("style \(manifest.name): \(applied.mode), \(applied.changed) \(applied.mode == "low-rank" ? "layers" : "tensors"), strength \(InfoText.formatFloat(applied.strength))"))
+                } else {
+                    strength = 1
+                }
+                switch manifest.kind {
+                case .lora:
+                    if let blob = manifest.blob("lora") {
+                        let path = blob.reference ?? registry!.blobPath(blob.sha256)
+                        loras.append((manifest.name, (try cache.hashes(of: path).autoV3) ?? String(blob.sha256.prefix(12))))
+                    }
+                case .full:
+                    model = manifest.name
+                    modelHash = manifest.blob("weights").map { String($0.sha256.prefix(10)) }
+                case .delta, .recipe:
+                    model = manifest.name
+                    modelHash = manifest.kind == .delta ? manifest.sources.first?.sha256.map { String($0.prefix(10)) } : nil
+                }
+                extra.append(("Style", manifest.name))
+                if let strength, manifest.kind != .full || strength != 1 { extra.append(("Style strength", InfoText.formatFloat(strength))) }
+            }
+
+            // Conditioning: from the file, or the prompt encoded (again only when a style changes the text encoders).
+            let t0 = Date()
+            let cond: (cond: Conditioning, uncond: Conditioning?)
+            if let fileCond {
+                cond = fileCond
+            } else {
+                let touches = styled.current?.touchesText ?? false
+                if textCond == nil || touches || textUnderStyle {
+                    let (c, truncated) = try pipe.encode(s.prompt, images: s.images)
+                    if truncated && textCond == nil {
+                        let note = "the prompt is longer than 75 tokens (CLIP's 77 with start and end); it was truncated to its first 75, as diffusers does"
+                        report.notes.append(note)
+                        onEvent?(.note(note))
+                    }
+                    let u = s.negativePrompt.isEmpty || !s.guided ? nil : try pipe.encode(s.negativePrompt, images: s.images).conditioning
+                    textCond = (c, u)
+                    textUnderStyle = touches
+                }
+                cond = textCond!
+            }
+            let t1 = Date()
+            let latents = try pipe.denoise(s, cond: cond.cond, uncond: cond.uncond,
+                                           onStep: { onEvent?(.step(render: label, step: $0, total: $1)) }, shouldStop: shouldStop)
+            let t2 = Date()
+            let decoded = try pipe.decode(latents)
+            let bytes = SDXLPipeline.rgbBytes(decoded)
+            let t3 = Date()
+            report.timings.append((label, t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2)))
+
+            if let c = request.conditioning { extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
+            if s.spacing != .leading { extra.append(("Spacing", s.spacing.rawValue)) }
+            let prediction = s.prediction ?? pipe.prediction
+            if prediction == .v { extra.append(("Prediction", prediction.rawValue)) }
+            for (i, pixels) in bytes.enumerated() {
+                var more = extra
+                if bytes.count > 1 { more += [("Batch size", String(bytes.count)), ("Batch pos", String(i))] }
+                let params = InfoText.a1111Parameters(
+                    steps: s.steps, sampler: s.sampler.a1111Name, scheduleType: Self.scheduleType(s), cfgScale: s.cfg,
+                    seed: s.seed, width: s.width, height: s.height, modelHash: modelHash, model: model, loraHashes: loras,
+                    extra: more, version: request.version)
+                let info = InfoText(prompt: fileCond == nil ? s.prompt : "", negativePrompt: fileCond == nil ? s.negativePrompt : "", parameters: params)
+                let image = RGBImage(width: s.width, height: s.height, pixels: pixels)
+                let path = outputs[outputIndex]
+                outputIndex += 1
+                try PNG.write(image, text: [(key: InfoText.pngKey, value: info.render())], to: path, overwrite: request.overwrite)
+                report.images.append(GeneratedImage(path: path, style: render?.choice.name, index: i, infotext: info.render()))
+                onEvent?(.wrote(path))
+                var caption = render.map { $0.choice.name + (strength.map { $0 == 1 ? "" : " \(InfoText.formatFloat($0))" } ?? "") } ?? base.name
+                if bytes.count > 1 { caption += " #\(i)" }
+                tiles.append((image, caption))
+            }
+            try styled.restore()
+        }
+        if let gridPath {
+            let sheet = try ContactSheet.make(tiles)
+            let info = "mumu contact sheet: " + tiles.map(\.caption).joined(separator: ", ")
+            try PNG.write(sheet, text: [(key: "Description", value: info)], to: gridPath, overwrite: request.overwrite)
+            report.grid = gridPath
+            onEvent?(.wrote(gridPath))
+        }
+        return report
+    }
+
+    /// A1111's "Schedule type" for the spacing chosen.
+    static func scheduleType(_ s: GenerationSettings) -> String {
+        if s.karras { return "Karras" }
+        switch s.spacing {
+        case .trailing: return "SGM Uniform"
+        case .leading, .linspace: return "Automatic"
+        }
+    }
+}
+
+/// `--conditioning FILE`: SDXL conditioning computed elsewhere (e.g. by a MUMU encoder). A safetensors file with
+/// `context` [B, T, 2048] and `pooled` [B, 1280] (f32, f16 or bf16), optionally `negative_context` and
+/// `negative_pooled` of the same shapes (without them the unconditional input is zeros, as diffusers SDXL
+/// gives an empty negative prompt). docs/generating.md.
+public enum ConditioningFile {
+    /// The batch size, read from the header alone (checks the keys and ranks).
+    public static func peekBatch(_ path: String) throws -> Int {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(path: path) } catch {
+            throw GenerationError.conditioning(path: path, reason: "not a readable safetensors file (\(error))")
+        }
+        let infos = file.infoByName
+        guard let c = infos["context"], let p = infos["pooled"] else {
+            throw GenerationError.conditioning(path: path, reason: "needs tensors `context` [B, T, 2048] and `pooled` [B, 1280]; it holds: \(infos.keys.sorted().prefix(8).joined(separator: ", "))")
+        }
+        guard c.shape.count == 3, p.shape.count == 2, c.shape[0] == p.shape[0], c.shape[0] >= 1, c.shape[1] >= 1 else {
+            throw GenerationError.conditioning(path: path, reason: "context \(c.shape) and pooled \(p.shape): expected [B, T, C] and [B, P] with the same B >= 1")
+        }
+        return c.shape[0]
+    }
+
+    /// Loads and checks the tensors against the UNet's widths.
+    public static func load(_ path: String, contextDim: Int, pooledDim: Int) throws -> (cond: Conditioning, uncond: Conditioning?) {
+        _ = try peekBatch(path)
+        let file = try SafetensorsFile(path: path)
+        func tensor(_ name: String) throws -> Tensor? {
+            guard let info = file.infoByName[name] else { return nil }
+            guard [.f32, .f16, .bf16].contains(info.dtype) else {
+                throw GenerationError.conditioning(path: path, reason: "\(name) is \(info.dtype.rawValue); use F32, F16 or BF16")
+            }
+            let values = try file.tensor(name).floats()
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw GenerationError.conditioning(path: path, reason: "\(name) holds a non-finite value at element \(bad)")
+            }
+            return Tensor(shape: info.shape, data: values)
+        }
+        let context = try tensor("context")!, pooled = try tensor("pooled")!
+        guard context.shape[2] == contextDim, pooled.shape[1] == pooledDim else {
+            throw GenerationError.conditioning(path: path, reason: "context \(context.shape) / pooled \(pooled.shape): this UNet takes [B, T, \(contextDim)] and [B, \(pooledDim)]")
+        }
+        let cond = Conditioning(context: context, pooled: pooled)
+        let nc = try tensor("negative_context"), np = try tensor("negative_pooled")
+        guard (nc == nil) == (np == nil) else {
+            throw GenerationError.conditioning(path: path, reason: "negative_context and negative_pooled come together")
+        }
+        guard let nc, let np else { return (cond, nil) }
+        guard nc.shape == context.shape, np.shape == pooled.shape else {
+            throw GenerationError.conditioning(path: path, reason: "negative_context \(nc.shape) / negative_pooled \(np.shape) must have the shapes of context \(context.shape) / pooled \(pooled.shape)")
+        }
+        return (cond, Conditioning(context: nc, pooled: np))
+    }
+}

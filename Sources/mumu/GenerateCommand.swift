@@ -1,0 +1,155 @@
+import ArgumentParser
+import Foundation
+import MumuFormats
+import MumuSampler
+import MumuStyles
+import MumuTensor
+
+extension SamplerKind: ExpressibleByArgument {}
+extension NoiseSchedule.Spacing: ExpressibleByArgument {}
+extension Prediction: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "epsilon", "eps": self = .epsilon
+        case "v", "v_prediction", "v-prediction": self = .v
+        default: return nil
+        }
+    }
+}
+
+/// Set by SIGINT: the sampler stops before its next step and no half file is left.
+nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate images with SDXL (a checkpoint, or styles from the registry) and write PNGs A1111 and Civitai read.",
+        discussion: """
+        Examples:
+          mumu generate "a watercolor fox" --checkpoint sd_xl_base_1.0.safetensors -o fox.png
+          mumu generate "a watercolor fox" --style anime --style photo:0.7 --grid -o fox.png --seed 42
+          mumu generate --conditioning mumu-prompt.safetensors --checkpoint decoder.safetensors -o out.png
+        Seeds draw the latents as diffusers does on the CPU (torch.Generator("cpu").manual_seed(seed)), so the same
+        settings reproduce a diffusers image. docs/generating.md.
+        """)
+
+    @Argument(help: "The prompt (not needed with --conditioning).") var prompt: String?
+    @Option(name: [.customShort("n"), .long], help: "Negative prompt (empty: zero embeddings, as diffusers SDXL).") var negative = ""
+    @Option(help: "A checkpoint file or diffusers folder, or a registered full style (default: the styles' base).") var checkpoint: String?
+    @Option(name: .long, help: "NAME[:STRENGTH] from the registry; repeat to render the same prompt and seed once per style.") var style: [String] = []
+    @Option(help: "Width in pixels (a multiple of 8).") var width = 1024
+    @Option(help: "Height in pixels (a multiple of 8).") var height = 1024
+    @Option(help: "Sampling steps.") var steps = 25
+    @Option(help: "Classifier-free guidance scale (1: no guidance, as Turbo/Lightning styles want).") var cfg: Float = 7
+    @Option(help: "Seed (default: random; the seed used is printed and stored in the PNG).") var seed: UInt64?
+    @Option(help: "euler, euler_a, dpmpp_2m or ddim.") var sampler: SamplerKind = .euler
+    @Option(help: "Timestep spacing: leading (SDXL's default), trailing (few-step styles) or linspace.") var spacing: NoiseSchedule.Spacing = .leading
+    @Flag(help: "Karras sigmas (euler, euler_a, dpmpp_2m).") var karras = false
+    @Option(help: "epsilon or v_prediction (default: the checkpoint's scheduler config or ModelSpec, else epsilon).") var prediction: Prediction?
+    @Option(help: "Images per prompt (one batch, one seed).") var images = 1
+    @Option(help: "f32, or bf16 (half the memory; faster on CPUs with AMX).") var precision: WeightPrecision = DenseWeight.bf16IsFast ? .bf16 : .f32
+    @Option(help: "A safetensors file with `context` [B, T, 2048] and `pooled` [B, 1280] to use instead of the text encoders.") var conditioning: String?
+    @Option(name: [.customShort("o"), .long], help: "Output PNG (with several images or styles: the stem of their names).") var output = "mumu.png"
+    @Flag(help: "Also write <output>-grid.png: every image on one captioned contact sheet.") var grid = false
+    @Flag(help: "Overwrite existing outputs.") var force = false
+    @Flag(help: "Print the settings, outputs and timings as JSON.") var json = false
+    @Flag(help: "No progress bar.") var quiet = false
+    @OptionGroup var registry: RegistryOptions
+
+    func run() throws {
+        try runReportingErrors {
+            guard prompt != nil || conditioning != nil else { throw ValidationError("give a prompt, or --conditioning FILE") }
+            if prompt != nil && conditioning != nil { warn("--conditioning is used; the prompt is only recorded nowhere (the text encoders are not loaded)") }
+            var s = GenerationSettings(prompt: prompt ?? "")
+            s.negativePrompt = negative
+            s.width = width; s.height = height; s.steps = steps; s.cfg = cfg
+            s.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
+            s.sampler = sampler; s.spacing = spacing; s.karras = karras; s.prediction = prediction; s.images = images
+            var request = GenerateRequest(settings: s, output: output)
+            request.checkpoint = checkpoint
+            request.styles = try style.map(StyleChoice.parse)
+            request.conditioning = conditioning
+            request.grid = grid
+            request.overwrite = force
+            request.precision = precision
+            request.registryHome = registry.home
+            request.version = "mumu " + MumuVersion.string
+            let job = try GenerateJob(request)
+
+            signal(SIGINT) { _ in interrupted = 1 }
+            defer { signal(SIGINT, SIG_DFL) }
+            let bar = StepBar(quiet: quiet || json)
+            let report: GenerateReport
+            do {
+                report = try job.run(onEvent: { event in
+                    switch event {
+                    case let .note(m): if !json { bar.clear(); warn(m) }
+                    case let .loading(path): if !json { bar.clear(); print("loading \(path) (\(precision.rawValue))") }
+                    case let .step(render, step, total): bar.update(render, step, total)
+                    case let .wrote(path): if !json { bar.clear(); print("wrote \(path)") }
+                    }
+                }, shouldStop: { interrupted != 0 })
+            } catch GenerationError.cancelled {
+                bar.clear()
+                FileHandle.standardError.write(Data("mumu: interrupted; only finished images were written\n".utf8))
+                throw ExitCode(130)
+            }
+            bar.clear()
+            if json {
+                print(Self.json(request, report))
+            } else {
+                print("seed \(s.seed), \(s.steps) steps \(s.sampler.rawValue)\(s.karras ? " karras" : ""), cfg \(InfoText.formatFloat(s.cfg)), \(s.width)x\(s.height); load \(String(format: "%.1f", report.loadSeconds)) s")
+                for t in report.timings {
+                    print(String(format: "  %@: text %.1f s, denoise %.1f s (%.2f s/step), VAE %.1f s", t.render, t.encode, t.denoise, t.denoise / Double(s.steps), t.decode))
+                }
+            }
+        }
+    }
+
+    static func json(_ r: GenerateRequest, _ report: GenerateReport) -> String {
+        func q(_ s: String) -> String { InfoText.quote(s).hasPrefix("\"") ? InfoText.quote(s) : "\"" + s + "\"" }
+        let s = r.settings
+        var fields = [
+            "\"prompt\": \(q(s.prompt))", "\"negative_prompt\": \(q(s.negativePrompt))",
+            "\"width\": \(s.width)", "\"height\": \(s.height)", "\"steps\": \(s.steps)", "\"cfg\": \(InfoText.formatFloat(s.cfg))",
+            "\"seed\": \(s.seed)", "\"sampler\": \(q(s.sampler.rawValue))", "\"spacing\": \(q(s.spacing.rawValue))", "\"karras\": \(s.karras)",
+            "\"images_per_prompt\": \(s.images)", "\"precision\": \(q(r.precision.rawValue))", "\"checkpoint\": \(q(report.checkpoint))",
+            "\"styles\": [\(r.styles.map { q($0.label) }.joined(separator: ", "))]",
+        ]
+        fields.append("\"outputs\": [" + report.images.map { "{\"path\": \(q($0.path)), \"style\": \($0.style.map(q) ?? "null"), \"index\": \($0.index), \"infotext\": \(q($0.infotext))}" }.joined(separator: ", ") + "]")
+        fields.append("\"grid\": \(report.grid.map(q) ?? "null")")
+        fields.append("\"notes\": [\(report.notes.map(q).joined(separator: ", "))]")
+        fields.append("\"load_seconds\": \(String(format: "%.3f", report.loadSeconds))")
+        fields.append("\"timings\": [" + report.timings.map { String(format: "{\"render\": %@, \"encode_seconds\": %.3f, \"denoise_seconds\": %.3f, \"decode_seconds\": %.3f}", q($0.render), $0.encode, $0.denoise, $0.decode) }.joined(separator: ", ") + "]")
+        return "{" + fields.joined(separator: ", ") + "}"
+    }
+}
+
+/// A per-step progress line on stderr (s/it and ETA) when it is a terminal.
+final class StepBar {
+    private let enabled: Bool
+    private var started: Date?
+    private var render = ""
+    private var shown = false
+
+    init(quiet: Bool) { enabled = !quiet && isatty(2) != 0 }
+
+    func update(_ render: String, _ step: Int, _ total: Int) {
+        guard enabled else { return }
+        if render != self.render || started == nil { self.render = render; started = Date() }
+        let elapsed = Date().timeIntervalSince(started!)
+        let perStep = elapsed / Double(max(step, 1))
+        let width = 24, filled = step * width / max(total, 1)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "\r%@ [%@] %d/%d  %.2f s/it  ETA %.0fs ", render, bar, step, total, perStep, perStep * Double(total - step))
+        FileHandle.standardError.write(Data(line.utf8))
+        shown = true
+        if step == total { started = nil }
+    }
+
+    func clear() {
+        guard enabled, shown else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        shown = false
+    }
+}
