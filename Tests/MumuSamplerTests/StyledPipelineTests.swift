@@ -14,8 +14,9 @@ final class StyledPipelineTests: XCTestCase {
 
     /// A temporary registry holding the fixture LoRA as style "tiny-lora" (default strength 0.8), registered against
     /// a single sgm file of the tiny pipeline (a LoRA style records its base).
-    static func registry() throws -> StyleRegistry {
-        let home = try DecoderFixtures.temporaryDirectory().path
+    static func registry(home: String? = nil) throws -> StyleRegistry {
+        let home = try home ?? DecoderFixtures.temporaryDirectory().path
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         let registry = try StyleRegistry(home: home)
         let base = home + "/tiny-sdxl.safetensors"
         try DecoderFixtures.writeSubset(of: try DecoderCheckpoint(path: DecoderFixtures.pipeline).view.source, to: base)

@@ -1,0 +1,143 @@
+import Foundation
+import XCTest
+import MumuFormats
+import MumuSampler
+import MumuStyles
+import MumuTensor
+
+/// `mumu generate` as a library call on the tiny pipeline: files, infotext, styles, grid, conditioning files and the
+/// checks made before any model is loaded.
+final class GenerateJobTests: XCTestCase {
+    func request(_ dir: URL, _ name: String = "out.png") -> GenerateRequest {
+        var s = GenerationSettings(prompt: "a watercolor fox, snow at dusk")
+        s.width = 64; s.height = 64; s.steps = 4; s.cfg = 5; s.seed = 42
+        var r = GenerateRequest(settings: s, output: dir.appendingPathComponent(name).path)
+        r.checkpoint = DecoderFixtures.pipeline
+        r.registryHome = dir.appendingPathComponent("registry").path
+        r.version = "mumu test"
+        return r
+    }
+
+    /// The written PNG is diffusers' image (f32) and its infotext parses with A1111's rules back to the settings.
+    func testWritesDiffusersImageWithInfotext() throws {
+        let dir = try DecoderFixtures.temporaryDirectory()
+        var r = request(dir)
+        r.settings.negativePrompt = ""
+        let report = try GenerateJob(r).run()
+        XCTAssertEqual(report.images.map(\.path), [r.output])
+        let (image, text) = try PNG.read(r.output)
+        let want = try DecoderFixtures.tensors(GenerateTests.folder.appendingPathComponent("euler.safetensors").path)["pixels"]!
+        XCTAssertEqual(image.pixels.count, want.count)
+        XCTAssertLessThanOrEqual(zip(image.pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!, 2)
+
+        let info = InfoText.parse(try XCTUnwrap(text[InfoText.pngKey]))
+        XCTAssertEqual(info.prompt, r.settings.prompt)
+        XCTAssertEqual(info["Steps"], "4")
+        XCTAssertEqual(info["Sampler"], "Euler")
+        XCTAssertEqual(info["CFG scale"], "5.0")
+        XCTAssertEqual(info["Seed"], "42")
+        XCTAssertEqual(info["Size"], "64x64")
+        XCTAssertEqual(info["Model"], "tiny-sdxl")
+        XCTAssertEqual(info["Version"], "mumu test")
+        XCTAssertEqual(info.parameters.map(\.0).prefix(5), ["Steps", "Sampler", "Schedule type", "CFG scale", "Seed"])
+        XCTAssertEqual(info.render(), text[InfoText.pngKey])
+
+        // The same output again is refused before anything is loaded; --force overwrites.
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("already exists (use --force"), "\($0)") }
+        r.overwrite = true
+        XCTAssertNoThrow(try GenerateJob(r))
+    }
+
+    /// Several styles: one file per style, the same seed, a grid; the LoRA style's image is diffusers' LoRA image and
+    /// its infotext carries the LoRA's AutoV3 hash.
+    func testStylesAndGrid() throws {
+        let dir = try DecoderFixtures.temporaryDirectory()
+        var r = request(dir, "fox.png")
+        let registry = try StyledPipelineTests.registry(home: r.registryHome!)
+        _ = registry
+        r.styles = [StyleChoice(name: "tiny-lora"), try StyleChoice.parse("tiny-lora:0.3")]
+        r.grid = true
+        let job = try GenerateJob(r)
+        let stem = dir.appendingPathComponent("fox").path
+        XCTAssertEqual(job.outputs, [stem + "-tiny-lora.png", stem + "-tiny-lora-0.3.png"])
+        var steps = 0
+        let report = try job.run(onEvent: { if case .step = $0 { steps += 1 } })
+        XCTAssertEqual(steps, 8)
+        XCTAssertEqual(report.grid, stem + "-grid.png")
+        let want = try DecoderFixtures.tensors(GenerateTests.folder.appendingPathComponent("lora.safetensors").path)["pixels"]!
+        let (image, text) = try PNG.read(job.outputs[0])
+        XCTAssertLessThanOrEqual(zip(image.pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!, 2)
+        let info = InfoText.parse(text[InfoText.pngKey]!)
+        let autoV3 = try HashCache(directory: dir.path).hashes(of: StyledPipelineTests.loraPath).autoV3!
+        XCTAssertEqual(info["Lora hashes"], "tiny-lora: \(autoV3)")
+        XCTAssertEqual(info["Style strength"], "0.8")
+        XCTAssertEqual(InfoText.parse(try PNG.read(job.outputs[1]).text[InfoText.pngKey]!)["Style strength"], "0.3")
+        let (sheet, _) = try PNG.read(report.grid!)
+        XCTAssertGreaterThan(sheet.width, 2 * 64)
+        XCTAssertGreaterThan(sheet.height, 64)
+    }
+
+    /// Conditioning from a file (as a MUMU encoder would hand it over) gives the prompt's image exactly.
+    func testConditioningFile() throws {
+        let dir = try DecoderFixtures.temporaryDirectory()
+        let pipe = try GenerateTests.pipeline()
+        let cond = try pipe.encode("a watercolor fox, snow at dusk").conditioning
+        let path = dir.appendingPathComponent("cond.safetensors").path
+        let infos = [TensorInfo(name: "context", dtype: .f32, shape: cond.context.shape), TensorInfo(name: "pooled", dtype: .f32, shape: cond.pooled.shape)]
+        let writer = try SafetensorsWriter(path: path, tensors: infos, overwrite: true)
+        for (info, t) in zip(infos, [cond.context, cond.pooled]) {
+            try writer.write(TensorData.owned(info, bytes: t.data.withUnsafeBytes { Array($0) }))
+        }
+        try writer.finish()
+
+        var r = request(dir, "from-text.png")
+        _ = try GenerateJob(r).run()
+        r.output = dir.appendingPathComponent("from-file.png").path
+        r.conditioning = path
+        r.settings.prompt = ""
+        _ = try GenerateJob(r).run()
+        XCTAssertEqual(try PNG.read(r.output).image, try PNG.read(dir.appendingPathComponent("from-text.png").path).image)
+
+        // Wrong keys and wrong widths are named.
+        let bad = dir.appendingPathComponent("bad.safetensors").path
+        let badInfo = TensorInfo(name: "context", dtype: .f32, shape: [1, 77, 7])
+        let w = try SafetensorsWriter(path: bad, tensors: [badInfo], overwrite: true)
+        try w.write(TensorData.owned(badInfo, bytes: [UInt8](repeating: 0, count: 77 * 7 * 4)))
+        try w.finish()
+        r.conditioning = bad
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("needs tensors `context`"), "\($0)") }
+        XCTAssertThrowsError(try ConditioningFile.load(path, contextDim: 2048, pooledDim: 1280)) {
+            XCTAssertTrue("\($0)".contains("this UNet takes [B, T, 2048]"), "\($0)")
+        }
+    }
+
+    func testChecksBeforeLoading() throws {
+        let dir = try DecoderFixtures.temporaryDirectory()
+        var r = request(dir)
+        _ = try StyledPipelineTests.registry(home: r.registryHome!)
+        r.styles = [StyleChoice(name: "tiny-lroa")]
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("did you mean 'tiny-lora'"), "\($0)") }
+        r.styles = []
+        r.output = "/nonexistent-folder/x.png"
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("missing or not writable"), "\($0)") }
+        r.output = dir.appendingPathComponent("x.png").path
+        r.settings.height = 60
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("multiples of 8"), "\($0)") }
+        r.settings.height = 64
+        r.checkpoint = dir.appendingPathComponent("missing.safetensors").path
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("no such file or folder"), "\($0)") }
+        XCTAssertThrowsError(try StyleChoice.parse("anime:strong")) { XCTAssertTrue("\($0)".contains("NAME:STRENGTH"), "\($0)") }
+        XCTAssertEqual(try StyleChoice.parse("anime:0.5"), StyleChoice(name: "anime", strength: 0.5))
+    }
+
+    /// A prompt over 75 tokens is truncated (as diffusers does) and the report says so.
+    func testLongPromptIsTruncatedWithANote() throws {
+        let dir = try DecoderFixtures.temporaryDirectory()
+        var r = request(dir)
+        r.settings.prompt = Array(repeating: "fox", count: 90).joined(separator: " ")
+        r.settings.steps = 1
+        let report = try GenerateJob(r).run()
+        XCTAssertEqual(report.notes.count, 1)
+        XCTAssertTrue(report.notes[0].contains("truncated"), report.notes[0])
+    }
+}
