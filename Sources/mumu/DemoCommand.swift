@@ -6,7 +6,7 @@ import MumuMerge
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the main job on a self-contained example: synthesize tiny SDXL models, put a fine-tune under a MUMU-style decoder, inspect the result.")
+        abstract: "Run the whole story on tiny synthesized models: merge a fine-tune under a MUMU-style decoder, register styles, generate a grid.")
 
     @Option(help: "Folder for the demo's files (default: a new temporary folder).")
     var dir: String?
@@ -49,11 +49,37 @@ struct DemoCommand: ParsableCommand {
             let result = try MergeRunner.run(plan, to: merged, overwrite: true, hashes: try MergeMetadata.inputHashes(plan))
             print("   wrote \(merged): \(result.tensors) tensors (UNet = decoder + (fine-tune - base); the decoder's VAE kept)")
 
-            print("5. inspect the inputs and the merge\n")
-            for path in [base, tuned, merged] {
-                print(try Inspector.inspect(path, hash: true, cache: nil).text(includeKeys: false))
-                print("")
+            print("5. inspect the merge\n")
+            print(try Inspector.inspect(merged, hash: true, cache: nil).text(includeKeys: false))
+            print("")
+
+            print("6. a second fine-tune, and register styles (registry in \(folder)/registry):")
+            let photo = folder + "/tiny-finetune-photo.safetensors"
+            var ft2 = Synthesizer(architecture: arch)
+            ft2.seed = 4
+            ft2.perturb = (try SafetensorsFile(path: base), 0.02)
+            try ft2.write(toFile: photo, overwrite: true)
+            let home = folder + "/registry"
+            let commands: [[String]] = [
+                ["anime", "--from", tuned, "--base", base, "--description", "fine-tune 1, lossless delta against the base"],
+                ["photo", "--from", photo, "--base", base, "--rank", "8", "--description", "fine-tune 2 as a rank-8 low-rank delta (kept unmerged by the sampler)"],
+                ["mumu-anime", "--from", merged, "--description", "fine-tune 1 under the MUMU decoder (its UNet and VAE)"],
+            ]
+            for args in commands {
+                print("   mumu styles add " + args.prefix(3).joined(separator: " ") + " ...")
+                try StylesCommand.Add.parse(args + ["--home", home, "--force"]).run()
             }
+            print("\n7. mumu styles list\n")
+            try StylesCommand.List.parse(["--home", home]).run()
+
+            print("\n8. generate the same prompt and seed under each style, and a contact sheet:")
+            let args = ["a lighthouse on a cliff at dawn, oil painting", "--checkpoint", base,
+                        "--style", "anime", "--style", "photo", "--style", "mumu-anime",
+                        "--width", "256", "--height", "256", "--steps", "20", "--cfg", "6", "--seed", "42",
+                        "--home", home, "--grid", "--force", "-o", folder + "/lighthouse.png"]
+            print("   mumu generate " + args.map { $0.contains(" ") ? "\"\($0)\"" : $0 }.joined(separator: " ").replacingOccurrences(of: folder + "/", with: ""))
+            try GenerateCommand.parse(args).run()
+            print("")
             print("Demo files are in \(folder).")
         }
     }
