@@ -59,7 +59,7 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             guard prompt != nil || conditioning != nil else { throw ValidationError("give a prompt, or --conditioning FILE") }
-            if prompt != nil && conditioning != nil { warn("--conditioning is used; the prompt is only recorded nowhere (the text encoders are not loaded)") }
+            if prompt != nil && conditioning != nil { warn("--conditioning replaces the prompt: the prompt is ignored (the text encoders are not loaded)") }
             var s = GenerationSettings(prompt: prompt ?? "")
             s.negativePrompt = negative
             s.width = width; s.height = height; s.steps = steps; s.cfg = cfg
@@ -107,21 +107,18 @@ struct GenerateCommand: ParsableCommand {
     }
 
     static func json(_ r: GenerateRequest, _ report: GenerateReport) -> String {
-        func q(_ s: String) -> String { InfoText.quote(s).hasPrefix("\"") ? InfoText.quote(s) : "\"" + s + "\"" }
         let s = r.settings
-        var fields = [
-            "\"prompt\": \(q(s.prompt))", "\"negative_prompt\": \(q(s.negativePrompt))",
-            "\"width\": \(s.width)", "\"height\": \(s.height)", "\"steps\": \(s.steps)", "\"cfg\": \(InfoText.formatFloat(s.cfg))",
-            "\"seed\": \(s.seed)", "\"sampler\": \(q(s.sampler.rawValue))", "\"spacing\": \(q(s.spacing.rawValue))", "\"karras\": \(s.karras)",
-            "\"images_per_prompt\": \(s.images)", "\"precision\": \(q(r.precision.rawValue))", "\"checkpoint\": \(q(report.checkpoint))",
-            "\"styles\": [\(r.styles.map { q($0.label) }.joined(separator: ", "))]",
+        let object: [String: Any] = [
+            "prompt": s.prompt, "negative_prompt": s.negativePrompt, "width": s.width, "height": s.height,
+            "steps": s.steps, "cfg": Double(s.cfg), "seed": NSNumber(value: s.seed), "sampler": s.sampler.rawValue,
+            "spacing": s.spacing.rawValue, "karras": s.karras, "images_per_prompt": s.images,
+            "precision": r.precision.rawValue, "checkpoint": report.checkpoint, "styles": r.styles.map(\.label),
+            "outputs": report.images.map { ["path": $0.path, "style": $0.style.map { $0 as Any } ?? NSNull(), "index": $0.index, "infotext": $0.infotext] },
+            "grid": report.grid.map { $0 as Any } ?? NSNull(), "notes": report.notes, "load_seconds": report.loadSeconds,
+            "timings": report.timings.map { ["render": $0.render, "encode_seconds": $0.encode, "denoise_seconds": $0.denoise, "decode_seconds": $0.decode] },
         ]
-        fields.append("\"outputs\": [" + report.images.map { "{\"path\": \(q($0.path)), \"style\": \($0.style.map(q) ?? "null"), \"index\": \($0.index), \"infotext\": \(q($0.infotext))}" }.joined(separator: ", ") + "]")
-        fields.append("\"grid\": \(report.grid.map(q) ?? "null")")
-        fields.append("\"notes\": [\(report.notes.map(q).joined(separator: ", "))]")
-        fields.append("\"load_seconds\": \(String(format: "%.3f", report.loadSeconds))")
-        fields.append("\"timings\": [" + report.timings.map { String(format: "{\"render\": %@, \"encode_seconds\": %.3f, \"denoise_seconds\": %.3f, \"decode_seconds\": %.3f}", q($0.render), $0.encode, $0.denoise, $0.decode) }.joined(separator: ", ") + "]")
-        return "{" + fields.joined(separator: ", ") + "}"
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
     }
 }
 
