@@ -140,4 +140,17 @@ final class GenerateJobTests: XCTestCase {
         XCTAssertEqual(report.notes.count, 1)
         XCTAssertTrue(report.notes[0].contains("truncated"), report.notes[0])
     }
+
+    /// A stop (Ctrl-C sets the flag `shouldStop` polls) ends the run before the next step; no file is left behind,
+    /// not even a temporary one.
+    func testStopLeavesNoFile() throws {
+        let dir = try DecoderFixtures.temporaryDirectory()
+        let r = request(dir)
+        var steps = 0
+        XCTAssertThrowsError(try GenerateJob(r).run(onEvent: { if case .step = $0 { steps += 1 } }, shouldStop: { steps >= 2 })) {
+            guard case GenerationError.cancelled = $0 else { return XCTFail("\($0)") }
+        }
+        XCTAssertEqual(steps, 2)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".png") || $0.contains("mumu-partial") }, [])
+    }
 }

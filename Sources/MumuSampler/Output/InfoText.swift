@@ -1,4 +1,5 @@
 import Foundation
+import MumuFormats
 
 /// AUTOMATIC1111's "infotext": the generation parameters it stores in a PNG text chunk keyed `parameters`
 /// (REFERENCE.md section 5) and that other tools (Civitai, Forge, ComfyUI readers) parse:
@@ -51,23 +52,8 @@ public struct InfoText: Equatable, Sendable {
     /// `json.dumps(v, ensure_ascii=False)`); any other value is written as it is.
     public static func quote(_ value: String) -> String {
         guard value.unicodeScalars.contains(where: { $0 == "," || $0 == ":" || $0 == "\n" }) else { return value }
-        var out = "\""
-        for s in value.unicodeScalars {
-            switch s {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case _ where s.value < 0x20:
-                let hex = String(s.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(s)
-            }
-        }
-        return out + "\""
+        // json.dumps(ensure_ascii=False) escapes exactly what serde_json does: `"`, `\`, control characters.
+        return JSONWriter.quote(value)
     }
 
     /// A1111's `unquote`: a value in double quotes decoded as a JSON string; returned unchanged when it is

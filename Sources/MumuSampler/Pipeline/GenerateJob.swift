@@ -177,7 +177,14 @@ public final class GenerateJob {
         onEvent?(.loading(base.path))
         let checkpoint = try DecoderCheckpoint(path: base.path)
         let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil)
+        let detected = checkpoint.detection.prediction
+        if detected.zeroTerminalSNR || detected.edm {
+            let note = "\(base.name) marks \(detected.edm ? "an EDM v-prediction" : "a zero-terminal-SNR") schedule, which mumu does not implement; it is rendered with SDXL's standard schedule"
+            report.notes.append(note)
+            onEvent?(.note(note))
+        }
         let pipe = styled.pipeline
+        defer { try? styled.restore() }  // a library caller keeps no style on after an error or a stop
         var fileCond: (cond: Conditioning, uncond: Conditioning?)?
         if let c = request.conditioning {
             fileCond = try ConditioningFile.load(c, contextDim: pipe.unet.config.contextDim,

@@ -106,7 +106,8 @@ public final class SDXLPipeline: @unchecked Sendable {
     /// nil when the pipeline was built for `--conditioning` files only.
     public let textEncoders: (clipL: CLIPTextEncoder, bigG: CLIPTextEncoder)?
     public let tokenizers: (clipL: CLIPTokenizer, bigG: CLIPTokenizer)
-    /// The checkpoint's prediction type (scheduler config or ModelSpec `prediction_type`; epsilon by default).
+    /// The checkpoint's prediction type (scheduler config, the `v_pred` marker key, or ModelSpec `prediction_type`;
+    /// epsilon by default).
     public let prediction: Prediction
 
     /// Loads the UNet, the VAE and (when `textEncoders`) both text encoders of `checkpoint`.
@@ -153,10 +154,8 @@ public final class SDXLPipeline: @unchecked Sendable {
            let p = json["prediction_type"]?.stringValue, let value = Prediction(rawValue: p) {
             return value
         }
-        switch checkpoint.view.original.metadata["modelspec.prediction_type"] {
-        case "v"?, "v_prediction"?: return .v
-        default: return .epsilon
-        }
+        // The detector reads the `v_pred` marker key (v-prediction fine-tunes ship it), EDM keys and ModelSpec.
+        return checkpoint.detection.prediction.type == "v" ? .v : .epsilon
     }
 
     // MARK: Text
