@@ -120,4 +120,21 @@ final class GenerateTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("no tokenizer.json"), "\($0)")
         }
     }
+
+    /// bf16 weights (the CLI's default where the CPU has AMX or AVX-512-BF16) against diffusers' f32 image: a smoke
+    /// bound, not conformance. Rounding every weight to bf16 (2^-9 relative) moves this tiny random UNet's outputs by
+    /// ~1% of their range (UNetTests), and four guided steps (cfg 5) carry that into the latents; the bound leaves
+    /// about 2x the error measured when it was written (7/255), while a wrong product or schedule moves pixels by 90+.
+    func testBF16IsCloseToDiffusers() throws {
+        guard DenseWeight.bf16IsFast else { throw XCTSkip("no bf16 hardware path: bf16 runs as f32 here") }
+        let pipe = try SDXLPipeline(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline), precision: .bf16)
+        let c = try Self.cases().first { $0["name"] as? String == "euler" }!
+        let s = Self.settings(c)
+        let latents = try pipe.denoise(s, cond: try pipe.encode(s.prompt).conditioning, uncond: nil)
+        let pixels = SDXLPipeline.rgbBytes(try pipe.decode(latents))[0]
+        let want = try DecoderFixtures.tensors(Self.folder.appendingPathComponent("euler.safetensors").path)["pixels"]!
+        let worst = zip(pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!
+        print("euler, bf16 weights vs diffusers f32: pixels max diff \(worst)/255")
+        XCTAssertLessThanOrEqual(worst, 15)
+    }
 }
