@@ -96,7 +96,7 @@ struct GenerateCommand: ParsableCommand {
             }
             bar.clear()
             if json {
-                print(Self.json(request, report))
+                print(Self.json(job, report))
             } else {
                 print("seed \(s.seed), \(s.steps) steps \(s.sampler.rawValue)\(s.karras ? " karras" : ""), cfg \(InfoText.formatFloat(s.cfg)), \(s.width)x\(s.height); load \(String(format: "%.1f", report.loadSeconds)) s")
                 for t in report.timings {
@@ -106,8 +106,8 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
-    static func json(_ r: GenerateRequest, _ report: GenerateReport) -> String {
-        let s = r.settings
+    static func json(_ job: GenerateJob, _ report: GenerateReport) -> String {
+        let r = job.request, s = job.settings
         let object: [String: Any] = [
             "prompt": s.prompt, "negative_prompt": s.negativePrompt, "width": s.width, "height": s.height,
             "steps": s.steps, "cfg": Double(s.cfg), "seed": NSNumber(value: s.seed), "sampler": s.sampler.rawValue,

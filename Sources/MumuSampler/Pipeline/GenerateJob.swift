@@ -81,6 +81,8 @@ public struct GenerateReport: Sendable {
 /// writing PNGs with A1111 infotext as it goes (each file atomically; a stop leaves only whole files).
 public final class GenerateJob {
     public let request: GenerateRequest
+    /// The request's settings, checked, with the image count a conditioning file sets.
+    public let settings: GenerationSettings
     public let outputs: [String]
     public let gridPath: String?
     let registry: StyleRegistry?
@@ -100,6 +102,7 @@ public final class GenerateJob {
             settings.images = batch
         }
         try settings.validate()
+        self.settings = settings
 
         registry = request.styles.isEmpty && request.checkpoint.map({ FileManager.default.fileExists(atPath: $0) }) ?? false
             ? nil : try StyleRegistry(home: request.registryHome)
@@ -117,7 +120,7 @@ public final class GenerateJob {
         let stem = url.deletingPathExtension().path
         // A style given at several strengths gets the strength in its file names.
         let renders = request.styles.isEmpty ? [nil] : request.styles.map { c in
-            Optional(labels.filter { $0.hasPrefix(c.name + ":") || $0 == c.name }.count > 1 ? c.label.replacingOccurrences(of: ":", with: "-") : c.name)
+            Optional(request.styles.filter { $0.name == c.name }.count > 1 ? c.label.replacingOccurrences(of: ":", with: "-") : c.name)
         }
         let n = settings.images
         var outs: [String] = []
@@ -172,7 +175,7 @@ public final class GenerateJob {
     public func run(onEvent: ((GenerateEvent) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> GenerateReport {
         var report = GenerateReport()
         report.checkpoint = base.path
-        var s = request.settings
+        let s = settings
         let start = Date()
         onEvent?(.loading(base.path))
         let checkpoint = try DecoderCheckpoint(path: base.path)
@@ -189,7 +192,6 @@ public final class GenerateJob {
         if let c = request.conditioning {
             fileCond = try ConditioningFile.load(c, contextDim: pipe.unet.config.contextDim,
                                                  pooledDim: (pipe.unet.config.admIn ?? 0) - 6 * (pipe.unet.config.addTimeDim ?? 0))
-            s.images = fileCond!.cond.batch
         }
         report.loadSeconds = Date().timeIntervalSince(start)
 
@@ -273,12 +275,12 @@ public final class GenerateJob {
                     steps: s.steps, sampler: s.sampler.a1111Name, scheduleType: Self.scheduleType(s), cfgScale: s.cfg,
                     seed: s.seed, width: s.width, height: s.height, modelHash: modelHash, model: model, loraHashes: loras,
                     extra: more, version: request.version)
-                let info = InfoText(prompt: fileCond == nil ? s.prompt : "", negativePrompt: fileCond == nil ? s.negativePrompt : "", parameters: params)
+                let info = InfoText(prompt: fileCond == nil ? s.prompt : "", negativePrompt: fileCond == nil ? s.negativePrompt : "", parameters: params).render()
                 let image = RGBImage(width: s.width, height: s.height, pixels: pixels)
                 let path = outputs[outputIndex]
                 outputIndex += 1
-                try PNG.write(image, text: [(key: InfoText.pngKey, value: info.render())], to: path, overwrite: request.overwrite)
-                report.images.append(GeneratedImage(path: path, style: render?.choice.name, index: i, infotext: info.render()))
+                try PNG.write(image, text: [(key: InfoText.pngKey, value: info)], to: path, overwrite: request.overwrite)
+                report.images.append(GeneratedImage(path: path, style: render?.choice.name, index: i, infotext: info))
                 onEvent?(.wrote(path))
                 var caption = render.map { $0.choice.name + (strength.map { $0 == 1 ? "" : " \(InfoText.formatFloat($0))" } ?? "") } ?? base.name
                 if bytes.count > 1 { caption += " #\(i)" }
