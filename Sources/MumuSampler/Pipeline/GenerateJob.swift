@@ -190,8 +190,7 @@ public final class GenerateJob {
         defer { try? styled.restore() }  // a library caller keeps no style on after an error or a stop
         var fileCond: (cond: Conditioning, uncond: Conditioning?)?
         if let c = request.conditioning {
-            fileCond = try ConditioningFile.load(c, contextDim: pipe.unet.config.contextDim,
-                                                 pooledDim: (pipe.unet.config.admIn ?? 0) - 6 * (pipe.unet.config.addTimeDim ?? 0))
+            fileCond = try ConditioningFile.load(c, contextDim: pipe.unet.config.contextDim, pooledDim: pipe.pooledWidth)
         }
         report.loadSeconds = Date().timeIntervalSince(start)
 

@@ -158,6 +158,9 @@ public final class SDXLPipeline: @unchecked Sendable {
         return checkpoint.detection.prediction.type == "v" ? .v : .epsilon
     }
 
+    /// The width of the pooled vector the UNet takes: its added-embedding input less the six time ids (1280 for SDXL).
+    public var pooledWidth: Int { (unet.config.admIn ?? 0) - 6 * (unet.config.addTimeDim ?? 0) }
+
     // MARK: Text
 
     /// The conditioning of `prompt` for `images` images, and whether the prompt was cut to 75 tokens
@@ -213,7 +216,7 @@ public final class SDXLPipeline: @unchecked Sendable {
         let rows = input.batch
         // Time ids: original size (h, w), crop top-left (0, 0), target size (h, w), per row.
         let ids: [Float] = [Float(settings.height), Float(settings.width), 0, 0, Float(settings.height), Float(settings.width)]
-        let timeIds = Tensor(shape: [rows, 6], data: Array([[Float]](repeating: ids, count: rows).joined()))
+        let timeIds = Tensor(shape: [rows, ids.count], data: Array([[Float]](repeating: ids, count: rows).joined()))
 
         for i in 0..<plan.steps.count {
             if shouldStop?() == true { throw GenerationError.cancelled }
