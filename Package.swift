@@ -1,9 +1,27 @@
 // swift-tools-version:6.0
 // mumu: community SDXL fine-tunes for MUMU image generation, on a plain CPU.
+//
+// Targets, lowest first (docs/architecture.md has the map and what each may import):
+//   CBLAS, CZstd, CPNG       system libraries found with pkg-config (install-deps.sh installs them)
+//   CMumuSystem              the process's one signal handler (temporary files, the interrupt flag)
+//   CMumuKernels             C kernels with run-time CPU dispatch: dtype conversion, SHA-256, the bf16 GEMM
+//                            (AMX, AVX-512-BF16, portable), softmax / SiLU / GELU / GEGLU
+//   MumuTensor               dtypes, conversions, Tensor and the network kernels (DenseWeight, conv, norms, attention)
+//   MumuFormats              safetensors, shards, .ckpt, diffusers folders, layouts, descriptors, detection, hashes
+//   MumuMerge                recipes, merge methods, the streaming executor, LoRA bake-in and extraction
+//   MumuStyles               the style registry and its plugins
+//   MumuSampler              the SDXL networks, tokenizer, samplers, the pipeline's denoising iterator, PNG output
+//   MumuGenerate             what a CLI and a server share: a generation job, styles on the resident decoder
+//   mumu                     the command line (swift-argument-parser): parses, calls the libraries, prints
 import PackageDescription
 
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+// Only the numerical kernels build with -Ounchecked (bounds and overflow checks off): a benchmark shows it matters
+// there (docs/benchmarks.md). Everything that reads user input builds with the default -O, so every
+// `precondition` runs in the binary that ships.
+let kernels: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 let cOptimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
+// Targets whose concurrency claims (`Sendable`, `nonisolated(unsafe)`) the Swift 6 checker verifies.
+let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
     name: "mumu",
@@ -14,6 +32,8 @@ let package = Package(
         .library(name: "MumuTensor", targets: ["MumuTensor"]),
         .library(name: "MumuMerge", targets: ["MumuMerge"]),
         .library(name: "MumuStyles", targets: ["MumuStyles"]),
+        .library(name: "MumuSampler", targets: ["MumuSampler"]),
+        .library(name: "MumuGenerate", targets: ["MumuGenerate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,48 +48,56 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
-        // Hand-written C kernels (dtype conversion, SHA-256) with run-time CPU dispatch.
+        // Hand-written C kernels with run-time CPU dispatch: dtype conversion (F16C/AVX2), SHA-256 (SHA extensions),
+        // the bf16 GEMM (AMX, AVX-512-BF16, portable), softmax and activations (AVX-512).
         .target(name: "CMumuKernels", cSettings: cOptimize),
+        // The process's one signal handler: temporary outputs removed, or a flag raised for work that polls it.
+        .target(name: "CMumuSystem"),
 
         .target(name: "MumuTensor", dependencies: ["CMumuKernels", "CBLAS"],
-                swiftSettings: optimize),
+                swiftSettings: kernels),
         // Architecture descriptors (formats/*.json) are compiled into MumuFormats by this plugin.
         .executableTarget(name: "EmbedFormatsTool", path: "Sources/EmbedFormatsTool"),
         .plugin(name: "EmbedFormats", capability: .buildTool(), dependencies: ["EmbedFormatsTool"]),
         .target(name: "MumuFormats",
-                dependencies: ["MumuTensor", "CMumuKernels"],
-                swiftSettings: optimize,
+                dependencies: ["MumuTensor", "CMumuKernels", "CMumuSystem"],
                 plugins: ["EmbedFormats"]),
-        // Recipes, merge methods, the streaming merge executor, LoRA bake-in.
+        // Recipes, merge methods, the streaming merge executor, LoRA bake-in and extraction.
         .target(name: "MumuMerge",
                 dependencies: ["MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS",
-                               .product(name: "Yams", package: "Yams")],
-                swiftSettings: optimize),
-        // The style registry: manifests, content-addressed blobs, lossless deltas, plugins for the sampler.
+                               .product(name: "Yams", package: "Yams")]),
+        // The style registry: manifests, content-addressed blobs, lossless deltas, plugins that patch a decoder.
         .target(name: "MumuStyles",
-                dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", "CZstd"],
-                swiftSettings: optimize),
+                dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", "CZstd"]),
         // The CLIP BPE merges (vocab/clip_merges.txt) are compiled into MumuSampler by this plugin.
         .executableTarget(name: "EmbedVocabTool", path: "Sources/EmbedVocabTool"),
         .plugin(name: "EmbedVocab", capability: .buildTool(), dependencies: ["EmbedVocabTool"]),
-        // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE), the sampler and pipeline (styles applied to the
-        // resident models through the registry's plugins), PNG output with A1111 infotext.
-        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "CBLAS", "CMumuKernels", "CPNG"],
-                swiftSettings: optimize,
+        // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE), the samplers, the pipeline and its denoising
+        // iterator, PNG output with A1111 infotext. Knows nothing of styles or merges.
+        .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS", "CMumuKernels", "CPNG"],
                 plugins: ["EmbedVocab"]),
+        // What a CLI and a server share: the generation job (settings checked before loading, output names), styles
+        // put on one resident decoder (StyledPipeline), the job as steps its caller drives.
+        .target(name: "MumuGenerate",
+                dependencies: ["MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
         .executableTarget(name: "mumu",
-                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          swiftSettings: optimize),
+                          dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler", "MumuGenerate",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
-        .testTarget(name: "MumuTensorTests", dependencies: ["MumuTensor"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "MumuFormatsTests", dependencies: ["MumuFormats", "MumuTensor"],
+        // Helpers every test target shares: temporary folders, tiny models, max-error checks, seeded RNG,
+        // safetensors writers, LoRA fixtures.
+        .target(name: "MumuTestSupport", dependencies: ["MumuSampler", "MumuFormats", "MumuTensor"], path: "Tests/MumuTestSupport"),
+        .testTarget(name: "MumuTensorTests", dependencies: ["MumuTensor", "MumuTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "MumuFormatsTests", dependencies: ["MumuFormats", "MumuTensor", "MumuTestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", .product(name: "Yams", package: "Yams")],
+        .testTarget(name: "MumuMergeTests", dependencies: ["MumuMerge", "MumuFormats", "MumuTensor", "MumuTestSupport",
+                                                           .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
-        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"],
+        .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor", "MumuTestSupport"]),
+        .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuFormats", "MumuTensor", "MumuTestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "MumuGenerateTests", dependencies: ["MumuGenerate", "MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats",
+                                                              "MumuTensor", "MumuTestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],
     swiftLanguageModes: [.v5]

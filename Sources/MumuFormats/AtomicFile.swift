@@ -1,3 +1,4 @@
+import CMumuSystem
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -99,38 +100,34 @@ public final class AtomicFile: @unchecked Sendable {
     }
 }
 
-/// Paths of temporary outputs, removed if the process is interrupted.
+/// Paths of temporary outputs, removed if the process is interrupted (`Interrupt` owns the signals).
 enum TemporaryFiles {
-    // A fixed table of C strings so the signal handler only calls async-signal-safe unlink.
-    private static let capacity = 256
-    nonisolated(unsafe) private static var table = [UnsafeMutablePointer<CChar>?](repeating: nil, count: capacity)
-    private static let lock = Mutex()
-    nonisolated(unsafe) private static var installed = false
+    static func register(_ path: String) { _ = mumu_interrupt_register_temporary(path) }
+    static func unregister(_ path: String) { mumu_interrupt_unregister_temporary(path) }
+}
 
-    static func register(_ path: String) {
-        lock.locked {
-            if !installed { installHandlers(); installed = true }
-            if let slot = table.firstIndex(where: { $0 == nil }) { table[slot] = strdup(path) }
-        }
+/// The one owner of SIGINT, SIGTERM and SIGHUP (C: `mumu_interrupt.h`). By default a signal removes the temporary
+/// files of outputs being written and exits with 128 + signal. Long work that can stop cleanly runs inside
+/// `cooperatively`: there the first signal only raises `requested`, which the work polls between steps (the
+/// second signal still exits at once).
+public enum Interrupt {
+    /// Installs the handlers (done by the first `AtomicFile` or cooperative section anyway).
+    public static func install() { mumu_interrupt_install() }
+
+    /// The signal that asked to stop, or nil.
+    public static var requested: Int32? {
+        let s = mumu_interrupt_requested()
+        return s == 0 ? nil : s
     }
 
-    static func unregister(_ path: String) {
-        lock.locked {
-            for i in 0..<capacity {
-                if let p = table[i], String(cString: p) == path { free(p); table[i] = nil }
-            }
+    /// Runs `body` with signals turned into the `requested` flag; the flag is lowered again afterwards.
+    public static func cooperatively<T>(_ body: () throws -> T) rethrows -> T {
+        mumu_interrupt_enter_cooperative()
+        defer {
+            mumu_interrupt_leave_cooperative()
+            mumu_interrupt_clear()
         }
-    }
-
-    private static func installHandlers() {
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig) { sig in
-                TemporaryFiles.table.withUnsafeBufferPointer { slots in
-                    for case let p? in slots { unlink(p) }
-                }
-                _exit(128 + sig)
-            }
-        }
+        return try body()
     }
 }
 

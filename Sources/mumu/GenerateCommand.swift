@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MumuFormats
+import MumuGenerate
 import MumuSampler
 import MumuStyles
 import MumuTensor
@@ -16,9 +17,6 @@ extension Prediction: ExpressibleByArgument {
         }
     }
 }
-
-/// Set by SIGINT: the sampler stops before its next step and no half file is left.
-nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
 
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -76,23 +74,26 @@ struct GenerateCommand: ParsableCommand {
             request.version = "mumu " + MumuVersion.string
             let job = try GenerateJob(request)
 
-            signal(SIGINT) { _ in interrupted = 1 }
-            defer { signal(SIGINT, SIG_DFL) }
+            // Ctrl-C stops before the next step (Interrupt owns the signal): only finished images are left.
             let bar = StepBar(quiet: quiet || json)
-            let report: GenerateReport
-            do {
-                report = try job.run(onEvent: { event in
+            let report: GenerateReport = try Interrupt.cooperatively {
+                let run = job.start()
+                while let event = try run.next() {
                     switch event {
                     case let .note(m): if !json { bar.clear(); warn(m) }
                     case let .loading(path): if !json { bar.clear(); print("loading \(path) (\(precision.rawValue))") }
+                    case .render: break
                     case let .step(render, step, total): bar.update(render, step, total)
                     case let .wrote(path): if !json { bar.clear(); print("wrote \(path)") }
                     }
-                }, shouldStop: { interrupted != 0 })
-            } catch GenerationError.cancelled {
-                bar.clear()
-                FileHandle.standardError.write(Data("mumu: interrupted; only finished images were written\n".utf8))
-                throw ExitCode(130)
+                    if Interrupt.requested != nil {
+                        run.stop()
+                        bar.clear()
+                        FileHandle.standardError.write(Data("mumu: interrupted; only finished images were written\n".utf8))
+                        throw ExitCode(130)
+                    }
+                }
+                return run.report
             }
             bar.clear()
             if json {

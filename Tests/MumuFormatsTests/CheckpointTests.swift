@@ -1,6 +1,7 @@
 import Foundation
 import MumuFormats
 import MumuTensor
+import MumuTestSupport
 import XCTest
 
 /// Facts about the restricted `.ckpt` reader, checked against fixtures written by
@@ -145,7 +146,7 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testRandomFilesAndMutatedZipsNeverCrash() throws {
-        var rng = CheckpointTestRNG(seed: 0x6D75_6D75)
+        var rng = SeededRNG(seed: 0x6D75_6D75)
         for size in [1, 4, 21, 22, 100, 4096, 70_000] {
             var bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
             if size >= 22 { bytes.replaceSubrange((size - 22)..<(size - 18), with: [0x50, 0x4B, 0x05, 0x06]) }
@@ -227,7 +228,7 @@ final class CheckpointTests: XCTestCase {
             do { _ = try Unpickler.unpickle(Array(pickle[..<n]), path: "prefix") } catch { failures += 1 }
         }
         XCTAssertEqual(failures, pickle.count, "every strict prefix lacks its STOP")
-        var rng = CheckpointTestRNG(seed: 42)
+        var rng = SeededRNG(seed: 42)
         for _ in 0..<500 {
             var bytes = pickle
             for _ in 0..<Int.random(in: 1...6, using: &rng) {
@@ -323,18 +324,5 @@ final class CheckpointTests: XCTestCase {
             out[info.name] = ExpectedTensor(dtype: info.dtype.rawValue, shape: info.shape, bytes: try bytes(file, info.name))
         }
         return out
-    }
-}
-
-/// A small seeded generator so the random tests are reproducible.
-struct CheckpointTestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

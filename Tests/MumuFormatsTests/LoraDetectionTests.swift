@@ -1,4 +1,5 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
 import MumuTensor

@@ -1,4 +1,5 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
 import MumuSampler
@@ -13,76 +14,24 @@ import MumuTensor
 /// far from a denoiser, so the latents grow to |x| ~ 30); a wrong step, schedule or noise draw moves the latents
 /// by whole units and the pixels by tens of levels (euler vs euler_a differ by 93 levels).
 final class GenerateTests: XCTestCase {
-    static var pipelineCache: SDXLPipeline?
-    static func pipeline() throws -> SDXLPipeline {
-        if let p = pipelineCache { return p }
-        let p = try SDXLPipeline(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline))
-        pipelineCache = p
-        return p
-    }
-
-    static var folder: URL { Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("generate") }
-
-    static func cases() throws -> [[String: Any]] {
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("cases.json"))) as! [String: Any]
-        return json["cases"] as! [[String: Any]]
-    }
-
-    static func settings(_ c: [String: Any]) -> GenerationSettings {
-        var s = GenerationSettings(prompt: c["prompt"] as! String)
-        s.negativePrompt = c["negative"] as! String
-        s.width = c["width"] as! Int
-        s.height = c["height"] as! Int
-        s.steps = c["steps"] as! Int
-        s.cfg = Float(c["cfg"] as! Double)
-        s.seed = UInt64(c["seed"] as! Int)
-        s.sampler = SamplerKind(rawValue: c["sampler"] as! String)!
-        s.spacing = NoiseSchedule.Spacing(rawValue: c["spacing"] as! String)!
-        s.karras = c["karras"] as! Bool
-        s.prediction = Prediction(rawValue: c["prediction"] as! String)!
-        s.images = c["images"] as! Int
-        return s
-    }
-
     func testMatchesDiffusers() throws {
-        let pipe = try Self.pipeline()
-        for c in try Self.cases() where c["lora"] == nil {
+        let pipe = try GenerateFixtures.pipeline()
+        for c in try GenerateFixtures.cases() where c["lora"] == nil {
             let name = c["name"] as! String
-            let s = Self.settings(c)
-            let want = try DecoderFixtures.tensors(Self.folder.appendingPathComponent(name + ".safetensors").path)
+            let s = GenerateFixtures.settings(c)
+            let want = try readTensors(DecoderFixtures.generate.appendingPathComponent(name + ".safetensors").path)
             let (cond, truncated) = try pipe.encode(s.prompt, images: s.images)
             XCTAssertFalse(truncated)
             let uncond = s.negativePrompt.isEmpty ? nil : try pipe.encode(s.negativePrompt, images: s.images).conditioning
             let latents = try pipe.denoise(s, cond: cond, uncond: uncond)
-            try Self.compare(latents, pipe, want, name, images: s.images)
+            try GenerateFixtures.compare(latents, pipe, want, name, images: s.images)
         }
     }
 
-    /// Final latents within 2e-3 of their largest magnitude and the 8-bit image within 2/255 (see above).
-    static func compare(_ latents: Tensor, _ pipe: SDXLPipeline, _ want: [String: Tensor], _ name: String, images: Int,
-                        file: StaticString = #filePath, line: UInt = #line) throws {
-        let wantLatents = want["latents"]!
-        let scale = wantLatents.data.map(abs).max()!
-        DecoderFixtures.check(latents, wantLatents, "\(name) latents (max |x| \(scale))", tolerance: 2e-3 * scale, file: file, line: line)
-        let pixels = SDXLPipeline.rgbBytes(try pipe.decode(latents))
-        let wantPixels = want["pixels"]!
-        let per = wantPixels.count / images
-        var worst = 0, off = 0
-        for (n, image) in pixels.enumerated() {
-            XCTAssertEqual(image.count, per, name, file: file, line: line)
-            for (i, v) in image.enumerated() {
-                let d = abs(Int(v) - Int(wantPixels.data[n * per + i]))
-                worst = max(worst, d)
-                if d > 0 { off += 1 }
-            }
-        }
-        XCTAssertLessThanOrEqual(worst, 2, "\(name): pixels differ by up to \(worst)/255", file: file, line: line)
-        print("\(name): pixels max diff \(worst)/255, \(off) of \(wantPixels.count) values differ")
-    }
 
     /// Seeds are the image: two runs with one seed are identical; another seed changes the image.
     func testSeedDeterminesTheLatents() throws {
-        let pipe = try Self.pipeline()
+        let pipe = try GenerateFixtures.pipeline()
         var s = GenerationSettings(prompt: "a fox")
         s.width = 64; s.height = 64; s.steps = 2; s.cfg = 3
         let cond = try pipe.encode(s.prompt).conditioning
@@ -128,11 +77,11 @@ final class GenerateTests: XCTestCase {
     func testBF16IsCloseToDiffusers() throws {
         guard DenseWeight.bf16IsFast else { throw XCTSkip("no bf16 hardware path: bf16 runs as f32 here") }
         let pipe = try SDXLPipeline(checkpoint: DecoderCheckpoint(path: DecoderFixtures.pipeline), precision: .bf16)
-        let c = try Self.cases().first { $0["name"] as? String == "euler" }!
-        let s = Self.settings(c)
+        let c = try GenerateFixtures.cases().first { $0["name"] as? String == "euler" }!
+        let s = GenerateFixtures.settings(c)
         let latents = try pipe.denoise(s, cond: try pipe.encode(s.prompt).conditioning, uncond: nil)
         let pixels = SDXLPipeline.rgbBytes(try pipe.decode(latents))[0]
-        let want = try DecoderFixtures.tensors(Self.folder.appendingPathComponent("euler.safetensors").path)["pixels"]!
+        let want = try readTensors(DecoderFixtures.generate.appendingPathComponent("euler.safetensors").path)["pixels"]!
         let worst = zip(pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!
         print("euler, bf16 weights vs diffusers f32: pixels max diff \(worst)/255")
         XCTAssertLessThanOrEqual(worst, 15)

@@ -1,4 +1,5 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
 import MumuSampler
@@ -13,7 +14,7 @@ final class OutputTests: XCTestCase {
     }
 
     private func temporaryDirectory() throws -> URL {
-        let url = try DecoderFixtures.temporaryDirectory()
+        let url = try makeTemporaryURL("decoder")
         addTeardownBlock { try? FileManager.default.removeItem(at: url) }
         return url
     }

@@ -1,6 +1,7 @@
 import CMumuKernels
 import Foundation
 import MumuTensor
+import MumuTestSupport
 import XCTest
 
 /// The bf16-weight GEMM (CMumuKernels/gemm_bf16.c, BF16Matrix) on every path this CPU has, against a
@@ -14,19 +15,6 @@ import XCTest
 final class BF16GemmTests: XCTestCase {
     static let isas = BF16Matrix.ISA.allCases.filter(\.isAvailable)
 
-    /// Deterministic values in [-1, 1) (SplitMix64).
-    struct Rng {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func float() -> Float { Float(Int64(bitPattern: next()) >> 40) / Float(1 << 23) }
-        mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in float() * scale } }
-    }
 
     static func bf16(_ x: Float) -> Float {
         var v = x, h: UInt16 = 0
@@ -77,7 +65,7 @@ final class BF16GemmTests: XCTestCase {
     /// accumulating or not, and strides wider than the rows, in a rotation.
     func testSmallAndOddShapes() {
         let sizes = [1, 2, 3, 7, 17, 31, 33, 77, 100]
-        var rng = Rng(state: 1)
+        var rng = SeededRNG(seed: 1)
         var index = 0
         for m in sizes { for n in sizes { for k in sizes {
             index += 1
@@ -110,7 +98,7 @@ final class BF16GemmTests: XCTestCase {
     /// product, on every path, through the C API (each block with its own scratch). The last shapes take several
     /// row blocks and (K > 3072) several K slices inside one call.
     func testBlockRanges() {
-        var rng = Rng(state: 2)
+        var rng = SeededRNG(seed: 2)
         for (m, n, k) in [(100, 100, 77), (77, 33, 301), (33, 77, 1), (45, 130, 600), (300, 96, 1111), (600, 40, 3501)] {
             let lda = k + 3, ldc = n + 1
             let a = rng.floats(m * lda), w = rng.floats(n * k), bias = rng.floats(n), c0 = rng.floats(m * ldc)
@@ -140,7 +128,7 @@ final class BF16GemmTests: XCTestCase {
 
     /// Packing f32 and packing its bf16 rounding give the same bytes; the layout reads back as W.
     func testPackF32MatchesPackBF16() {
-        var rng = Rng(state: 3)
+        var rng = SeededRNG(seed: 3)
         for (n, k) in [(1, 1), (3, 7), (33, 31), (77, 100), (320, 289)] {
             var w = rng.floats(n * k, scale: 3)
             if n * k > 4 { w[1] = .nan; w[2] = .infinity; w[3] = -.infinity; w[4] = Float(bitPattern: 0x0000_1234) }   // subnormal, kept by the packing
@@ -164,7 +152,7 @@ final class BF16GemmTests: XCTestCase {
     /// NaN and infinity in W reach the outputs that use them, on every path; other outputs stay finite.
     func testNaNAndInfinityPropagate() {
         let m = 20, n = 40, k = 37
-        var rng = Rng(state: 4)
+        var rng = SeededRNG(seed: 4)
         var a = rng.floats(m * k).map { abs($0) + 0.25 }   // positive, so an infinite weight gives an infinite sum
         var w = rng.floats(n * k, scale: 0.1)
         w[5 * k + 3] = .nan
@@ -194,7 +182,7 @@ final class BF16GemmTests: XCTestCase {
     /// path and threads equals the portable path within the tolerance (twice: both are off the exact value).
     func testSDXLShapeMatchesPortable() {
         let m = 300, n = 320, k = 2880
-        var rng = Rng(state: 5)
+        var rng = SeededRNG(seed: 5)
         let a = rng.floats(m * k), w = rng.floats(n * k, scale: 0.05), bias = rng.floats(n)
         let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
         var fast = [Float](repeating: 0, count: m * n), portable = fast
@@ -237,7 +225,7 @@ final class BF16GemmTests: XCTestCase {
         XCTAssertEqual(BF16Matrix.split(m: 2, n: 8, k: 3, threads: 2).mTasks * BF16Matrix.split(m: 2, n: 8, k: 3, threads: 2).nTasks, 1)
         // Any split covers C: the blocks of a 3-thread run equal the 1-thread result within the tolerance.
         let m = 97, n = 200, k = 300
-        var rng = Rng(state: 6)
+        var rng = SeededRNG(seed: 6)
         let a = rng.floats(m * k), w = rng.floats(n * k)
         let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
         let ref = Self.reference(m: m, n: n, k: k, a: a, lda: k, w: w, bias: nil, c0: nil, ldc: n)

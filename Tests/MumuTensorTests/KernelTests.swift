@@ -1,4 +1,5 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuTensor
 
@@ -29,20 +30,11 @@ final class KernelTests: XCTestCase {
         return out
     }
 
-    /// Max abs difference; fails on a shape mismatch or any error above `tolerance`. Returns the error for reporting.
+    /// `checkMaxError` at the kernels' tolerance unless told otherwise.
     @discardableResult
     static func check(_ got: Tensor, _ want: Tensor, _ label: String, tolerance: Float = tolerance,
                       file: StaticString = #filePath, line: UInt = #line) -> Float {
-        XCTAssertEqual(got.shape, want.shape, label, file: file, line: line)
-        guard got.shape == want.shape else { return .infinity }
-        var err: Float = 0
-        for i in 0..<got.count {
-            let e = abs(got.data[i] - want.data[i])
-            if !(e <= err) { err = e.isNaN ? .infinity : e }
-        }
-        XCTAssertLessThanOrEqual(err, tolerance, "\(label): max abs error \(err)", file: file, line: line)
-        print("KernelTests \(label): max abs error \(err)")
-        return err
+        checkMaxError(got, want, "KernelTests " + label, tolerance: tolerance, file: file, line: line)
     }
 
     /// The fixtures are NCHW (torch); the kernels are channels-last, so inputs go through `NN.nhwc` and

@@ -188,55 +188,22 @@ public final class SDXLPipeline: @unchecked Sendable {
         return [unet.config.inChannels, height / factor, width / factor]
     }
 
-    /// Runs the sampler from the seed's noise to the final latents [B, 4, h, w] (already scaled for the VAE:
-    /// divided by nothing yet, i.e. what diffusers' `output_type="latent"` returns). `uncond` is used when the
-    /// settings guide (cfg > 1). `onStep(i, total)` is called after each step; `shouldStop` is polled before each.
-    public func denoise(_ settings: GenerationSettings, cond: Conditioning, uncond: Conditioning?,
-                        onStep: ((Int, Int) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> Tensor {
+    /// The denoising of one batch as steps the caller drives: `try denoiser.step()` until `isFinished`, reading
+    /// `progress` (and `preview()`) between steps and simply not calling `step()` again to stop. A CLI's progress
+    /// bar, Ctrl-C and a server's progress and interrupt endpoints all use this one mechanism. `uncond` is used
+    /// when the settings guide (cfg > 1); it may have another number of tokens than `cond` (its own prompt length),
+    /// in which case the two go through the UNet as separate passes, as A1111 does.
+    public func denoiser(_ settings: GenerationSettings, cond: Conditioning, uncond: Conditioning?) throws -> Denoiser {
         try settings.validate()
-        let b = cond.batch
-        let shape = [b] + latentShape(width: settings.width, height: settings.height)
-        let plan = try SamplingPlan(sampler: settings.sampler, steps: settings.steps, spacing: settings.spacing, karras: settings.karras)
-        var sampler = Sampler(plan: plan, prediction: settings.prediction ?? prediction)
-        var generator = TorchGenerator(seed: settings.seed)
-        let count = shape.reduce(1, *)
-        var x = generator.randn(count).map { $0 * plan.initialScale }
+        return try Denoiser(pipeline: self, settings: settings, cond: cond, uncond: uncond)
+    }
 
-        let guided = settings.guided
-        let input: Conditioning
-        if guided {
-            let u = uncond ?? cond.zeros()
-            guard u.context.shape == cond.context.shape, u.pooled.shape == cond.pooled.shape else {
-                throw GenerationError.invalidSettings("negative conditioning \(u.context.shape) / \(u.pooled.shape) differs from the prompt's \(cond.context.shape) / \(cond.pooled.shape)")
-            }
-            input = u.stacked(over: cond)
-        } else {
-            input = cond
-        }
-        let rows = input.batch
-        // Time ids: original size (h, w), crop top-left (0, 0), target size (h, w), per row.
-        let ids: [Float] = [Float(settings.height), Float(settings.width), 0, 0, Float(settings.height), Float(settings.width)]
-        let timeIds = Tensor(shape: [rows, ids.count], data: Array([[Float]](repeating: ids, count: rows).joined()))
-
-        for i in 0..<plan.steps.count {
-            if shouldStop?() == true { throw GenerationError.cancelled }
-            let scale = plan.inputScale(i)
-            var sample = x.map { $0 * scale }
-            if guided { sample += sample }
-            let out = try unet(Tensor(shape: [rows] + Array(shape.dropFirst()), data: sample), timesteps: [plan.steps[i].timestep],
-                               context: input.context, pooled: input.pooled, timeIds: timeIds)
-            let guidance: [Float]
-            if guided {
-                let cfg = settings.cfg
-                guidance = (0..<count).map { j in out.data[j] + cfg * (out.data[count + j] - out.data[j]) }
-            } else {
-                guidance = out.data
-            }
-            sampler.step(i, x: &x, output: guidance, generator: &generator)
-            onStep?(i + 1, plan.steps.count)
-        }
-        if plan.finalScale != 1 { x = x.map { $0 * plan.finalScale } }
-        return Tensor(shape: shape, data: x)
+    /// Runs the sampler from the seed's noise to the final latents [B, 4, h, w] (what diffusers'
+    /// `output_type="latent"` returns, before the VAE's scaling): `denoiser` driven to the end.
+    public func denoise(_ settings: GenerationSettings, cond: Conditioning, uncond: Conditioning?) throws -> Tensor {
+        let d = try denoiser(settings, cond: cond, uncond: uncond)
+        while !d.isFinished { try d.step() }
+        return d.latents
     }
 
     /// Latents -> images [B, 3, H, W] in [-1, 1] (before clamping).
@@ -264,5 +231,97 @@ public final class SDXLPipeline: @unchecked Sendable {
             }
             return out
         }
+    }
+}
+
+/// One batch being denoised (`SDXLPipeline.denoiser`): the sampler's state between steps.
+public final class Denoiser {
+    public let settings: GenerationSettings
+    /// Steps taken and steps in all.
+    public private(set) var stepsDone = 0
+    public let stepCount: Int
+    private let pipeline: SDXLPipeline
+    private let plan: SamplingPlan
+    private var sampler: Sampler
+    private var generator: TorchGenerator
+    private let shape: [Int]
+    private var x: [Float]
+    /// The UNet passes of one step: each a batch of conditioning rows; the guided output is uncond + cfg (cond - uncond).
+    private let passes: [Conditioning]
+    private let timeIds: [Float]
+
+    init(pipeline: SDXLPipeline, settings: GenerationSettings, cond: Conditioning, uncond: Conditioning?) throws {
+        self.pipeline = pipeline
+        self.settings = settings
+        shape = [cond.batch] + pipeline.latentShape(width: settings.width, height: settings.height)
+        plan = try SamplingPlan(sampler: settings.sampler, steps: settings.steps, spacing: settings.spacing, karras: settings.karras)
+        stepCount = plan.steps.count
+        sampler = Sampler(plan: plan, prediction: settings.prediction ?? pipeline.prediction)
+        var generator = TorchGenerator(seed: settings.seed)
+        let initialScale = plan.initialScale
+        x = generator.randn(shape.reduce(1, *)).map { $0 * initialScale }
+        self.generator = generator
+        if settings.guided {
+            let u = uncond ?? cond.zeros()
+            guard u.batch == cond.batch, u.pooled.shape == cond.pooled.shape, u.context.shape.count == 3,
+                  u.context.shape[2] == cond.context.shape[2] else {
+                throw GenerationError.invalidSettings("negative conditioning \(u.context.shape) / \(u.pooled.shape) does not fit the prompt's \(cond.context.shape) / \(cond.pooled.shape)")
+            }
+            // Same length: one pass over [uncond; cond] (diffusers). Other lengths: two passes (A1111).
+            passes = u.context.shape == cond.context.shape ? [u.stacked(over: cond)] : [u, cond]
+        } else {
+            passes = [cond]
+        }
+        // Time ids: original size (h, w), crop top-left (0, 0), target size (h, w), per row.
+        timeIds = [Float(settings.height), Float(settings.width), 0, 0, Float(settings.height), Float(settings.width)]
+    }
+
+    public var isFinished: Bool { stepsDone == stepCount }
+
+    /// Fraction of the steps done, 0...1.
+    public var progress: Double { stepCount == 0 ? 1 : Double(stepsDone) / Double(stepCount) }
+
+    /// The latents now: the final latents once `isFinished` ([B, 4, h, w]).
+    public var latents: Tensor {
+        let scale = isFinished && plan.finalScale != 1 ? plan.finalScale : 1
+        return Tensor(shape: shape, data: scale == 1 ? x : x.map { $0 * scale })
+    }
+
+    /// The sampler's current estimate of the clean latents' look, cheap enough for a preview: the latents scaled to
+    /// unit variance (decode them with the VAE for an image).
+    public func preview() -> Tensor {
+        let sigma = stepsDone < stepCount ? plan.steps[stepsDone].sigma : 0
+        let s = 1 / (sigma * sigma + 1).squareRoot()
+        return Tensor(shape: shape, data: x.map { $0 * s })
+    }
+
+    /// One sampler step: the UNet on the current latents (guided), then the sampler's update.
+    public func step() throws {
+        guard !isFinished else { return }
+        let i = stepsDone
+        let count = x.count
+        let scale = plan.inputScale(i)
+        let sample = x.map { $0 * scale }
+        var outputs: [Float] = []
+        outputs.reserveCapacity(count * 2)
+        for pass in passes {
+            let rows = pass.batch
+            let copies = rows / shape[0]
+            var input = sample
+            for _ in 1..<max(copies, 1) { input += sample }
+            let ids = Tensor(shape: [rows, timeIds.count], data: Array([[Float]](repeating: timeIds, count: rows).joined()))
+            let out = try pipeline.unet(Tensor(shape: [rows] + Array(shape.dropFirst()), data: input), timesteps: [plan.steps[i].timestep],
+                                        context: pass.context, pooled: pass.pooled, timeIds: ids)
+            outputs += out.data
+        }
+        let guidance: [Float]
+        if settings.guided {
+            let cfg = settings.cfg
+            guidance = (0..<count).map { j in outputs[j] + cfg * (outputs[count + j] - outputs[j]) }
+        } else {
+            guidance = outputs
+        }
+        sampler.step(i, x: &x, output: guidance, generator: &generator)
+        stepsDone += 1
     }
 }

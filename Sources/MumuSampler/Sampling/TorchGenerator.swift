@@ -12,6 +12,8 @@ import Foundation
 public struct TorchGenerator: Sendable {
     private var state = [UInt32](repeating: 0, count: 624)
     private var index = 624
+    /// The second value of the last double-precision Box-Muller pair (torch keeps it in the generator).
+    private var nextDoubleNormal: Double?
 
     public init(seed: UInt64) {
         state[0] = UInt32(truncatingIfNeeded: seed)
@@ -45,10 +47,12 @@ public struct TorchGenerator: Sendable {
     /// A float uniform in [0, 1) as torch draws it for float tensors (24 random bits).
     public mutating func uniform() -> Float { Float(next32() & 0xFF_FFFF) * (1.0 / 16_777_216.0) }
 
-    /// `count` standard normal values, as `torch.randn(count, generator=g)` (float32). `count` must be at least
-    /// 16: torch draws smaller tensors through another (double-precision) path that latents never take.
+    /// `count` standard normal values, as `torch.randn(count, generator=g)` (float32). From 16 values on, torch's
+    /// vectorized `normal_fill` (f32 Box-Muller over blocks of 16); below 16 (the latents of images under 32x32
+    /// pixels), its serial path: one double-precision Box-Muller pair per two values, the second of a pair kept
+    /// in the generator for the next draw, as `at::normal_distribution<double>` does.
     public mutating func randn(_ count: Int) -> [Float] {
-        precondition(count >= 16, "TorchGenerator.randn draws at least 16 values (torch's float fast path), asked for \(count)")
+        if count < 16 { return (0..<count).map { _ in Float(normalDouble()) } }
         var v = (0..<count).map { _ in uniform() }
         v.withUnsafeMutableBufferPointer { p in
             for start in Swift.stride(from: 0, through: count - 16, by: 16) { Self.boxMuller16(p.baseAddress! + start) }
@@ -59,6 +63,27 @@ public struct TorchGenerator: Sendable {
             }
         }
         return v
+    }
+
+    /// A double uniform in [0, 1) from 53 bits of two 32-bit draws (the first is the high word), as ATen's
+    /// `uniform_real_distribution<double>`.
+    mutating func uniformDouble() -> Double {
+        let hi = UInt64(next32()), lo = UInt64(next32())
+        return Double(((hi << 32) | lo) & ((1 << 53) - 1)) * 0x1p-53
+    }
+
+    /// ATen's `normal_distribution<double>`: a cached second value of the last pair, else a new Box-Muller pair
+    /// (u1 for the angle, u2 for the radius, log1p(-u2)).
+    mutating func normalDouble() -> Double {
+        if let cached = nextDoubleNormal {
+            nextDoubleNormal = nil
+            return cached
+        }
+        let u1 = uniformDouble(), u2 = uniformDouble()
+        let r = (-2 * Foundation.log1p(-u2)).squareRoot()
+        let theta = 2 * Double.pi * u1
+        nextDoubleNormal = r * Foundation.sin(theta)
+        return r * Foundation.cos(theta)
     }
 
     /// ATen's `normal_fill_16` (mean 0, std 1), in f32 as torch computes it.

@@ -1,6 +1,8 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
+import MumuGenerate
 import MumuMerge
 import MumuSampler
 import MumuStyles
@@ -8,18 +10,18 @@ import MumuTensor
 
 /// Styles on the resident tiny pipeline against diffusers (Fixtures/generate/lora.safetensors: the euler case with
 /// a random kohya LoRA on the UNet and both text encoders fused in at scale 0.8; scripts/gen_fixtures_generate.py).
-/// Tolerances as GenerateTests.
+/// Tolerances as GenerateFixtures.
 final class StyledPipelineTests: XCTestCase {
-    static var loraPath: String { GenerateTests.folder.appendingPathComponent("tiny-lora.safetensors").path }
+    static var loraPath: String { DecoderFixtures.generate.appendingPathComponent("tiny-lora.safetensors").path }
 
     /// A temporary registry holding the fixture LoRA as style "tiny-lora" (default strength 0.8), registered against
     /// a single sgm file of the tiny pipeline (a LoRA style records its base).
     static func registry(home: String? = nil) throws -> StyleRegistry {
-        let home = try home ?? DecoderFixtures.temporaryDirectory().path
+        let home = try home ?? makeTemporaryURL("decoder").path
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         let registry = try StyleRegistry(home: home)
         let base = home + "/tiny-sdxl.safetensors"
-        try DecoderFixtures.writeSubset(of: try DecoderCheckpoint(path: DecoderFixtures.pipeline).view.source, to: base)
+        try writeSubset(of: try DecoderCheckpoint(path: DecoderFixtures.pipeline).view.source, to: base)
         var request = StyleAddRequest(name: "tiny-lora", from: loraPath)
         request.base = base
         request.strength = 0.8
@@ -28,8 +30,8 @@ final class StyledPipelineTests: XCTestCase {
     }
 
     func loraCase() throws -> (GenerationSettings, [String: Tensor]) {
-        let c = try GenerateTests.cases().first { $0["name"] as? String == "lora" }!
-        return (GenerateTests.settings(c), try DecoderFixtures.tensors(GenerateTests.folder.appendingPathComponent("lora.safetensors").path))
+        let c = try GenerateFixtures.cases().first { $0["name"] as? String == "lora" }!
+        return (GenerateFixtures.settings(c), try readTensors(DecoderFixtures.generate.appendingPathComponent("lora.safetensors").path))
     }
 
     func render(_ styled: StyledPipeline, _ s: GenerationSettings) throws -> Tensor {
@@ -45,11 +47,11 @@ final class StyledPipelineTests: XCTestCase {
         let base = try render(styled, s)
         let plugin = try Self.registry().plugin("tiny-lora", baseSHA256: nil)
         let applied = try styled.apply(plugin)
-        XCTAssertEqual(applied.mode, "low-rank")
+        XCTAssertEqual(applied.mode, .lowRank)
         XCTAssertTrue(applied.touchesText)
         XCTAssertEqual(applied.strength, 0.8)
         XCTAssertGreaterThan(applied.changed, 200)
-        try GenerateTests.compare(try render(styled, s), styled.pipeline, want, "lora (unmerged)", images: 1)
+        try GenerateFixtures.compare(try render(styled, s), styled.pipeline, want, "lora (unmerged)", images: 1)
         try styled.restore()
         XCTAssertNil(styled.current)
         XCTAssertEqual(try render(styled, s), base)
@@ -69,7 +71,7 @@ final class StyledPipelineTests: XCTestCase {
         let set = try LoraPatchSet(source: try ModelFile.open(Self.loraPath).source, target: styled.resident.infos)
         XCTAssertEqual(set.unmatchedModules, [])
         XCTAssertTrue(styled.resident.patched.contains { $0.hasPrefix("conditioner.embedders.1.model.") }, "bigG patched")
-        try GenerateTests.compare(try render(styled, s), styled.pipeline, want, "lora (patched)", images: 1)
+        try GenerateFixtures.compare(try render(styled, s), styled.pipeline, want, "lora (patched)", images: 1)
         try patch.restore(styled.resident)
         XCTAssertTrue(styled.resident.patched.isEmpty)
         XCTAssertEqual(try render(styled, s), base)

@@ -1,6 +1,7 @@
 import Foundation
 import MumuFormats
 import MumuMerge
+import MumuSampler
 import MumuStyles
 import MumuTensor
 
@@ -83,8 +84,14 @@ public final class ResidentDecoder: ResidentWeights {
 public final class AppliedStyle {
     public let name: String
     public let strength: Float
-    /// "low-rank" (factors kept unmerged in the layers) or "patched" (tensors replaced in place).
-    public let mode: String
+    /// How a style sits on the models.
+    public enum Mode: String, Sendable {
+        /// Factors kept unmerged in the layers.
+        case lowRank = "low-rank"
+        /// Tensors replaced in place (restored from the mapped base afterwards).
+        case patched
+    }
+    public let mode: Mode
     /// Whether the style changes the text encoders (the prompt must be encoded again under it).
     public let touchesText: Bool
     /// Tensors (patched) or layers (low-rank) the style changed.
@@ -92,7 +99,7 @@ public final class AppliedStyle {
     let patch: StylePatch?
     let layers: [DenseWeight]
 
-    init(name: String, strength: Float, mode: String, touchesText: Bool, changed: Int, patch: StylePatch?, layers: [DenseWeight]) {
+    init(name: String, strength: Float, mode: Mode, touchesText: Bool, changed: Int, patch: StylePatch?, layers: [DenseWeight]) {
         self.name = name; self.strength = strength; self.mode = mode; self.touchesText = touchesText
         self.changed = changed; self.patch = patch; self.layers = layers
     }
@@ -124,14 +131,14 @@ public final class StyledPipeline {
         let applied: AppliedStyle
         if let lowRank = plugin as? LowRankStyle, let terms = try lowRank.lowRankTerms(base: resident),
            let layers = try attach(terms, strength: s) {
-            applied = AppliedStyle(name: plugin.manifest.name, strength: s, mode: "low-rank",
+            applied = AppliedStyle(name: plugin.manifest.name, strength: s, mode: .lowRank,
                                    touchesText: terms.keys.contains(where: ResidentDecoder.isText), changed: layers.count,
                                    patch: nil, layers: layers)
         } else {
             let before = resident.patched
             let patch = try plugin.apply(to: resident, strength: s)
             let changed = resident.patched.subtracting(before)
-            applied = AppliedStyle(name: plugin.manifest.name, strength: s, mode: "patched",
+            applied = AppliedStyle(name: plugin.manifest.name, strength: s, mode: .patched,
                                    touchesText: changed.contains(where: ResidentDecoder.isText), changed: changed.count,
                                    patch: patch, layers: [])
         }

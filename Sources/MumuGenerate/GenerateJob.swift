@@ -1,5 +1,6 @@
 import Foundation
 import MumuFormats
+import MumuSampler
 import MumuStyles
 import MumuTensor
 
@@ -50,10 +51,14 @@ public struct GenerateRequest: Sendable {
     }
 }
 
-/// What happened, for the progress bar.
-public enum GenerateEvent {
-    case note(String)
+/// What a running job reports, one event per `GenerateRun.next()`.
+public enum GenerateEvent: Sendable {
+    /// About to load the base (the next call loads it).
     case loading(String)
+    case note(String)
+    /// A render (a style, or "base") begins: its prompt is encoded and its denoising set up.
+    case render(String)
+    /// A sampler step of the current render finished.
     case step(render: String, step: Int, total: Int)
     case wrote(String)
 }
@@ -171,130 +176,18 @@ public final class GenerateJob {
         throw GenerationError.invalidSettings("style '\(first.name)' records no base: give the checkpoint with --checkpoint")
     }
 
-    /// Loads the base and renders every style. `shouldStop` is polled between steps.
-    public func run(onEvent: ((GenerateEvent) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> GenerateReport {
-        var report = GenerateReport()
-        report.checkpoint = base.path
-        let s = settings
-        let start = Date()
-        onEvent?(.loading(base.path))
-        let checkpoint = try DecoderCheckpoint(path: base.path)
-        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil)
-        let detected = checkpoint.detection.prediction
-        if detected.zeroTerminalSNR || detected.edm {
-            let note = "\(base.name) marks \(detected.edm ? "an EDM v-prediction" : "a zero-terminal-SNR") schedule, which mumu does not implement; it is rendered with SDXL's standard schedule"
-            report.notes.append(note)
-            onEvent?(.note(note))
-        }
-        let pipe = styled.pipeline
-        defer { try? styled.restore() }  // a library caller keeps no style on after an error or a stop
-        var fileCond: (cond: Conditioning, uncond: Conditioning?)?
-        if let c = request.conditioning {
-            fileCond = try ConditioningFile.load(c, contextDim: pipe.unet.config.contextDim, pooledDim: pipe.pooledWidth)
-        }
-        report.loadSeconds = Date().timeIntervalSince(start)
+    /// The job as steps its caller drives (`GenerateRun.next()`); nothing is loaded until the first steps.
+    public func start() -> GenerateRun { GenerateRun(job: self) }
 
-        let baseHash = base.sha256.map { String($0.prefix(10)) }
-        var tiles: [(image: RGBImage, caption: String)] = []
-        var textCond: (cond: Conditioning, uncond: Conditioning?)?
-        var textUnderStyle = false
-        let renders: [(choice: StyleChoice, manifest: StyleManifest)?] = request.styles.isEmpty ? [nil] : zip(request.styles, manifests).map { ($0, $1) }
-        var outputIndex = 0
-        for render in renders {
-            let label = render?.choice.label ?? "base"
-            var model = base.name, modelHash = baseHash
-            var loras: [(String, String)] = []
-            var extra: [(String, String)] = []
-            var strength: Float?
-            if let render {
-                let (choice, manifest) = (render.choice, render.manifest)
-                let isBase = manifest.kind == .full && manifest.blob("weights")?.sha256 == base.sha256
-                if !isBase {
-                    let plugin = try registry!.plugin(manifest.name, baseSHA256: base.sha256, cache: cache)
-                    let applied = try styled.apply(plugin, strength: choice.strength)
-                    strength = applied.strength
-                    onEvent?(.note("style \(manifest.name): \(applied.mode), \(applied.changed) \(applied.mode == "low-rank" ? "layers" : "tensors"), strength \(InfoText.formatFloat(applied.strength))"))
-                } else {
-                    strength = 1
-                }
-                switch manifest.kind {
-                case .lora:
-                    if let blob = manifest.blob("lora") {
-                        let path = blob.reference ?? registry!.blobPath(blob.sha256)
-                        loras.append((manifest.name, (try cache.hashes(of: path).autoV3) ?? String(blob.sha256.prefix(12))))
-                    }
-                case .full:
-                    model = manifest.name
-                    modelHash = manifest.blob("weights").map { String($0.sha256.prefix(10)) }
-                case .delta, .recipe:
-                    model = manifest.name
-                    modelHash = manifest.kind == .delta ? manifest.sources.first?.sha256.map { String($0.prefix(10)) } : nil
-                }
-                extra.append(("Style", manifest.name))
-                if let strength, manifest.kind != .full || strength != 1 { extra.append(("Style strength", InfoText.formatFloat(strength))) }
-            }
-
-            // Conditioning: from the file, or the prompt encoded (again only when a style changes the text encoders).
-            let t0 = Date()
-            let cond: (cond: Conditioning, uncond: Conditioning?)
-            if let fileCond {
-                cond = fileCond
-            } else {
-                let touches = styled.current?.touchesText ?? false
-                if textCond == nil || touches || textUnderStyle {
-                    let (c, truncated) = try pipe.encode(s.prompt, images: s.images)
-                    if truncated && textCond == nil {
-                        let note = "the prompt is longer than 75 tokens (CLIP's 77 with start and end); it was truncated to its first 75, as diffusers does"
-                        report.notes.append(note)
-                        onEvent?(.note(note))
-                    }
-                    let u = s.negativePrompt.isEmpty || !s.guided ? nil : try pipe.encode(s.negativePrompt, images: s.images).conditioning
-                    textCond = (c, u)
-                    textUnderStyle = touches
-                }
-                cond = textCond!
-            }
-            let t1 = Date()
-            let latents = try pipe.denoise(s, cond: cond.cond, uncond: cond.uncond,
-                                           onStep: { onEvent?(.step(render: label, step: $0, total: $1)) }, shouldStop: shouldStop)
-            let t2 = Date()
-            let decoded = try pipe.decode(latents)
-            let bytes = SDXLPipeline.rgbBytes(decoded)
-            let t3 = Date()
-            report.timings.append((label, t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2)))
-
-            if let c = request.conditioning { extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
-            if s.spacing != .leading { extra.append(("Spacing", s.spacing.rawValue)) }
-            let prediction = s.prediction ?? pipe.prediction
-            if prediction == .v { extra.append(("Prediction", prediction.rawValue)) }
-            for (i, pixels) in bytes.enumerated() {
-                var more = extra
-                if bytes.count > 1 { more += [("Batch size", String(bytes.count)), ("Batch pos", String(i))] }
-                let params = InfoText.a1111Parameters(
-                    steps: s.steps, sampler: s.sampler.a1111Name, scheduleType: Self.scheduleType(s), cfgScale: s.cfg,
-                    seed: s.seed, width: s.width, height: s.height, modelHash: modelHash, model: model, loraHashes: loras,
-                    extra: more, version: request.version)
-                let info = InfoText(prompt: fileCond == nil ? s.prompt : "", negativePrompt: fileCond == nil ? s.negativePrompt : "", parameters: params).render()
-                let image = RGBImage(width: s.width, height: s.height, pixels: pixels)
-                let path = outputs[outputIndex]
-                outputIndex += 1
-                try PNG.write(image, text: [(key: InfoText.pngKey, value: info)], to: path, overwrite: request.overwrite)
-                report.images.append(GeneratedImage(path: path, style: render?.choice.name, index: i, infotext: info))
-                onEvent?(.wrote(path))
-                var caption = render.map { $0.choice.name + (strength.map { $0 == 1 ? "" : " \(InfoText.formatFloat($0))" } ?? "") } ?? base.name
-                if bytes.count > 1 { caption += " #\(i)" }
-                tiles.append((image, caption))
-            }
-            try styled.restore()
+    /// Drives the job to the end, stopping (with `GenerationError.cancelled`) before a step when `Interrupt` has
+    /// been requested. For callers that want no events; tests use it.
+    @discardableResult
+    public func run() throws -> GenerateReport {
+        let run = start()
+        while try run.next() != nil {
+            if Interrupt.requested != nil { run.stop(); throw GenerationError.cancelled }
         }
-        if let gridPath {
-            let sheet = try ContactSheet.make(tiles)
-            let info = "mumu contact sheet: " + tiles.map(\.caption).joined(separator: ", ")
-            try PNG.write(sheet, text: [(key: "Description", value: info)], to: gridPath, overwrite: request.overwrite)
-            report.grid = gridPath
-            onEvent?(.wrote(gridPath))
-        }
-        return report
+        return run.report
     }
 
     /// A1111's "Schedule type" for the spacing chosen.
@@ -357,5 +250,206 @@ public enum ConditioningFile {
             throw GenerationError.conditioning(path: path, reason: "negative_context \(nc.shape) / negative_pooled \(np.shape) must have the shapes of context \(context.shape) / pooled \(pooled.shape)")
         }
         return (cond, Conditioning(context: nc, pooled: np))
+    }
+}
+
+/// One run of a `GenerateJob`, as steps: each `next()` does one unit of work (announce, load, set up a render, one
+/// sampler step, decode and write) and returns what happened, or nil when everything is written. The caller owns
+/// the loop, so a progress bar, Ctrl-C (stop calling `next()`, then `stop()`) and a server's progress and
+/// interrupt endpoints use this one mechanism.
+public final class GenerateRun {
+    public let job: GenerateJob
+    public private(set) var report = GenerateReport()
+
+    private enum Phase {
+        case announce, load, render(Int), finish, done
+    }
+    private var phase = Phase.announce
+    private var pending: [GenerateEvent] = []
+    private var styled: StyledPipeline?
+    private var fileCond: (cond: Conditioning, uncond: Conditioning?)?
+    private var textCond: (cond: Conditioning, uncond: Conditioning?)?
+    private var textUnderStyle = false
+    private var tiles: [(image: RGBImage, caption: String)] = []
+    private var outputIndex = 0
+    /// The render under way: its denoiser and what its infotext will say.
+    private var current: (label: String, denoiser: Denoiser, started: Date, encode: Double, info: RenderInfo)?
+
+    private struct RenderInfo {
+        var model: String
+        var modelHash: String?
+        var loras: [(String, String)] = []
+        var extra: [(String, String)] = []
+        var strength: Float?
+        var choice: StyleChoice?
+    }
+
+    init(job: GenerateJob) { self.job = job }
+
+    private var renders: [(choice: StyleChoice, manifest: StyleManifest)?] {
+        job.request.styles.isEmpty ? [nil] : zip(job.request.styles, job.manifests).map { ($0, $1) }
+    }
+
+    /// Does the next unit of work; nil when the job is done.
+    public func next() throws -> GenerateEvent? {
+        while pending.isEmpty {
+            switch phase {
+            case .announce:
+                report.checkpoint = job.base.path
+                pending.append(.loading(job.base.path))
+                phase = .load
+            case .load:
+                try load()
+                phase = .render(0)
+            case let .render(i):
+                if current == nil {
+                    guard i < renders.count else { phase = .finish; continue }
+                    try begin(renders[i])
+                } else if let c = current, !c.denoiser.isFinished {
+                    try c.denoiser.step()
+                    pending.append(.step(render: c.label, step: c.denoiser.stepsDone, total: c.denoiser.stepCount))
+                } else {
+                    try finishRender()
+                    phase = .render(i + 1)
+                }
+            case .finish:
+                try writeGrid()
+                phase = .done
+            case .done:
+                return nil
+            }
+        }
+        return pending.removeFirst()
+    }
+
+    /// Stops the run where it is: the current style is taken off; nothing more is written.
+    public func stop() {
+        try? styled?.restore()
+        current = nil
+        phase = .done
+        pending = []
+    }
+
+    private func load() throws {
+        let start = Date()
+        let request = job.request
+        let checkpoint = try DecoderCheckpoint(path: job.base.path)
+        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil)
+        self.styled = styled
+        let detected = checkpoint.detection.prediction
+        if detected.zeroTerminalSNR || detected.edm {
+            note("\(job.base.name) marks \(detected.edm ? "an EDM v-prediction" : "a zero-terminal-SNR") schedule, which mumu does not implement; it is rendered with SDXL's standard schedule")
+        }
+        if let c = request.conditioning {
+            fileCond = try ConditioningFile.load(c, contextDim: styled.pipeline.unet.config.contextDim, pooledDim: styled.pipeline.pooledWidth)
+        }
+        report.loadSeconds = Date().timeIntervalSince(start)
+    }
+
+    private func note(_ text: String) {
+        report.notes.append(text)
+        pending.append(.note(text))
+    }
+
+    /// Puts the render's style on, encodes the prompt (again only when a style changes the text encoders) and sets
+    /// up its denoiser.
+    private func begin(_ render: (choice: StyleChoice, manifest: StyleManifest)?) throws {
+        guard let styled else { return }
+        let s = job.settings, request = job.request
+        let label = render?.choice.label ?? "base"
+        pending.append(.render(label))
+        var info = RenderInfo(model: job.base.name, modelHash: job.base.sha256.map { String($0.prefix(10)) }, choice: render?.choice)
+        if let render {
+            let (choice, manifest) = (render.choice, render.manifest)
+            let isBase = manifest.kind == .full && manifest.blob("weights")?.sha256 == job.base.sha256
+            if !isBase {
+                let plugin = try job.registry!.plugin(manifest.name, baseSHA256: job.base.sha256, cache: job.cache)
+                let applied = try styled.apply(plugin, strength: choice.strength)
+                info.strength = applied.strength
+                pending.append(.note("style \(manifest.name): \(applied.mode.rawValue), \(applied.changed) \(applied.mode == .lowRank ? "layers" : "tensors"), strength \(InfoText.formatFloat(applied.strength))"))
+            } else {
+                info.strength = 1
+            }
+            switch manifest.kind {
+            case .lora:
+                if let blob = manifest.blob("lora") {
+                    let path = blob.reference ?? job.registry!.blobPath(blob.sha256)
+                    info.loras.append((manifest.name, (try job.cache.hashes(of: path).autoV3) ?? String(blob.sha256.prefix(12))))
+                }
+            case .full:
+                info.model = manifest.name
+                info.modelHash = manifest.blob("weights").map { String($0.sha256.prefix(10)) }
+            case .delta, .recipe:
+                info.model = manifest.name
+                info.modelHash = manifest.kind == .delta ? manifest.sources.first?.sha256.map { String($0.prefix(10)) } : nil
+            }
+            info.extra.append(("Style", manifest.name))
+            if let strength = info.strength, manifest.kind != .full || strength != 1 { info.extra.append(("Style strength", InfoText.formatFloat(strength))) }
+        }
+
+        let t0 = Date()
+        let pipe = styled.pipeline
+        let cond: (cond: Conditioning, uncond: Conditioning?)
+        if let fileCond {
+            cond = fileCond
+        } else {
+            let touches = styled.current?.touchesText ?? false
+            if textCond == nil || touches || textUnderStyle {
+                let (c, truncated) = try pipe.encode(s.prompt, images: s.images)
+                if truncated && textCond == nil {
+                    note("the prompt is longer than 75 tokens (CLIP's 77 with start and end); it was truncated to its first 75, as diffusers does")
+                }
+                let u = s.negativePrompt.isEmpty || !s.guided ? nil : try pipe.encode(s.negativePrompt, images: s.images).conditioning
+                textCond = (c, u)
+                textUnderStyle = touches
+            }
+            cond = textCond!
+        }
+        let encode = Date().timeIntervalSince(t0)
+        if let c = request.conditioning { info.extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
+        if s.spacing != .leading { info.extra.append(("Spacing", s.spacing.rawValue)) }
+        let prediction = s.prediction ?? pipe.prediction
+        if prediction == .v { info.extra.append(("Prediction", prediction.rawValue)) }
+        current = (label, try pipe.denoiser(s, cond: cond.cond, uncond: cond.uncond), Date(), encode, info)
+    }
+
+    /// Decodes the finished render, writes its PNGs with their infotext, takes its style off.
+    private func finishRender() throws {
+        guard let styled, let c = current else { return }
+        let s = job.settings, request = job.request
+        let t2 = Date()
+        let decoded = try styled.pipeline.decode(c.denoiser.latents)
+        let bytes = SDXLPipeline.rgbBytes(decoded)
+        report.timings.append((c.label, c.encode, t2.timeIntervalSince(c.started), Date().timeIntervalSince(t2)))
+        let info = c.info
+        for (i, pixels) in bytes.enumerated() {
+            var more = info.extra
+            if bytes.count > 1 { more += [("Batch size", String(bytes.count)), ("Batch pos", String(i))] }
+            let params = InfoText.a1111Parameters(
+                steps: s.steps, sampler: s.sampler.a1111Name, scheduleType: GenerateJob.scheduleType(s), cfgScale: s.cfg,
+                seed: s.seed, width: s.width, height: s.height, modelHash: info.modelHash, model: info.model, loraHashes: info.loras,
+                extra: more, version: request.version)
+            let text = InfoText(prompt: fileCond == nil ? s.prompt : "", negativePrompt: fileCond == nil ? s.negativePrompt : "", parameters: params).render()
+            let image = RGBImage(width: s.width, height: s.height, pixels: pixels)
+            let path = job.outputs[outputIndex]
+            outputIndex += 1
+            try PNG.write(image, text: [(key: InfoText.pngKey, value: text)], to: path, overwrite: request.overwrite)
+            report.images.append(GeneratedImage(path: path, style: info.choice?.name, index: i, infotext: text))
+            pending.append(.wrote(path))
+            var caption = info.choice.map { $0.name + (info.strength.map { $0 == 1 ? "" : " \(InfoText.formatFloat($0))" } ?? "") } ?? job.base.name
+            if bytes.count > 1 { caption += " #\(i)" }
+            tiles.append((image, caption))
+        }
+        try styled.restore()
+        current = nil
+    }
+
+    private func writeGrid() throws {
+        guard let gridPath = job.gridPath else { return }
+        let sheet = try ContactSheet.make(tiles)
+        let info = "mumu contact sheet: " + tiles.map(\.caption).joined(separator: ", ")
+        try PNG.write(sheet, text: [(key: "Description", value: info)], to: gridPath, overwrite: job.request.overwrite)
+        report.grid = gridPath
+        pending.append(.wrote(gridPath))
     }
 }

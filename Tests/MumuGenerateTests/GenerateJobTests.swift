@@ -1,6 +1,8 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
+import MumuGenerate
 import MumuSampler
 import MumuStyles
 import MumuTensor
@@ -20,13 +22,13 @@ final class GenerateJobTests: XCTestCase {
 
     /// The written PNG is diffusers' image (f32) and its infotext parses with A1111's rules back to the settings.
     func testWritesDiffusersImageWithInfotext() throws {
-        let dir = try DecoderFixtures.temporaryDirectory()
+        let dir = try makeTemporaryURL("decoder")
         var r = request(dir)
         r.settings.negativePrompt = ""
         let report = try GenerateJob(r).run()
         XCTAssertEqual(report.images.map(\.path), [r.output])
         let (image, text) = try PNG.read(r.output)
-        let want = try DecoderFixtures.tensors(GenerateTests.folder.appendingPathComponent("euler.safetensors").path)["pixels"]!
+        let want = try readTensors(DecoderFixtures.generate.appendingPathComponent("euler.safetensors").path)["pixels"]!
         XCTAssertEqual(image.pixels.count, want.count)
         XCTAssertLessThanOrEqual(zip(image.pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!, 2)
 
@@ -51,7 +53,7 @@ final class GenerateJobTests: XCTestCase {
     /// Several styles: one file per style, the same seed, a grid; the LoRA style's image is diffusers' LoRA image and
     /// its infotext carries the LoRA's AutoV3 hash.
     func testStylesAndGrid() throws {
-        let dir = try DecoderFixtures.temporaryDirectory()
+        let dir = try makeTemporaryURL("decoder")
         var r = request(dir, "fox.png")
         let registry = try StyledPipelineTests.registry(home: r.registryHome!)
         _ = registry
@@ -61,10 +63,12 @@ final class GenerateJobTests: XCTestCase {
         let stem = dir.appendingPathComponent("fox").path
         XCTAssertEqual(job.outputs, [stem + "-tiny-lora.png", stem + "-tiny-lora-0.3.png"])
         var steps = 0
-        let report = try job.run(onEvent: { if case .step = $0 { steps += 1 } })
+        let run = job.start()
+        while let event = try run.next() { if case .step = event { steps += 1 } }
+        let report = run.report
         XCTAssertEqual(steps, 8)
         XCTAssertEqual(report.grid, stem + "-grid.png")
-        let want = try DecoderFixtures.tensors(GenerateTests.folder.appendingPathComponent("lora.safetensors").path)["pixels"]!
+        let want = try readTensors(DecoderFixtures.generate.appendingPathComponent("lora.safetensors").path)["pixels"]!
         let (image, text) = try PNG.read(job.outputs[0])
         XCTAssertLessThanOrEqual(zip(image.pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!, 2)
         let info = InfoText.parse(text[InfoText.pngKey]!)
@@ -79,8 +83,8 @@ final class GenerateJobTests: XCTestCase {
 
     /// Conditioning from a file (as a MUMU encoder would hand it over) gives the prompt's image exactly.
     func testConditioningFile() throws {
-        let dir = try DecoderFixtures.temporaryDirectory()
-        let pipe = try GenerateTests.pipeline()
+        let dir = try makeTemporaryURL("decoder")
+        let pipe = try GenerateFixtures.pipeline()
         let cond = try pipe.encode("a watercolor fox, snow at dusk").conditioning
         let path = dir.appendingPathComponent("cond.safetensors").path
         let infos = [TensorInfo(name: "context", dtype: .f32, shape: cond.context.shape), TensorInfo(name: "pooled", dtype: .f32, shape: cond.pooled.shape)]
@@ -112,7 +116,7 @@ final class GenerateJobTests: XCTestCase {
     }
 
     func testChecksBeforeLoading() throws {
-        let dir = try DecoderFixtures.temporaryDirectory()
+        let dir = try makeTemporaryURL("decoder")
         var r = request(dir)
         _ = try StyledPipelineTests.registry(home: r.registryHome!)
         r.styles = [StyleChoice(name: "tiny-lroa")]
@@ -132,7 +136,7 @@ final class GenerateJobTests: XCTestCase {
 
     /// A prompt over 75 tokens is truncated (as diffusers does) and the report says so.
     func testLongPromptIsTruncatedWithANote() throws {
-        let dir = try DecoderFixtures.temporaryDirectory()
+        let dir = try makeTemporaryURL("decoder")
         var r = request(dir)
         r.settings.prompt = Array(repeating: "fox", count: 90).joined(separator: " ")
         r.settings.steps = 1
@@ -141,15 +145,15 @@ final class GenerateJobTests: XCTestCase {
         XCTAssertTrue(report.notes[0].contains("truncated"), report.notes[0])
     }
 
-    /// A stop (Ctrl-C sets the flag `shouldStop` polls) ends the run before the next step; no file is left behind,
-    /// not even a temporary one.
+    /// A stop (the caller stops calling `next()`, then `stop()`) ends the run before the next step; no file is left
+    /// behind, not even a temporary one.
     func testStopLeavesNoFile() throws {
-        let dir = try DecoderFixtures.temporaryDirectory()
-        let r = request(dir)
+        let dir = try makeTemporaryURL("decoder")
+        let run = try GenerateJob(request(dir)).start()
         var steps = 0
-        XCTAssertThrowsError(try GenerateJob(r).run(onEvent: { if case .step = $0 { steps += 1 } }, shouldStop: { steps >= 2 })) {
-            guard case GenerationError.cancelled = $0 else { return XCTFail("\($0)") }
-        }
+        while steps < 2, let event = try run.next() { if case .step = event { steps += 1 } }
+        run.stop()
+        XCTAssertNil(try run.next())
         XCTAssertEqual(steps, 2)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".png") || $0.contains("mumu-partial") }, [])
     }
