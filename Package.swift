@@ -98,6 +98,8 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuGenerateTests", dependencies: ["MumuGenerate", "MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats",
                                                               "MumuTensor", "MumuTestSupport"]),
+        // The mumu binary run as a user runs it (found beside the test bundle).
+        .testTarget(name: "MumuCLITests", dependencies: ["MumuTestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
     ],
     swiftLanguageModes: [.v5]

@@ -19,16 +19,10 @@ public final class AtomicFile: @unchecked Sendable {
     public init(path: String, overwrite: Bool) throws {
         self.path = path
         self.overwrite = overwrite
-        if !overwrite, access(path, F_OK) == 0 {
-            throw FormatError.io(path: path, reason: "already exists (use --force to overwrite)")
-        }
+        try OutputPath.check(path, overwrite: overwrite)
         let slash = path.lastIndex(of: "/")
-        let dir = slash.map { String(path[..<$0]) } ?? "."
+        let dir = slash.map { $0 == path.startIndex ? "" : String(path[..<$0]) } ?? "."
         let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        var dirStat = stat()
-        guard stat(dir.isEmpty ? "/" : dir, &dirStat) == 0, (dirStat.st_mode & S_IFMT) == S_IFDIR else {
-            throw FormatError.io(path: path, reason: "folder '\(dir)' does not exist")
-        }
         let tmp = "\(dir)/.\(base).mumu-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {

@@ -49,3 +49,26 @@ public struct FileIdentity: Hashable, Sendable, Codable {
         inode = UInt64(st.st_ino)
     }
 }
+
+/// The checks every command makes on an output path before any work, so a bad path is reported at once and not
+/// after a render, merge or conversion of minutes.
+public enum OutputPath {
+    /// What the output is: one file (`folder` false), or a folder written whole (a diffusers folder).
+    /// Throws when the path exists and `overwrite` is off, when a file output names an existing folder (or a folder
+    /// output an existing file) even with `overwrite`, and when the parent folder is missing or not writable.
+    public static func check(_ path: String, overwrite: Bool, folder: Bool = false) throws {
+        guard !path.isEmpty else { throw FormatError.io(path: path, reason: "the output path is empty") }
+        if fileExists(path) {
+            if isDirectory(path) != folder {
+                throw FormatError.io(path: path, reason: isDirectory(path)
+                    ? "is a folder; give a file name for the output"
+                    : "is a file; the output is a folder")
+            }
+            if !overwrite { throw FormatError.io(path: path, reason: "already exists (use --force to overwrite)") }
+        }
+        let slash = path.lastIndex(of: "/")
+        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        guard isDirectory(parent) else { throw FormatError.io(path: path, reason: "folder '\(parent)' does not exist") }
+        guard access(parent, W_OK) == 0 else { throw FormatError.io(path: path, reason: "folder '\(parent)' is not writable") }
+    }
+}

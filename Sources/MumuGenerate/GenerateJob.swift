@@ -36,8 +36,11 @@ public struct GenerateRequest: Sendable {
     /// A safetensors file with `context` [B, T, 2048] and `pooled` [B, 1280] (and optionally `negative_context`,
     /// `negative_pooled`) used instead of the text encoders.
     public var conditioning: String?
-    /// The PNG to write; with several images or styles, the stem of their names.
-    public var output: String
+    /// The PNG to write; with several images or styles, the stem of their names. nil: numbered names in
+    /// `outputFolder`, as A1111 writes them (`00012-42.png`: counter, seed), never overwriting.
+    public var output: String?
+    /// Where numbered outputs go (created when missing).
+    public var outputFolder = "outputs"
     /// Also write `<stem>-grid.png`, a captioned contact sheet of every image.
     public var grid = false
     public var overwrite = false
@@ -45,7 +48,7 @@ public struct GenerateRequest: Sendable {
     public var registryHome: String?
     public var version = "mumu"
 
-    public init(settings: GenerationSettings, output: String) {
+    public init(settings: GenerationSettings, output: String?) {
         self.settings = settings
         self.output = output
     }
@@ -119,33 +122,57 @@ public final class GenerateJob {
         }
         base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache)
 
-        // Output names: the path itself for one image, else <stem>-<style>[-<i>].png.
-        let url = URL(fileURLWithPath: request.output)
-        let ext = url.pathExtension.isEmpty ? "png" : url.pathExtension
-        let stem = url.deletingPathExtension().path
         // A style given at several strengths gets the strength in its file names.
         let renders = request.styles.isEmpty ? [nil] : request.styles.map { c in
             Optional(request.styles.filter { $0.name == c.name }.count > 1 ? c.label.replacingOccurrences(of: ":", with: "-") : c.name)
         }
         let n = settings.images
         var outs: [String] = []
-        for r in renders {
-            for i in 0..<n {
-                if renders.count == 1 && n == 1 { outs.append(request.output); continue }
-                outs.append(stem + "-" + (r ?? "base") + (n > 1 ? "-\(i)" : "") + "." + ext)
+        if let output = request.output {
+            // The path itself for one image, else <stem>-<style>[-<i>].png.
+            let url = URL(fileURLWithPath: output)
+            guard url.pathExtension.isEmpty || url.pathExtension.lowercased() == "png" else {
+                throw GenerationError.invalidSettings("\(output): mumu writes PNG images (with the infotext in a text chunk); name the output .png")
             }
+            let stem = url.pathExtension.isEmpty ? output : url.deletingPathExtension().path
+            for r in renders {
+                for i in 0..<n {
+                    if renders.count == 1 && n == 1 { outs.append(url.pathExtension.isEmpty ? output + ".png" : output); continue }
+                    outs.append(stem + "-" + (r ?? "base") + (n > 1 ? "-\(i)" : "") + ".png")
+                }
+            }
+            gridPath = request.grid ? stem + "-grid.png" : nil
+        } else {
+            // A1111's numbering: the next free counter in the folder, one per image, then the seed (and the style).
+            let folder = request.outputFolder
+            if !fileExists(folder) {
+                do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+                    throw GenerationError.invalidSettings("cannot create the output folder \(folder): \(error.localizedDescription)")
+                }
+            }
+            var counter = Self.nextCounter(in: folder)
+            for r in renders {
+                for i in 0..<n {
+                    let style = r.map { "-" + $0 } ?? ""
+                    outs.append(folder + "/" + String(format: "%05d", counter) + "-\(settings.seed)\(style)" + (n > 1 ? "-\(i)" : "") + ".png")
+                    counter += 1
+                }
+            }
+            gridPath = request.grid ? folder + "/grid-" + String(format: "%05d", counter) + "-\(settings.seed).png" : nil
         }
         outputs = outs
-        gridPath = request.grid ? stem + "-grid." + ext : nil
         for path in outs + (gridPath.map { [$0] } ?? []) {
-            if FileManager.default.fileExists(atPath: path) && !request.overwrite {
-                throw GenerationError.invalidSettings("\(path) already exists (use --force to overwrite)")
-            }
-            let dir = (path as NSString).deletingLastPathComponent
-            if access(dir.isEmpty ? "." : dir, W_OK) != 0 {
-                throw GenerationError.invalidSettings("cannot write \(path): the folder \(dir.isEmpty ? "." : dir) is missing or not writable")
-            }
+            try OutputPath.check(path, overwrite: request.overwrite)
         }
+    }
+
+    /// One more than the largest leading counter of a file name in `folder` (A1111's `00012-...png`), 0 when none.
+    static func nextCounter(in folder: String) -> Int {
+        let counters = listDirectory(folder).compactMap { name -> Int? in
+            let digits = name.prefix { $0.isASCII && $0.isNumber }
+            return digits.count >= 1 && name.dropFirst(digits.count).first == "-" ? Int(digits) : nil
+        }
+        return (counters.max() ?? -1) + 1
     }
 
     /// The base: `--checkpoint` (file, folder or full style), else the first style's own weights (full) or base.

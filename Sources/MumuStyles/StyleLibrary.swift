@@ -235,6 +235,7 @@ extension StyleRegistry {
     public func materialize(_ name: String, base: String?, to output: String, overwrite: Bool, threads: Int,
                             cache: HashCache = .shared) throws {
         let m = try manifest(name)
+        try OutputPath.check(output, overwrite: overwrite)
         func baseFile() throws -> (path: String, name: String, sha256: String) {
             guard let expected = m.base else { throw StyleError.invalid("style '\(name)' has no base") }
             let b = try resolveBase(base ?? expected.name, cache: cache)

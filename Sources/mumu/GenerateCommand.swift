@@ -35,19 +35,21 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: [.customShort("n"), .long], help: "Negative prompt (empty: zero embeddings, as diffusers SDXL).") var negative = ""
     @Option(help: "A checkpoint file or diffusers folder, or a registered full style (default: the styles' base).") var checkpoint: String?
     @Option(name: .long, help: "NAME[:STRENGTH] from the registry; repeat to render the same prompt and seed once per style.") var style: [String] = []
-    @Option(help: "Width in pixels (a multiple of 8).") var width = 1024
-    @Option(help: "Height in pixels (a multiple of 8).") var height = 1024
-    @Option(help: "Sampling steps.") var steps = 25
-    @Option(help: "Classifier-free guidance scale (1: no guidance, as Turbo/Lightning styles want).") var cfg: Float = 7
-    @Option(help: "Seed (default: random; the seed used is printed and stored in the PNG).") var seed: UInt64?
+    // Numbers are parsed unconditionally, so `--seed -1` and `--cfg -3` reach the checks instead of "Missing value".
+    @Option(parsing: .unconditional, help: "Width in pixels (a multiple of 8).") var width = 1024
+    @Option(parsing: .unconditional, help: "Height in pixels (a multiple of 8).") var height = 1024
+    @Option(parsing: .unconditional, help: "Sampling steps.") var steps = 25
+    @Option(parsing: .unconditional, help: "Classifier-free guidance scale (1: no guidance, as Turbo/Lightning styles want).") var cfg: Float = 7
+    @Option(parsing: .unconditional, help: "Seed (default or -1: random, as A1111; the seed used is printed and stored in the PNG).") var seed: Int64?
     @Option(help: "euler, euler_a, dpmpp_2m or ddim.") var sampler: SamplerKind = .euler
     @Option(help: "Timestep spacing: leading (SDXL's default), trailing (few-step styles) or linspace.") var spacing: NoiseSchedule.Spacing = .leading
     @Flag(help: "Karras sigmas (euler, euler_a, dpmpp_2m).") var karras = false
     @Option(help: "epsilon or v_prediction (default: the checkpoint's scheduler config or ModelSpec, else epsilon).") var prediction: Prediction?
-    @Option(help: "Images per prompt (one batch, one seed).") var images = 1
+    @Option(parsing: .unconditional, help: "Images per prompt (one batch, one seed).") var images = 1
     @Option(help: "f32, or bf16 (half the memory; faster on CPUs with AMX).") var precision: WeightPrecision = DenseWeight.bf16IsFast ? .bf16 : .f32
     @Option(help: "A safetensors file with `context` [B, T, 2048] and `pooled` [B, 1280] to use instead of the text encoders.") var conditioning: String?
-    @Option(name: [.customShort("o"), .long], help: "Output PNG (with several images or styles: the stem of their names).") var output = "mumu.png"
+    @Option(name: [.customShort("o"), .long], help: "Output PNG (with several images or styles: the stem of their names). Default: numbered names in --output-dir, never overwriting.") var output: String?
+    @Option(help: "Folder for numbered outputs (00012-SEED.png, as A1111) when -o is not given.") var outputDir = "outputs"
     @Flag(help: "Also write <output>-grid.png: every image on one captioned contact sheet.") var grid = false
     @Flag(help: "Overwrite existing outputs.") var force = false
     @Flag(help: "Print the settings, outputs and timings as JSON.") var json = false
@@ -61,9 +63,10 @@ struct GenerateCommand: ParsableCommand {
             var s = GenerationSettings(prompt: prompt ?? "")
             s.negativePrompt = negative
             s.width = width; s.height = height; s.steps = steps; s.cfg = cfg
-            s.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
+            s.seed = try Self.seed(seed)
             s.sampler = sampler; s.spacing = spacing; s.karras = karras; s.prediction = prediction; s.images = images
             var request = GenerateRequest(settings: s, output: output)
+            request.outputFolder = outputDir
             request.checkpoint = checkpoint
             request.styles = try style.map(StyleChoice.parse)
             request.conditioning = conditioning
@@ -105,6 +108,13 @@ struct GenerateCommand: ParsableCommand {
                 }
             }
         }
+    }
+
+    /// A seed below 2^32 drawn at random for none or -1 (A1111's "random"); other negative seeds are refused.
+    static func seed(_ given: Int64?) throws -> UInt64 {
+        guard let given, given != -1 else { return UInt64.random(in: 0..<(1 << 32)) }
+        guard given >= 0 else { throw ValidationError("--seed \(given): a seed is a number >= 0, or -1 for a random one") }
+        return UInt64(given)
     }
 
     static func json(_ job: GenerateJob, _ report: GenerateReport) -> String {

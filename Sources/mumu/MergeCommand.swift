@@ -67,13 +67,7 @@ struct MergeCommand: ParsableCommand {
             }
             if !dryRun {
                 guard let output else { throw ValidationError("give the output file with -o (or --dry-run)") }
-                if FileManager.default.fileExists(atPath: output) && !out.force {
-                    throw ValidationError("\(output) exists; pass --force to overwrite it")
-                }
-                let folder = (output as NSString).deletingLastPathComponent
-                if access(folder.isEmpty ? "." : folder, W_OK) != 0 {
-                    throw ValidationError("cannot write into \(folder.isEmpty ? "." : folder): \(String(cString: strerror(errno)))")
-                }
+                try OutputPath.check(output, overwrite: out.force)
             }
             let plan = try MergePlan(recipe: recipe, options: options)
             for note in plan.notes { warn(note) }

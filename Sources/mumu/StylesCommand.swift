@@ -196,6 +196,7 @@ struct LoraCommand: ParsableCommand {
         func run() throws {
             try runReportingErrors {
                 guard rank >= 1, (convRank ?? 0) >= 0 else { throw ValidationError("--rank must be at least 1 and --conv-rank at least 0") }
+                try OutputPath.check(output, overwrite: out.force)
                 let b = try ModelFile.open(base).source, t = try ModelFile.open(tuned).source
                 let report = try LoraExtractor.extract(base: b, tuned: t, rank: rank, convRank: convRank ?? 0, to: output,
                                                        threads: max(1, out.threads), overwrite: out.force)

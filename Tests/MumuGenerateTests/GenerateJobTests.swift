@@ -26,8 +26,8 @@ final class GenerateJobTests: XCTestCase {
         var r = request(dir)
         r.settings.negativePrompt = ""
         let report = try GenerateJob(r).run()
-        XCTAssertEqual(report.images.map(\.path), [r.output])
-        let (image, text) = try PNG.read(r.output)
+        XCTAssertEqual(report.images.map(\.path), [r.output!])
+        let (image, text) = try PNG.read(r.output!)
         let want = try readTensors(DecoderFixtures.generate.appendingPathComponent("euler.safetensors").path)["pixels"]!
         XCTAssertEqual(image.pixels.count, want.count)
         XCTAssertLessThanOrEqual(zip(image.pixels, want.data).map { abs(Int($0) - Int($1)) }.max()!, 2)
@@ -100,7 +100,7 @@ final class GenerateJobTests: XCTestCase {
         r.conditioning = path
         r.settings.prompt = ""
         _ = try GenerateJob(r).run()
-        XCTAssertEqual(try PNG.read(r.output).image, try PNG.read(dir.appendingPathComponent("from-text.png").path).image)
+        XCTAssertEqual(try PNG.read(r.output!).image, try PNG.read(dir.appendingPathComponent("from-text.png").path).image)
 
         // Wrong keys and wrong widths are named.
         let bad = dir.appendingPathComponent("bad.safetensors").path
@@ -123,7 +123,7 @@ final class GenerateJobTests: XCTestCase {
         XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("did you mean 'tiny-lora'"), "\($0)") }
         r.styles = []
         r.output = "/nonexistent-folder/x.png"
-        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("missing or not writable"), "\($0)") }
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("folder '/nonexistent-folder' does not exist"), "\($0)") }
         r.output = dir.appendingPathComponent("x.png").path
         r.settings.height = 60
         XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("multiples of 8"), "\($0)") }
@@ -156,5 +156,52 @@ final class GenerateJobTests: XCTestCase {
         XCTAssertNil(try run.next())
         XCTAssertEqual(steps, 2)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".png") || $0.contains("mumu-partial") }, [])
+    }
+
+    /// Without -o, images get A1111's numbered names in the output folder (counter, seed), continuing after the
+    /// files already there, so a second run never overwrites and needs no --force.
+    func testNumberedOutputsNeverCollide() throws {
+        let dir = try makeTemporaryURL("numbered")
+        var r = request(dir)
+        r.output = nil
+        r.outputFolder = dir.appendingPathComponent("outputs").path
+        r.settings.steps = 1
+        r.settings.images = 2
+        let first = try GenerateJob(r)
+        XCTAssertEqual(first.outputs.map { ($0 as NSString).lastPathComponent }, ["00000-42-0.png", "00001-42-1.png"])
+        try first.run()
+        r.settings.images = 1
+        r.settings.seed = 7
+        let second = try GenerateJob(r)
+        XCTAssertEqual(second.outputs.map { ($0 as NSString).lastPathComponent }, ["00002-7.png"])
+        try second.run()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: r.outputFolder).sorted(),
+                       ["00000-42-0.png", "00001-42-1.png", "00002-7.png"])
+    }
+
+    /// An output that is a folder, or not a PNG, is refused before anything is loaded (not after the render).
+    func testBadOutputRefusedBeforeWork() throws {
+        let dir = try makeTemporaryURL("bad-output")
+        var r = request(dir)
+        try FileManager.default.createDirectory(atPath: dir.appendingPathComponent("somedir.png").path, withIntermediateDirectories: true)
+        r.output = dir.appendingPathComponent("somedir.png").path
+        r.overwrite = true
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("is a folder"), "\($0)") }
+        r.output = dir.appendingPathComponent("x.jpg").path
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("PNG"), "\($0)") }
+    }
+
+    /// Images whose latents hold fewer than 16 values (8x8 and 16x8 pixels: 4 and 8 latent values) take torch's
+    /// serial noise path; they render instead of crashing.
+    func testTinyImages() throws {
+        let dir = try makeTemporaryURL("tiny-images")
+        for (w, h) in [(8, 8), (16, 8)] {
+            var r = request(dir, "tiny-\(w)x\(h).png")
+            r.settings.width = w; r.settings.height = h; r.settings.steps = 2
+            r.settings.sampler = .eulerAncestral
+            let report = try GenerateJob(r).run()
+            let (image, _) = try PNG.read(report.images[0].path)
+            XCTAssertEqual([image.width, image.height], [w, h])
+        }
     }
 }

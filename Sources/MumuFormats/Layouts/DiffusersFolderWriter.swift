@@ -20,10 +20,9 @@ public final class DiffusersFolderWriter: ModelSink, @unchecked Sendable {
         self.path = path
         self.overwrite = overwrite
         self.configs = configs
-        if fileExists(path) && !overwrite { throw FormatError.io(path: path, reason: "already exists (use --force to overwrite)") }
+        try OutputPath.check(path, overwrite: overwrite, folder: true)
         let url = URL(fileURLWithPath: path)
         let parent = url.deletingLastPathComponent().path
-        guard isDirectory(parent) else { throw FormatError.io(path: path, reason: "folder '\(parent)' does not exist") }
         temporary = parent + "/." + url.lastPathComponent + ".mumu-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         var groups: [ModelComponent: [TensorInfo]] = [:]
         for t in tensors {
