@@ -392,7 +392,15 @@ public final class GenerateRun {
             if !isBase {
                 let plugin = try job.registry!.plugin(manifest.name, baseSHA256: job.base.sha256, cache: job.cache)
                 let applied = try styled.apply(plugin, strength: choice.strength)
+                guard applied.changed > 0 else {
+                    throw GenerationError.invalidSettings("style '\(manifest.name)' changes nothing in \(job.base.name) (is it for another architecture?)")
+                }
                 info.strength = applied.strength
+                if let trained = manifest.base, trained.sha256 != job.base.sha256 {
+                    // A LoRA on another checkpoint of its architecture, as A1111 and ComfyUI allow: say so.
+                    info.extra.append(("Style base", trained.name))
+                    note("style \(manifest.name) was made on \(trained.name); applied to \(job.base.name)")
+                }
                 pending.append(.note("style \(manifest.name): \(applied.mode.rawValue), \(applied.changed) \(applied.mode == .lowRank ? "layers" : "tensors"), strength \(InfoText.formatFloat(applied.strength))"))
             } else {
                 info.strength = 1

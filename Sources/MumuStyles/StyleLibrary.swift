@@ -81,18 +81,24 @@ extension StyleRegistry {
             switch kind {
             case .lora:
                 guard isLora else { throw StyleError.invalid("\(path) is not a LoRA file; use --kind full or delta") }
-                guard let baseSpec = request.base else { throw StyleError.invalid("a LoRA style needs --base (the decoder it applies to)") }
-                let base = try resolveBase(baseSpec, cache: cache)
+                // A LoRA is bound to an architecture, not a file: as in A1111 and ComfyUI it applies to any checkpoint
+                // of its architecture. A base, when given, is checked now (a LoRA that matches nothing in it is
+                // refused here, not at generation time) and recorded as the model it was trained on.
                 let detection = try LoraDetector.detect(source)
-                // Refuse a LoRA that matches nothing in the base now, not at generation time.
-                let baseSource = try ModelFile.open(base.path).source
-                let patches = try LoraPatchSet(source: source, target: baseSource.tensors)
-                guard !patches.patchedKeys.isEmpty else {
-                    throw StyleError.invalid("\(path): no module matches a tensor of base \(base.name) (another architecture?)")
+                var base: (path: String, name: String, sha256: String)?
+                if let baseSpec = request.base {
+                    let b = try resolveBase(baseSpec, cache: cache)
+                    let patches = try LoraPatchSet(source: source, target: try ModelFile.open(b.path).source.tensors)
+                    guard !patches.patchedKeys.isEmpty else {
+                        throw StyleError.invalid("\(path): no module matches a tensor of base \(b.name) (another architecture?)")
+                    }
+                    base = b
+                } else if detection?.architecture == nil {
+                    throw StyleError.invalid("\(path): cannot tell which architecture this LoRA is for from its modules; give --base (a checkpoint it applies to)")
                 }
                 let blob = try blobFor(path, byReference: request.byReference, role: "lora", format: "safetensors", cache: cache)
                 manifest = StyleManifest(name: request.name, title: title, kind: .lora, architecture: detection?.architecture,
-                                         base: .init(sha256: base.sha256, name: base.name), created: created,
+                                         base: base.map { .init(sha256: $0.sha256, name: $0.name) }, created: created,
                                          sources: [.init(path: path, sha256: blob.sha256)], blobs: [blob])
             case .full:
                 guard !isLora else { throw StyleError.invalid("\(path) is a LoRA; its kind is lora") }
@@ -171,10 +177,11 @@ extension StyleRegistry {
 
     // MARK: using styles
 
-    /// Resolves a style for a resident base with the given SHA-256 (checked for every kind but full).
+    /// Resolves a style for a resident base with the given SHA-256. Only a lossless delta needs its exact base (its
+    /// bytes are a difference to it); LoRA and low-rank styles apply to any checkpoint of their architecture.
     public func plugin(_ name: String, baseSHA256: String?, cache: HashCache = .shared) throws -> StylePlugin {
         let m = try manifest(name)
-        if let expected = m.base, let got = baseSHA256, expected.sha256 != got {
+        if m.needsExactBase, let expected = m.base, let got = baseSHA256, expected.sha256 != got {
             throw StyleError.baseMismatch(style: name, expected: expected, got: got)
         }
         func blobFile(_ b: StyleManifest.Blob) throws -> String {
@@ -327,7 +334,6 @@ extension StyleRegistry {
                 req.byReference = byReference
                 req.replace = replace
                 if isLora {
-                    guard let base else { skipped.append("\(f): a LoRA needs --base"); continue }
                     req.kind = .lora
                     req.base = base
                 } else {

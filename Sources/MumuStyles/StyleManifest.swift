@@ -81,6 +81,10 @@ public struct StyleManifest: Codable, Sendable, Equatable {
 
     public func blob(_ role: String) -> Blob? { blobs.first { $0.role == role } }
 
+    /// Whether the style is a difference to one exact base file (a lossless delta): LoRA and low-rank styles
+    /// apply to any checkpoint of their architecture, and `base` then names what they were trained on.
+    public var needsExactBase: Bool { kind == .delta && blob("lora") == nil }
+
     /// A style name is a slug: letters, digits, '-', '_', '.'; never a path, never hidden, at most 100 characters.
     public static func validName(_ name: String) -> Bool {
         guard !name.isEmpty, name.utf8.count <= 100, !name.hasPrefix("."), name != "..", name != "." else { return false }

@@ -204,4 +204,24 @@ final class GenerateJobTests: XCTestCase {
             XCTAssertEqual([image.width, image.height], [w, h])
         }
     }
+
+    /// A LoRA style applies to any checkpoint of its architecture (A1111, ComfyUI): registered against one file, it
+    /// renders on a fine-tune of it, and the infotext says which base it was made on.
+    func testLoraStyleOnAnotherCheckpoint() throws {
+        let dir = try makeTemporaryURL("lora-any-base")
+        var r = request(dir)
+        let registry = try StyledPipelineTests.registry(home: r.registryHome!)
+        _ = registry
+        // A "fine-tune": the tiny pipeline with one UNet weight changed, in another file.
+        let tuned = try DecoderFixtures.editedFolder("unet/diffusion_pytorch_model.safetensors", tensor: "conv_in.bias") { _, v in
+            for i in v.indices { v[i] += 0.01 }
+        }
+        r.checkpoint = tuned
+        r.styles = [StyleChoice(name: "tiny-lora")]
+        r.settings.steps = 1
+        let report = try GenerateJob(r).run()
+        let info = InfoText.parse(report.images[0].infotext)
+        XCTAssertEqual(info["Style base"], "tiny-sdxl.safetensors")
+        XCTAssertTrue(report.notes.contains { $0.contains("was made on tiny-sdxl.safetensors") }, "\(report.notes)")
+    }
 }

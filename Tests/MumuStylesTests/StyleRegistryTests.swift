@@ -272,12 +272,17 @@ final class StyleRegistryTests: XCTestCase {
         let loraDest = models + "/Lora/detail.safetensors"
         try? FileManager.default.removeItem(atPath: loraDest)
         try FileManager.default.copyItem(atPath: try loraFixture(), toPath: loraDest)
+        // LoRAs are bound to their architecture, not a file (A1111, ComfyUI): no --base needed.
         let noBase = try r.importFolder(models, base: nil, byReference: true, replace: false, cache: Self.cache)
-        XCTAssertEqual(noBase.added.map(\.name), ["My-Anime-XL-v2"])
+        XCTAssertEqual(noBase.added.map(\.name), ["My-Anime-XL-v2", "detail"])
         XCTAssertEqual(noBase.added.first?.blob("weights")?.reference, ckpt, "by reference: the file stays where it is")
-        XCTAssertEqual(noBase.skipped.count, 1)
-        let withBase = try r.importFolder(models, base: Self.models["base"]!, byReference: false, replace: false, cache: Self.cache)
+        XCTAssertEqual(noBase.skipped, [])
+        XCTAssertNil(noBase.added.last?.base)
+        XCTAssertEqual(noBase.added.last?.architecture, "sdxl-tiny")
+        // With a base, the LoRA is checked against it and records it as what it was made on.
+        let withBase = try r.importFolder(models + "/Lora", base: Self.models["base"]!, byReference: false, replace: true, cache: Self.cache)
         XCTAssertEqual(withBase.added.map(\.name), ["detail"])
+        XCTAssertNotNil(withBase.added.first?.base)
         XCTAssertNil(withBase.added.first?.blob("lora")?.reference, "by copy")
     }
 
