@@ -36,8 +36,8 @@ public struct SGMView: Sendable {
     /// The source as opened (diffusers names for a folder), for metadata and configs.
     public let original: TensorSource
     public let format: ModelFile.Format
-    /// The layout the tensors were stored in (`sgm`, `diffusers`, `diffusers-unet`, `diffusers-vae`, ...).
-    public let layout: String
+    /// The layout the tensors were stored in.
+    public let layout: StoredLayout
 
     /// Opens `path` (any format `ModelFile.open` reads) and views it under sgm names. Throws when a
     /// diffusers-layout tensor has no sgm name (`unmappedDescription` names the first).
@@ -46,26 +46,56 @@ public struct SGMView: Sendable {
         return try view(source, format: format)
     }
 
-    /// The sgm view of an already opened source.
-    public static func view(_ source: TensorSource, format: ModelFile.Format) throws -> SGMView {
+    /// The sgm view of an already opened source: the one place any layout becomes sgm names. `lenient` keeps
+    /// tensors that have no sgm name under their own names (detection then reports them) instead of throwing.
+    public static func view(_ source: TensorSource, format: ModelFile.Format, lenient: Bool = false) throws -> SGMView {
         let path = source.path
-        let layout = Layouts.detectLayout(source.names)
-        switch layout {
-        case "diffusers", "diffusers-unet", "diffusers-vae":
-            let prefixed: TensorSource = layout == "diffusers" ? source
-                : PrefixedSource(source, diffusers: layout == "diffusers-unet" ? .unet : .vae)
-            let converted = try LayoutConverter().convert(source: prefixed, from: .diffusers, to: .sgm)
-            if !converted.unmapped.isEmpty {
-                throw FormatError.malformed(path: path, reason: "\(converted.unmapped.count) tensors have no sgm name, e.g. \(converted.unmapped[0])")
-            }
-            return SGMView(source: converted, original: source, format: format, layout: layout)
-        default:
+        let layout = StoredLayout.detect(source.names)
+        guard let (flat, flatLayout) = layout.flattened(source), flatLayout != .sgm || layout == .ldmVAE else {
             return SGMView(source: source, original: source, format: format, layout: layout)
         }
+        if flatLayout == .sgm { return SGMView(source: flat, original: source, format: format, layout: layout) }
+        let converted: ConvertedSource
+        do { converted = try LayoutConverter().convert(source: flat, from: .diffusers, to: .sgm) } catch {
+            if lenient { return SGMView(source: source, original: source, format: format, layout: layout) }
+            throw error
+        }
+        if !converted.unmapped.isEmpty {
+            if lenient {
+                let unmapped = Set(converted.unmapped.map(\.name))
+                let kept = flat.tensors.filter { unmapped.contains($0.name) }.map(\.name)
+                return SGMView(source: MergedNames(converted, extra: flat, names: kept), original: source, format: format, layout: layout)
+            }
+            throw FormatError.malformed(path: path, reason: "\(converted.unmapped.count) tensors have no sgm name, e.g. \(converted.unmapped[0])")
+        }
+        return SGMView(source: converted, original: source, format: format, layout: layout)
     }
 
     /// The diffusers `config.json` of a component when the model is a diffusers folder.
     public func diffusersConfig(_ component: ModelComponent) -> JSONValue? {
         (original as? DiffusersFolder)?.config(for: component)
+    }
+}
+
+/// The converted tensors plus some tensors of another source under their own names (the sgm view of a file
+/// with names no key map knows, for detection to report them).
+final class MergedNames: TensorSource, @unchecked Sendable {
+    let primary: TensorSource
+    let extra: TensorSource
+    let extraNames: Set<String>
+    let tensors: [TensorInfo]
+    var path: String { primary.path }
+    var metadata: [String: String] { primary.metadata }
+
+    init(_ primary: TensorSource, extra: TensorSource, names: [String]) {
+        self.primary = primary
+        self.extra = extra
+        let kept = Set(names)
+        extraNames = kept
+        tensors = primary.tensors + extra.tensors.filter { kept.contains($0.name) }
+    }
+
+    func tensor(_ name: String) throws -> TensorData {
+        extraNames.contains(name) ? try extra.tensor(name) : try primary.tensor(name)
     }
 }

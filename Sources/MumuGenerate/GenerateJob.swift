@@ -44,6 +44,10 @@ public struct GenerateRequest: Sendable {
     /// Also write `<stem>-grid.png`, a captioned contact sheet of every image.
     public var grid = false
     public var overwrite = false
+    /// A VAE to decode with instead of the checkpoint's (a file or folder; A1111's "SD VAE").
+    public var vae: String?
+    /// A checkpoint whose CLIP-L and bigG replace (or supply) the checkpoint's text encoders.
+    public var textEncoders: String?
     public var precision: WeightPrecision = .f32
     public var registryHome: String?
     public var version = "mumu"
@@ -121,6 +125,9 @@ public final class GenerateJob {
             throw GenerationError.invalidSettings("--style \(dup) is given twice")
         }
         base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache)
+        for (flag, path) in [("--vae", request.vae), ("--text-encoders", request.textEncoders)] {
+            if let path, !fileExists(path) { throw GenerationError.invalidSettings("\(flag) \(path): no such file or folder") }
+        }
 
         // A style given at several strengths gets the strength in its file names.
         let renders = request.styles.isEmpty ? [nil] : request.styles.map { c in
@@ -299,6 +306,8 @@ public final class GenerateRun {
     private var textUnderStyle = false
     private var tiles: [(image: RGBImage, caption: String)] = []
     private var outputIndex = 0
+    /// Infotext fields of a borrowed VAE.
+    private var vaeInfo: [(String, String)] = []
     /// The render under way: its denoiser and what its infotext will say.
     private var current: (label: String, denoiser: Denoiser, started: Date, encode: Double, info: RenderInfo)?
 
@@ -361,7 +370,15 @@ public final class GenerateRun {
         let start = Date()
         let request = job.request
         let checkpoint = try DecoderCheckpoint(path: job.base.path)
-        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil)
+        let vae = try request.vae.map { try DecoderCheckpoint(path: $0) }
+        let texts = try request.textEncoders.map { try DecoderCheckpoint(path: $0) }
+        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil,
+                                        vae: vae, textEncodersFrom: texts)
+        if let v = request.vae {
+            // A1111 records the VAE it decoded with (name and AutoV2 hash).
+            vaeInfo = [("VAE hash", isDirectory(v) ? nil : (try job.cache.hashes(of: v).autoV2)), ("VAE", URL(fileURLWithPath: v).lastPathComponent)]
+                .compactMap { k, v in v.map { (k, $0) } }
+        }
         self.styled = styled
         let detected = checkpoint.detection.prediction
         if detected.zeroTerminalSNR || detected.edm {
@@ -441,6 +458,7 @@ public final class GenerateRun {
             cond = textCond!
         }
         let encode = Date().timeIntervalSince(t0)
+        info.extra += vaeInfo
         if let c = request.conditioning { info.extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
         if s.spacing != .leading { info.extra.append(("Spacing", s.spacing.rawValue)) }
         let prediction = s.prediction ?? pipe.prediction

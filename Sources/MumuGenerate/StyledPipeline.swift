@@ -115,11 +115,15 @@ public final class StyledPipeline {
     public private(set) var current: AppliedStyle?
 
     /// Loads the pipeline with its parameters recorded, so styles can be applied.
-    public init(checkpoint: DecoderCheckpoint, precision: WeightPrecision = .f32, textEncoders: Bool = true) throws {
+    /// Components borrowed from other files (`vae`, `textEncodersFrom`) are not recorded: styles patch the
+    /// checkpoint's own tensors (LoRA styles attach to any loaded layer).
+    public init(checkpoint: DecoderCheckpoint, precision: WeightPrecision = .f32, textEncoders: Bool = true,
+                vae: DecoderCheckpoint? = nil, textEncodersFrom: DecoderCheckpoint? = nil) throws {
         let table = ParameterTable()
         checkpoint.parameters = table
         defer { checkpoint.parameters = nil }
-        pipeline = try SDXLPipeline(checkpoint: checkpoint, precision: precision, textEncoders: textEncoders)
+        pipeline = try SDXLPipeline(checkpoint: checkpoint, precision: precision, textEncoders: textEncoders,
+                                    vae: vae, textEncodersFrom: textEncodersFrom)
         resident = ResidentDecoder(checkpoint: checkpoint, table: table)
     }
 

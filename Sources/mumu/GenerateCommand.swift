@@ -34,6 +34,8 @@ struct GenerateCommand: ParsableCommand {
     @Argument(help: "The prompt (not needed with --conditioning).") var prompt: String?
     @Option(name: [.customShort("n"), .long], help: "Negative prompt (empty: zero embeddings, as diffusers SDXL).") var negative = ""
     @Option(help: "A checkpoint file or diffusers folder, or a registered full style (default: the styles' base).") var checkpoint: String?
+    @Option(help: "Decode with this VAE instead of the checkpoint's (e.g. the fp16-fix VAE; A1111's SD VAE).") var vae: String?
+    @Option(help: "Take CLIP-L and bigG from this checkpoint (a UNet-only checkpoint needs them, or --conditioning).") var textEncoders: String?
     @Option(name: .long, help: "NAME[:STRENGTH] from the registry; repeat to render the same prompt and seed once per style.") var style: [String] = []
     // Numbers are parsed unconditionally, so `--seed -1` and `--cfg -3` reach the checks instead of "Missing value".
     @Option(parsing: .unconditional, help: "Width in pixels (a multiple of 8).") var width = 1024
@@ -70,6 +72,8 @@ struct GenerateCommand: ParsableCommand {
             request.checkpoint = checkpoint
             request.styles = try style.map(StyleChoice.parse)
             request.conditioning = conditioning
+            request.vae = vae
+            request.textEncoders = textEncoders
             request.grid = grid
             request.overwrite = force
             request.precision = precision

@@ -42,7 +42,7 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "With --into-mumu: the MUMU decoder checkpoint.") var mumu: String?
 
     @Option(help: "Output dtype: f16, bf16, f32 or keep (default: the recipe's, else f16).")
-    var dtype: String?
+    var dtype: MergeDType?
     @Option(help: "Keys some inputs lack: error (default), keep-first or skip.")
     var missing: String?
     @Flag(help: "Write non-finite output values instead of failing.")
@@ -57,10 +57,7 @@ struct MergeCommand: ParsableCommand {
             var options = MergeOptions()
             options.threads = max(1, out.threads)
             options.allowNonFinite = allowNonfinite
-            if let dtype {
-                guard ["f16", "bf16", "f32", "keep"].contains(dtype) else { throw ValidationError("--dtype must be f16, bf16, f32 or keep") }
-                options.dtype = dtype
-            }
+            if let dtype { options.dtype = dtype.rawValue }
             if let missing {
                 guard let p = MissingKeyPolicy(rawValue: missing) else { throw ValidationError("--missing must be error, keep-first or skip") }
                 options.missing = p
@@ -148,3 +145,8 @@ struct MergeCommand: ParsableCommand {
     }
 }
 
+
+/// `merge --dtype`: what the merged tensors are stored as (`keep`: each input tensor's own).
+enum MergeDType: String, ExpressibleByArgument, CaseIterable {
+    case f16, bf16, f32, keep
+}

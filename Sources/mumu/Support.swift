@@ -40,23 +40,40 @@ func warn(_ message: String) {
     FileHandle.standardError.write(Data("mumu: note: \(message)\n".utf8))
 }
 
-func parseDType(_ name: String, allowKeep: Bool) throws -> DType? {
-    if allowKeep && name == "keep" { return nil }
-    guard let d = DType(userName: name), [.f16, .bf16, .f32, .f8e4m3, .f8e5m2].contains(d) else {
-        throw ValidationError("unknown dtype '\(name)': use f16, bf16, f32\(allowKeep ? ", keep" : "") (or f8_e4m3, f8_e5m2)")
+extension Layout: ExpressibleByArgument {}
+
+/// `--dtype`: a float dtype to write, or `keep` (each tensor's own).
+enum OutputDType: String, ExpressibleByArgument, CaseIterable {
+    case keep, f16, bf16, f32
+    case f8e4m3 = "f8_e4m3", f8e5m2 = "f8_e5m2"
+
+    var dtype: DType? {
+        switch self {
+        case .keep: return nil
+        case .f16: return .f16
+        case .bf16: return .bf16
+        case .f32: return .f32
+        case .f8e4m3: return .f8e4m3
+        case .f8e5m2: return .f8e5m2
+        }
     }
-    return d
 }
 
 /// "2GB", "500MB", "5GiB", "1000000" -> bytes.
-func parseSize(_ text: String) throws -> Int {
-    let t = text.trimmingCharacters(in: .whitespaces).uppercased()
-    let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
-    for (suffix, factor) in units where t.hasSuffix(suffix) {
-        if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { return Int(v * factor) }
+struct ByteSize: ExpressibleByArgument {
+    var bytes: Int
+
+    init?(argument text: String) {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
+        for (suffix, factor) in units where t.hasSuffix(suffix) {
+            if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { bytes = Int(v * factor); return }
+        }
+        if let v = Int(t), v > 0 { bytes = v; return }
+        return nil
     }
-    if let v = Int(t), v > 0 { return v }
-    throw ValidationError("cannot read size '\(text)': use e.g. 2GB, 500MB, 5GiB or a byte count")
+
+    static var defaultCompletionKind: CompletionKind { .default }
 }
 
 /// A one-line progress bar on stderr when it is a terminal.

@@ -14,7 +14,7 @@ struct SynthCommand: ParsableCommand {
     @Option(help: "Architecture: \(Architectures.all.filter { !$0.detectionOnly }.map(\.name).joined(separator: ", ")).")
     var arch: String
     @Option(help: "f16, bf16 or f32.")
-    var dtype = "f16"
+    var dtype: OutputDType = .f16
     @Option(help: "Random seed.")
     var seed: UInt64 = 0
     @Option(help: "Comma-separated components (default: all required ones; name an optional one such as 'connector' to add it).")
@@ -33,7 +33,8 @@ struct SynthCommand: ParsableCommand {
                 throw ValidationError("unknown architecture '\(arch)': known are \(Architectures.names.joined(separator: ", "))")
             }
             var synth = Synthesizer(architecture: descriptor)
-            synth.dtype = try parseDType(dtype, allowKeep: false)!
+            guard let d = dtype.dtype else { throw ValidationError("--dtype keep: synthesized tensors need a dtype (f16, bf16, f32, f8_e4m3, f8_e5m2)") }
+            synth.dtype = d
             synth.seed = seed
             synth.threads = out.threads
             synth.components = components.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }

@@ -200,7 +200,7 @@ final class ConvertTests: XCTestCase {
         let sgm = try SafetensorsFile(path: input)
 
         // sgm -> diffusers folder, wired as ConvertCommand wires it.
-        XCTAssertEqual(Layout.detect(names: sgm.names), .sgm)
+        XCTAssertEqual(StoredLayout.detect(sgm.names), .sgm)
         let asDiffusers = try LayoutConverter().convert(source: sgm, from: .sgm, to: .diffusers)
         XCTAssertEqual(asDiffusers.unmapped, [], "every sdxl-tiny tensor has a diffusers name")
         let converter = ModelConverter(source: asDiffusers)

@@ -271,7 +271,7 @@ final class DetectionTests: XCTestCase {
         XCTAssertEqual(d.family, "sdxl", "detected from the sgm view of the folder's names")
         // Detection counts the folder's tensors under sgm names, where bigG's q/k/v are fused: fewer
         // tensors, the same parameters.
-        XCTAssertEqual(d.tensorCount, Layouts.sgmView(folder, layout: "diffusers").count)
+        XCTAssertEqual(d.tensorCount, try SGMView.view(folder, format: .diffusers).source.tensors.count)
         XCTAssertLessThan(d.tensorCount, folder.tensors.count)
         XCTAssertEqual(d.parameters, folder.tensors.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.elementCount })
         // For an unknown model the component lines are the closest architecture's partial fits (a

@@ -124,9 +124,14 @@ final class LayoutTests: XCTestCase {
     }
 
     func testLayoutDetection() {
-        XCTAssertEqual(Layout.detect(names: ["model.diffusion_model.out.2.weight", "first_stage_model.quant_conv.bias"]), .sgm)
-        XCTAssertEqual(Layout.detect(names: ["unet.conv_in.weight", "text_encoder_2.text_projection.weight"]), .diffusers)
-        XCTAssertNil(Layout.detect(names: ["lora_unet_down_blocks_0.alpha", "foo"]))
+        XCTAssertEqual(StoredLayout.detect(["model.diffusion_model.out.2.weight", "first_stage_model.quant_conv.bias"]), .sgm)
+        XCTAssertEqual(StoredLayout.detect(["connector.proj_in.weight"]), .sgm)
+        XCTAssertEqual(StoredLayout.detect(["unet.conv_in.weight", "text_encoder_2.text_projection.weight"]), .diffusers)
+        XCTAssertEqual(StoredLayout.detect(["down_blocks.0.resnets.0.conv1.weight", "conv_in.weight"]), .diffusersUNet)
+        XCTAssertEqual(StoredLayout.detect(["encoder.down_blocks.0.resnets.0.conv1.weight"]), .diffusersVAE)
+        XCTAssertEqual(StoredLayout.detect(["encoder.down.0.block.0.conv1.weight", "decoder.up.3.block.0.conv1.weight"]), .ldmVAE)
+        XCTAssertEqual(StoredLayout.detect(["text_model.embeddings.token_embedding.weight"]), .transformersCLIP)
+        XCTAssertEqual(StoredLayout.detect(["lora_unet_down_blocks_0.alpha", "foo"]), .unknown)
     }
 
     // MARK: - whole conversions of the real key sets (names and shapes, no data)

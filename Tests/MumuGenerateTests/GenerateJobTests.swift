@@ -224,4 +224,44 @@ final class GenerateJobTests: XCTestCase {
         XCTAssertEqual(info["Style base"], "tiny-sdxl.safetensors")
         XCTAssertTrue(report.notes.contains { $0.contains("was made on tiny-sdxl.safetensors") }, "\(report.notes)")
     }
+
+    /// `--vae` and `--text-encoders` borrow components: a UNet-only file with the VAE alone (A1111's models/VAE
+    /// form: sgm names without first_stage_model.) and the text encoders from a third file renders the same image
+    /// as the whole pipeline, and the infotext names the VAE as A1111 does.
+    func testBorrowedVAEAndTextEncoders() throws {
+        let dir = try makeTemporaryURL("borrow")
+        // A synthesized sdxl-tiny (its descriptor gives the VAE's configuration, which a bare VAE file cannot).
+        let models = TinyModels(label: "borrow")
+        let whole = try models.synth("whole", seed: 5)
+        let view = try DecoderCheckpoint(path: whole).view.source
+        let unet = dir.appendingPathComponent("unet-only.safetensors").path
+        try writeSubset(of: view, to: unet) { $0.hasPrefix("model.diffusion_model.") }
+        let texts = dir.appendingPathComponent("texts.safetensors").path
+        try writeSubset(of: view, to: texts) { $0.hasPrefix("conditioner.") }
+        let vae = dir.appendingPathComponent("sdxl_vae.safetensors").path
+        let vaeInfos = view.tensors.filter { $0.name.hasPrefix("first_stage_model.") }
+        let stripped = vaeInfos.map { TensorInfo(name: String($0.name.dropFirst("first_stage_model.".count)), dtype: $0.dtype, shape: $0.shape) }
+        let writer = try SafetensorsWriter(path: vae, tensors: stripped, overwrite: true)
+        for (info, out) in zip(vaeInfos, stripped) {
+            let data = try view.tensor(info.name)
+            try writer.write(TensorData.owned(out, bytes: withExtendedLifetime(data) { Array(data.bytes) }))
+        }
+        try writer.finish()
+
+        var r = request(dir, "whole.png")
+        r.checkpoint = whole
+        r.settings.steps = 2
+        try GenerateJob(r).run()
+        r.output = dir.appendingPathComponent("borrowed.png").path
+        r.checkpoint = unet
+        // Without the borrowed parts, the error says what to give.
+        XCTAssertThrowsError(try GenerateJob(r).run()) { XCTAssertTrue("\($0)".contains("--vae FILE"), "\($0)") }
+        r.vae = vae
+        r.textEncoders = texts
+        let report = try GenerateJob(r).run()
+        XCTAssertEqual(try PNG.read(r.output!).image, try PNG.read(dir.appendingPathComponent("whole.png").path).image)
+        let info = InfoText.parse(report.images[0].infotext)
+        XCTAssertEqual(info["VAE"], "sdxl_vae.safetensors")
+        XCTAssertEqual(info["VAE hash"]?.count, 10)
+    }
 }

@@ -146,9 +146,9 @@ public enum Inspector {
         let (source, format) = try ModelFile.open(path)
         let names = source.tensors
         let lora = try LoraDetector.detect(source)
-        let layout = lora?.layout ?? Layouts.detectLayout(names.map(\.name))
-        let sgm = Layouts.sgmView(source, layout: layout)
-        let detection = ModelDetector.detect(sgm, metadata: source.metadata)
+        let view = try SGMView.view(source, format: format, lenient: true)
+        let layout = lora?.layout ?? view.layout.rawValue
+        let detection = ModelDetector.detect(view.source.tensors, metadata: source.metadata)
         var size = 0
         if isDirectory(path) {
             size = source.tensors.reduce(0) { $0 + $1.byteCount }

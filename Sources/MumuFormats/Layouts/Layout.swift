@@ -10,17 +10,6 @@ public enum Layout: String, Sendable, CaseIterable, CustomStringConvertible {
 
     public var description: String { rawValue }
 
-    /// The layout most of `names` are in, or nil when no name carries a known component prefix.
-    public static func detect(names: [String]) -> Layout? {
-        var sgm = 0, diffusers = 0
-        for name in names {
-            if SGMPrefix.split(name) != nil { sgm += 1 }
-            else if ModelComponent.splitDiffusers(name) != nil { diffusers += 1 }
-        }
-        if sgm == 0 && diffusers == 0 { return nil }
-        return sgm >= diffusers ? .sgm : .diffusers
-    }
-
     /// Splits a flat name into its component and the name inside the component.
     func split(_ name: String) -> (component: ModelComponent, local: String, prefix: String)? {
         switch self {
@@ -75,6 +64,9 @@ public enum SGMPrefix: String, Sendable, CaseIterable {
     case te2 = "conditioner.embedders.1.model."
     case te2Refiner = "conditioner.embedders.0.model."
     case te1SD1 = "cond_stage_model.transformer."
+
+    /// MUMU's connector (docs/formats.md), in mumu-decoder files; not an SDXL component.
+    public static let connector = "connector."
 
     public var component: ModelComponent {
         switch self {

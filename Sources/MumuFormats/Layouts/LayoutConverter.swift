@@ -12,12 +12,11 @@ public struct LayoutConverter: Sendable {
     /// be told, or when a tensor's shape does not fit its mapping; unknown names do not throw: they are
     /// left out and listed in the result's `unmapped`.
     public func convert(source: TensorSource, to layout: Layout) throws -> ConvertedSource {
-        let names = source.names
-        guard let from = Layout.detect(names: names) else {
+        guard let (flat, from) = StoredLayout.detect(source.names).flattened(source) else {
             throw FormatError.unsupported(
                 "\(source.path): cannot tell the layout: no tensor name starts with an sgm prefix (model.diffusion_model., first_stage_model., conditioner.embedders.N.) or a diffusers one (unet., vae., text_encoder., text_encoder_2.)")
         }
-        return try convert(source: source, from: from, to: layout)
+        return try convert(source: flat, from: from, to: layout)
     }
 
     /// `source`, whose names are in layout `from`, in layout `to`.

@@ -14,11 +14,9 @@ public final class DecoderCheckpoint: @unchecked Sendable {
     /// When set, every reader made by `reader(_:precision:)` records where it put each tensor (for styles).
     public var parameters: ParameterTable?
 
+    /// The sgm prefix of each SDXL component (`SGMPrefix`, the one list of them).
     public static let prefixes: [ModelComponent: String] = [
-        .unet: "model.diffusion_model.",
-        .vae: "first_stage_model.",
-        .te1: "conditioner.embedders.0.transformer.",
-        .te2: "conditioner.embedders.1.model.",
+        .unet: SGMPrefix.unet.rawValue, .vae: SGMPrefix.vae.rawValue, .te1: SGMPrefix.te1.rawValue, .te2: SGMPrefix.te2.rawValue,
     ]
 
     public init(path: String) throws {
@@ -45,8 +43,9 @@ public final class DecoderCheckpoint: @unchecked Sendable {
             case .unet: what = "UNet (\(Self.prefixes[.unet]!)*)"
             case .vae: what = "VAE (\(Self.prefixes[.vae]!)*)"
             }
+            let borrow = component == .vae ? "; give one with --vae FILE" : component == .te1 || component == .te2 ? "; give them with --text-encoders FILE" : ""
             throw DecoderError.missingComponent(path: path, component: what,
-                detail: present.isEmpty ? "no SDXL component found at all" : "it holds: " + present.joined(separator: ", "))
+                detail: (present.isEmpty ? "no SDXL component found at all" : "it holds: " + present.joined(separator: ", ")) + borrow)
         }
         return WeightReader(source: view.source, prefix: Self.prefixes[component]!, precision: precision, table: parameters)
     }

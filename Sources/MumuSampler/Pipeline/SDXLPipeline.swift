@@ -110,24 +110,28 @@ public final class SDXLPipeline: @unchecked Sendable {
     /// epsilon by default).
     public let prediction: Prediction
 
-    /// Loads the UNet, the VAE and (when `textEncoders`) both text encoders of `checkpoint`.
-    public init(checkpoint: DecoderCheckpoint, precision: WeightPrecision = .f32, textEncoders: Bool = true) throws {
+    /// Loads the UNet, the VAE and (when `textEncoders`) both text encoders of `checkpoint`. `vae` and
+    /// `textEncodersFrom` borrow those components from other files (A1111's "SD VAE", e.g. the fp16-fix VAE;
+    /// ComfyUI's separate loaders), so a UNet-only checkpoint renders too.
+    public init(checkpoint: DecoderCheckpoint, precision: WeightPrecision = .f32, textEncoders: Bool = true,
+                vae vaeFrom: DecoderCheckpoint? = nil, textEncodersFrom: DecoderCheckpoint? = nil) throws {
         self.checkpoint = checkpoint
         self.precision = precision
         unet = try UNet(checkpoint: checkpoint, precision: precision)
-        vae = try VAE(checkpoint: checkpoint, precision: precision)
+        vae = try VAE(checkpoint: vaeFrom ?? checkpoint, precision: precision)
         guard unet.config.admIn != nil, unet.config.addTimeDim != nil else {
             throw DecoderError.config(path: checkpoint.path, reason: "the UNet takes no pooled text and time ids: not an SDXL base UNet (SD1.x and the refiner are not supported by generate)")
         }
-        tokenizers = try Self.tokenizers(checkpoint.path)
+        let texts = textEncodersFrom ?? checkpoint
+        tokenizers = try Self.tokenizers(texts.path)
         if textEncoders {
-            let l = try CLIPTextEncoder(checkpoint: checkpoint, component: .te1, precision: precision)
-            let g = try CLIPTextEncoder(checkpoint: checkpoint, component: .te2, precision: precision)
+            let l = try CLIPTextEncoder(checkpoint: texts, component: .te1, precision: precision)
+            let g = try CLIPTextEncoder(checkpoint: texts, component: .te2, precision: precision)
             guard l.config.width + g.config.width == unet.config.contextDim else {
-                throw DecoderError.config(path: checkpoint.path, reason: "text encoder widths \(l.config.width) + \(g.config.width) do not make the UNet's context width \(unet.config.contextDim)")
+                throw DecoderError.config(path: texts.path, reason: "text encoder widths \(l.config.width) + \(g.config.width) do not make the UNet's context width \(unet.config.contextDim)")
             }
             for (name, te, tok) in [("CLIP-L", l, tokenizers.clipL), ("bigG", g, tokenizers.bigG)] where te.config.vocabulary < tok.vocabularyCount {
-                throw DecoderError.config(path: checkpoint.path, reason: "the \(name) text encoder has \(te.config.vocabulary) token embeddings, its tokenizer \(tok.vocabularyCount) ids")
+                throw DecoderError.config(path: texts.path, reason: "the \(name) text encoder has \(te.config.vocabulary) token embeddings, its tokenizer \(tok.vocabularyCount) ids")
             }
             self.textEncoders = (l, g)
         } else {
