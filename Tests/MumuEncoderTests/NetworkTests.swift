@@ -166,6 +166,58 @@ final class NetworkTests: XCTestCase {
         }
     }
 
+    /// A mumu-decoder checkpoint opened for the sampler gives the same connector (sgm names: `connector.*`).
+    func testConnectorFromADecoderCheckpoint() throws {
+        let path = NetworkFixtures.connector("w96")
+        let checkpoint = try DecoderCheckpoint(path: path)
+        let connector = try MumuConnector(checkpoint: checkpoint)
+        let hidden = try NetworkFixtures.tensor("hidden1")
+        let (context, pooled) = try connector(hidden)
+        let direct = try MumuConnector(source: try SafetensorsFile(path: path))
+        let (context2, pooled2) = try direct(hidden)
+        XCTAssertEqual(context, context2)
+        XCTAssertEqual(pooled, pooled2)
+    }
+
+    /// maskedAttention against a direct f64 evaluation of its definition, over more query rows than one block
+    /// (256) so the block bounds of the causal and sliding-window key ranges are exercised (the text-model
+    /// fixtures stop at 128 tokens). Tolerance 1e-5 absolute: outputs are averages of O(1) values in f32.
+    func testMaskedAttentionMatchesItsDefinition() throws {
+        var seed: UInt64 = 12345
+        func random() -> Float {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: seed >> 11) % 2_000_001) / 1_000_000 - 1
+        }
+        let t = 600, heads = 4, kvHeads = 2, d = 8
+        let q = Tensor(shape: [t, heads * d], data: (0..<t * heads * d).map { _ in 2 * random() })
+        let k = Tensor(shape: [t, kvHeads * d], data: (0..<t * kvHeads * d).map { _ in 2 * random() })
+        let v = Tensor(shape: [t, kvHeads * d], data: (0..<t * kvHeads * d).map { _ in random() })
+        for (causal, window) in [(true, Int?.none), (true, 100), (true, 300), (false, nil), (false, 50)] {
+            let got = maskedAttention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, causal: causal, window: window)
+            var err: Float = 0
+            for i in 0..<t {
+                let lo = window.map { max(0, i - $0 + 1) } ?? 0, hi = causal ? i + 1 : t
+                for h in 0..<heads {
+                    let g = h / (heads / kvHeads)
+                    var scores: [Double] = []
+                    for j in lo..<hi {
+                        var s = 0.0
+                        for c in 0..<d { s += Double(q.data[i * heads * d + h * d + c]) * Double(k.data[j * kvHeads * d + g * d + c]) }
+                        scores.append(s / Double(d).squareRoot())
+                    }
+                    let m = scores.max()!
+                    let e = scores.map { Foundation.exp($0 - m) }, sum = e.reduce(0, +)
+                    for c in 0..<d {
+                        var o = 0.0
+                        for (n, j) in (lo..<hi).enumerated() { o += e[n] / sum * Double(v.data[j * kvHeads * d + g * d + c]) }
+                        err = max(err, abs(Float(o) - got.data[i * heads * d + h * d + c]))
+                    }
+                }
+            }
+            XCTAssertLessThan(err, 1e-5, "causal \(causal), window \(String(describing: window))")
+        }
+    }
+
     // MARK: bf16
 
     func testBF16MatchesWithinItsTolerance() throws {

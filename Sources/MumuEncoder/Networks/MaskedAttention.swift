@@ -13,8 +13,9 @@ import MumuTensor
 /// subtracted), times v. Returns [T, heads * d].
 ///
 /// Query rows go in blocks of 256 against only the keys the block can see (a window bounds the work to
-/// T x window), one head per task; memory is one 256 x keys score buffer per task.
-func maskedAttention(q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, causal: Bool, window: Int?) -> Tensor {
+/// T x window), one head per task; memory is one 256 x keys score buffer per task. Shapes are the caller's to get
+/// right (checked by the model that calls it; not checked again here, as in `NN.attention`).
+public func maskedAttention(q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, causal: Bool, window: Int?) -> Tensor {
     let t = q.shape[0], width = q.shape[1]
     let d = width / heads, kvWidth = kvHeads * d
     let group = heads / kvHeads
