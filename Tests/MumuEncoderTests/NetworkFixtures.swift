@@ -68,14 +68,21 @@ enum NetworkFixtures {
     /// (nil drops the tensor), its config.json replaced by `config` when given, written as one file or as shards
     /// of `shards` files with an index; with `lmHead` an `lm_head.weight` [1, 64] (of a shape no model has, so
     /// reading it would fail) is added. Returns the copy's path.
-    static func editedFolder(config: String? = nil, shards: Int = 1, lmHead: Bool = false,
+    /// `values` replaces a tensor's data by f32 values of its shape.
+    static func editedFolder(config: String? = nil, shards: Int = 1, lmHead: Bool = false, values: [String: [Float]] = [:],
                              edit: (TensorInfo) -> TensorInfo? = { $0 }) throws -> String {
         let dir = try temporaryDirectory().appendingPathComponent("idefics2")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let original = try SafetensorsFile(path: (idefics2 as NSString).appendingPathComponent("model.safetensors"))
         var items: [(TensorInfo, TensorData)] = []
         for info in original.tensors {
-            guard let renamed = edit(info) else { continue }
+            guard var renamed = edit(info) else { continue }
+            if let replacement = values[info.name] {
+                renamed.dtype = .f32
+                let bytes = replacement.withUnsafeBytes { [UInt8]($0) }
+                items.append((renamed, TensorData.owned(renamed, bytes: bytes)))
+                continue
+            }
             items.append((renamed, try original.tensor(info.name)))
         }
         if lmHead {

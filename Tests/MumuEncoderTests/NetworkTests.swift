@@ -316,6 +316,25 @@ final class NetworkTests: XCTestCase {
         }
     }
 
+    /// A NaN in the weights is found at load and named (in the f32 path and in bf16's own embedding reader).
+    func testNonFiniteWeightsAreNamed() throws {
+        var norm = [Float](repeating: 1, count: 64)
+        norm[7] = .nan
+        let dir = try NetworkFixtures.editedFolder(values: ["text_model.norm.weight": norm])
+        XCTAssertThrowsError(try Idefics2Encoder(folder: dir)) { error in
+            XCTAssertEqual(error as? EncoderError, .nonFinite(path: dir + "/model.safetensors", tensor: "text_model.norm.weight", count: 1))
+        }
+        var embedding = [Float](repeating: 0.5, count: 32003 * 64)
+        embedding[100] = .infinity
+        embedding[64 * 32002] = -.infinity
+        let embedded = try NetworkFixtures.editedFolder(values: ["text_model.embed_tokens.weight": embedding])
+        for precision in WeightPrecision.allCases {
+            XCTAssertThrowsError(try Idefics2Encoder(folder: embedded, precision: precision)) { error in
+                XCTAssertEqual(error as? EncoderError, .nonFinite(path: embedded + "/model.safetensors", tensor: "text_model.embed_tokens.weight", count: 2))
+            }
+        }
+    }
+
     func testImageTokenCountMustMatchTheEmbeddings() throws {
         let encoder = Self.encoderF32
         let ids = try NetworkFixtures.ids("ids1")  // 6 <image> tokens
