@@ -11,6 +11,7 @@
 //   MumuMerge                recipes, merge methods, the streaming executor, LoRA bake-in and extraction
 //   MumuStyles               the style registry and its plugins
 //   MumuSampler              the SDXL networks, tokenizer, samplers, the pipeline's denoising iterator, PNG output
+//   MumuEncoder              MUMU's encoder: images, the tokenizer.json BPE, SigLIP + Mistral (Idefics2), the connector
 //   MumuGenerate             what a CLI and a server share: a generation job, styles on the resident decoder
 //   mumu                     the command line (swift-argument-parser): parses, calls the libraries, prints
 import PackageDescription
@@ -47,6 +48,7 @@ let package = Package(
                        providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
 
         // Hand-written C kernels with run-time CPU dispatch: dtype conversion (F16C/AVX2), SHA-256 (SHA extensions),
         // the bf16 GEMM (AMX, AVX-512-BF16, portable), softmax and activations (AVX-512).
@@ -76,10 +78,14 @@ let package = Package(
         // iterator, PNG output with A1111 infotext. Knows nothing of styles or merges.
         .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS", "CMumuKernels", "CPNG"],
                 plugins: ["EmbedVocab"]),
+        // MUMU's encoder: images and tokenizer for `<image:PATH>` prompts, SigLIP + Mistral (Idefics2), the connector.
+        .target(name: "MumuEncoder",
+                dependencies: ["MumuSampler", "MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS", "CPNG", "CJPEG"]),
         // What a CLI and a server share: the generation job (settings checked before loading, output names), styles
-        // put on one resident decoder (StyledPipeline), the job as steps its caller drives.
+        // put on one resident decoder (StyledPipeline), the encoder before the decoder, the job as steps its caller
+        // drives.
         .target(name: "MumuGenerate",
-                dependencies: ["MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
+                dependencies: ["MumuSampler", "MumuEncoder", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler", "MumuGenerate",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -98,6 +104,8 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MumuGenerateTests", dependencies: ["MumuGenerate", "MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats",
                                                               "MumuTensor", "MumuTestSupport"]),
+        .testTarget(name: "MumuEncoderTests", dependencies: ["MumuEncoder", "MumuSampler", "MumuFormats", "MumuTensor", "MumuTestSupport"],
+                    resources: [.copy("Fixtures")]),
         // The mumu binary run as a user runs it (found beside the test bundle).
         .testTarget(name: "MumuCLITests", dependencies: ["MumuTestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
