@@ -248,3 +248,26 @@ public struct MethodDefinition: @unchecked Sendable {
         return names + parameters.map(\.name)
     }
 }
+
+extension MethodDefinition {
+    /// The arguments `make` receives for one key: `values` by parameter name (numbers already resolved
+    /// for the key), the declared defaults for the others. The planner calls this; so can tests and tools
+    /// that run one method directly.
+    public func arguments(key: String, info: TensorInfo, block: String? = nil, values given: [String: ArgumentValue] = [:],
+                          weights: [Double] = [], inputCount: Int? = nil, prepared: AnyObject? = nil) -> MethodArguments {
+        var values: [String: ArgumentValue] = [:]
+        for spec in parameters {
+            if let v = given[spec.name] { values[spec.name] = v; continue }
+            switch spec.kind {
+            case .number(let d, _): values[spec.name] = .number(d)
+            case .integer(let d, _): values[spec.name] = .integer(d)
+            case .bool(let d): values[spec.name] = .bool(d)
+            case .choice(_, let d): values[spec.name] = .text(d)
+            case .path: break
+            }
+        }
+        return MethodArguments(method: name, key: key, info: info, block: block, weights: weights,
+                               inputCount: inputCount ?? inputs.count + weights.count, prepared: prepared,
+                               declared: parameters, values: values)
+    }
+}

@@ -255,20 +255,13 @@ public final class MergePlan {
                 if !res.leaves.contains(i) { res.leaves.append(i) }
                 step = res.steps.count - 1
             case .method(let method, let a):
-                var values: [String: ArgumentValue] = [:]
-                for spec in method.parameters {
-                    switch spec.kind {
-                    case .number(let d, _): values[spec.name] = .number(a.numbers[spec.name]?.value(key: key, block: block, regexes: regexes) ?? d)
-                    case .integer(let d, _): values[spec.name] = a.constants[spec.name] ?? .integer(d)
-                    case .bool(let d): values[spec.name] = a.constants[spec.name] ?? .bool(d)
-                    case .choice(_, let d): values[spec.name] = a.constants[spec.name] ?? .text(d)
-                    case .path: values[spec.name] = a.constants[spec.name]
-                    }
+                var values = a.constants
+                for (name, argument) in a.numbers {
+                    if let v = argument.value(key: key, block: block, regexes: regexes) { values[name] = .number(v) }
                 }
-                let args = MethodArguments(method: method.name, key: key, info: info, block: block,
-                                           weights: a.weights.map { $0.value(key: key, block: block, regexes: regexes) ?? 1 },
-                                           inputCount: node.children.count, prepared: prepared[id],
-                                           declared: method.parameters, values: values)
+                let args = method.arguments(key: key, info: info, block: block, values: values,
+                                            weights: a.weights.map { $0.value(key: key, block: block, regexes: regexes) ?? 1 },
+                                            inputCount: node.children.count, prepared: prepared[id])
                 switch try method.make(args) {
                 case .passthrough(let i):
                     step = try visit(node.children[i])

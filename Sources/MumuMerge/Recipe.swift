@@ -149,7 +149,11 @@ public struct Recipe: Sendable {
             missing = p
         }
         var title: String?
-        if case .string(let t)? = (dict["title"] ?? dict["name"])?.resolved { title = t }
+        for field in ["name", "title"] {
+            guard let v = dict[field]?.resolved else { continue }
+            guard case .string(let t) = v else { throw MergeError.recipe(origin, "field '\(field)' must be text (quote it: \(field): \"...\")") }
+            if title == nil || field == "title" { title = t }
+        }
         return Recipe(origin: origin, directory: directory, title: title, models: models, merge: merge, output: output, missing: missing)
     }
 
