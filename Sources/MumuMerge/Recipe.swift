@@ -56,6 +56,7 @@ public struct Recipe: Sendable {
     /// by `Recipe.maximumExpandedSize`.
     public static func parse(_ text: String, origin: String, directory: String) throws -> Recipe {
         // Nodes refer to their anchors weakly and the parser owns them: keep it alive while reading.
+        try checkKeysArePlain(text, origin: origin)
         let parser: Yams.Parser
         let node: Yams.Node?
         do {
@@ -67,6 +68,74 @@ public struct Recipe: Sendable {
         return try withExtendedLifetime(parser) {
             guard let node else { throw MergeError.recipe(origin, "the file is empty") }
             return try parse(document: node, origin: origin, directory: directory)
+        }
+    }
+
+    /// Refuses, before Yams composes the document, mapping keys that are not plain text: an alias
+    /// (`*x: ...`), a complex key (`? ...`) or a collection (`[a]: ...`). A recipe never needs one, and
+    /// Yams hashes every key of a mapping to find duplicates, which would expand an alias used as a key
+    /// (a billion laughs in the key position). A lexical scan (quotes and comments skipped): text that
+    /// only looks like such a key inside a block scalar is refused too.
+    static func checkKeysArePlain(_ text: String, origin: String) throws {
+        let b = Array(text.utf8)
+        var i = 0, line = 1
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
+        func isTokenStart(_ at: Int) -> Bool {
+            guard at > 0 else { return true }
+            let p = b[at - 1]
+            return isSpace(p) || p == UInt8(ascii: "[") || p == UInt8(ascii: "{") || p == UInt8(ascii: ",")
+        }
+        /// Whether a ':' that makes what precedes it a key follows (after blanks) at `j`.
+        func keyColon(_ j: Int) -> Bool {
+            var j = j
+            while j < b.count, b[j] == 0x20 || b[j] == 0x09 { j += 1 }
+            guard j < b.count, b[j] == UInt8(ascii: ":") else { return false }
+            return j + 1 == b.count || isSpace(b[j + 1]) || b[j + 1] == UInt8(ascii: ",") || b[j + 1] == UInt8(ascii: "]")
+                || b[j + 1] == UInt8(ascii: "}")
+        }
+        func refuse(_ what: String) -> MergeError {
+            MergeError.recipe(origin, "line \(line): \(what) used as a mapping key; recipe keys are plain names")
+        }
+        while i < b.count {
+            let c = b[i]
+            switch c {
+            case 0x0A:
+                line += 1
+            case UInt8(ascii: "#") where isTokenStart(i):
+                while i < b.count, b[i] != 0x0A { i += 1 }
+                continue
+            case UInt8(ascii: "'") where isTokenStart(i) || (i > 0 && b[i - 1] == UInt8(ascii: ":")):
+                i += 1
+                while i < b.count {
+                    if b[i] == 0x0A { line += 1 }
+                    if b[i] == UInt8(ascii: "'") {
+                        if i + 1 < b.count, b[i + 1] == UInt8(ascii: "'") { i += 2; continue }
+                        break
+                    }
+                    i += 1
+                }
+            case UInt8(ascii: "\"") where isTokenStart(i) || (i > 0 && b[i - 1] == UInt8(ascii: ":")):
+                i += 1
+                while i < b.count, b[i] != UInt8(ascii: "\"") {
+                    if b[i] == 0x0A { line += 1 }
+                    i += b[i] == UInt8(ascii: "\\") ? 2 : 1
+                }
+            case UInt8(ascii: "*") where isTokenStart(i):
+                // libyaml's anchor names: letters, digits, '_' and '-'.
+                var j = i + 1
+                while j < b.count, (b[j] >= 0x30 && b[j] <= 0x39) || (b[j] >= 0x41 && b[j] <= 0x5A) || (b[j] >= 0x61 && b[j] <= 0x7A)
+                        || b[j] == UInt8(ascii: "_") || b[j] == UInt8(ascii: "-") { j += 1 }
+                if keyColon(j) { throw refuse("an alias") }
+                i = j
+                continue
+            case UInt8(ascii: "?") where isTokenStart(i) && (i + 1 == b.count || isSpace(b[i + 1])):
+                throw refuse("a complex key ('? ')")
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                if keyColon(i + 1) { throw refuse("a list or mapping") }
+            default:
+                break
+            }
+            i += 1
         }
     }
 

@@ -166,3 +166,37 @@ final class RecipeStructureTests: XCTestCase {
         XCTAssertNil(BlockTable(architectures: []).block(of: "something.else"))
     }
 }
+
+/// Keys that are not plain text are refused before Yams composes the document (Yams hashes every key
+/// to find duplicates, which would expand an alias used as a key).
+final class RecipeKeyTests: XCTestCase {
+    func testAliasAndCollectionKeysAreRefusedBeforeComposing() {
+        // 10^9 values under one alias used as a key, in every way YAML writes a key.
+        let defs = "version: 1\nmodels: {a: a.safetensors}\nmerge:\n  method: weighted_sum\n  a: a\n  b: a\n  alpha:\n"
+            + "    l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+            + (1...9).map { k in "    l\(k): &l\(k) [" + Array(repeating: "*l\(k - 1)", count: 10).joined(separator: ", ") + "]\n" }.joined()
+        for (key, fragment) in [("*l9: 1", "an alias"), ("*l9 : 1", "an alias"), ("? *l9\n    : 1", "a complex key ('? ')"),
+                                ("[*l9]: 1", "a list or mapping"), ("{x: *l9}: 1", "a list or mapping")] {
+            XCTAssertThrowsError(try Recipe.parse(defs + "    " + key + "\n", origin: "keys.yaml", directory: "/"), key) { e in
+                XCTAssertTrue("\(e)".contains("keys.yaml: line 18:"), "\(e)")
+                XCTAssertTrue("\(e)".contains(fragment + " used as a mapping key"), "\(e)")
+            }
+        }
+        XCTAssertThrowsError(try Recipe.parse("version: 1\nmodels: {a: x}\nmerge: {method: weighted_sum, a: a, b: a, {*l: 1}: 2}\n",
+                                              origin: "flow.yaml", directory: "/"))
+    }
+
+    func testTextThatOnlyLooksLikeSuchKeysIsAccepted() throws {
+        let text = """
+            version: 1
+            title: "*not: an alias ? [x]: y"   # a comment with *x: y and ? z
+            name: 'it''s [a]: b'
+            models: {a: a.safetensors, b: b.safetensors}
+            merge: &m {method: weighted_sum, a: a, b: b, alpha: {default: 0.5, "re:x?y": 0.2}}
+            output: {components: [unet, vae]}
+            """
+        let recipe = try Recipe.parse(text, origin: "ok.yaml", directory: "/")
+        XCTAssertEqual(recipe.title, "*not: an alias ? [x]: y")
+        XCTAssertEqual(try RecipeGraph(recipe: recipe).nodes.count, 3)
+    }
+}
