@@ -53,7 +53,14 @@ public final class MergePlan {
     public init(recipe: Recipe, options: MergeOptions = MergeOptions()) throws {
         self.recipe = recipe
         self.options = options
-        graph = try RecipeGraph(recipe: recipe)
+        let graph = try RecipeGraph(recipe: recipe)
+        self.graph = graph
+        let expanded = graph.expandedNodeCount
+        guard expanded <= Recipe.maximumExpandedSize else {
+            throw MergeError.recipe(recipe.origin, "the merge expression written out without its aliases has "
+                + (expanded == Int.max ? "too many" : "\(expanded)") + " expressions, more than \(Recipe.maximumExpandedSize); "
+                + "the output's metadata records the recipe written out, so merge the shared part first and use that file as a model")
+        }
         let used = graph.inputsUsed
         var opened: [MergeInput] = []
         for (i, model) in recipe.models.enumerated() {
@@ -66,12 +73,6 @@ public final class MergePlan {
             opened.append(try MergePlan.open(name: model.name, path: model.path))
         }
         inputs = opened
-        let expanded = graph.expandedNodeCount
-        guard expanded <= Recipe.maximumExpandedSize else {
-            throw MergeError.recipe(recipe.origin, "the merge expression written out without its aliases has "
-                + (expanded == Int.max ? "too many" : "\(expanded)") + " expressions, more than \(Recipe.maximumExpandedSize); "
-                + "the output's metadata records the recipe written out, so merge the shared part first and use that file as a model")
-        }
         let known = used.sorted().compactMap { opened[$0].architecture.flatMap(Architectures.named) }
         architecture = known.first
         blocks = BlockTable(architectures: known, families: used.compactMap { opened[$0].family })
