@@ -53,14 +53,7 @@ public final class MergePlan {
     public init(recipe: Recipe, options: MergeOptions = MergeOptions()) throws {
         self.recipe = recipe
         self.options = options
-        let graph = try RecipeGraph(recipe: recipe)
-        self.graph = graph
-        let expanded = graph.expandedNodeCount
-        guard expanded <= Recipe.maximumExpandedSize else {
-            throw MergeError.recipe(recipe.origin, "the merge expression written out without its aliases has "
-                + (expanded == Int.max ? "too many" : "\(expanded)") + " expressions, more than \(Recipe.maximumExpandedSize); "
-                + "the output's metadata records the recipe written out, so merge the shared part first and use that file as a model")
-        }
+        graph = try RecipeGraph(recipe: recipe)
         let used = graph.inputsUsed
         var opened: [MergeInput] = []
         for (i, model) in recipe.models.enumerated() {

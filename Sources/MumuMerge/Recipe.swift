@@ -31,9 +31,9 @@ public struct Recipe: Sendable {
 
     public static let version = 1
 
-    /// The most expressions a merge may have written out without its aliases (shared sub-expressions
-    /// counted each time they are used): the output's metadata records the recipe that way. Reading and
-    /// checking a recipe never expands it, so this bounds only what a merge writes.
+    /// The most values the canonical recipe in an output's metadata writes out without its aliases;
+    /// beyond, shared parts are written once (`RecipeValue.canonical(expandingUpTo:)`). Reading,
+    /// checking and merging never expand a recipe.
     public static let maximumExpandedSize = 100_000
 
     /// Reads a recipe file.
@@ -52,8 +52,8 @@ public struct Recipe: Sendable {
     /// (an alias is a copy of its anchor's node, sharing storage), unknown top-level fields are refused
     /// before any value is read, and values are read once per anchor (`RecipeValue.anchor` keeps the
     /// sharing), so a "billion laughs" document is never expanded here. A shared sub-expression is one
-    /// node of `RecipeGraph`; expanding the recipe (the copy recorded in an output's metadata) is capped
-    /// by `Recipe.maximumExpandedSize`.
+    /// node of `RecipeGraph`, and the copy an output's metadata records writes shared parts once when
+    /// written out they would exceed `Recipe.maximumExpandedSize` values.
     public static func parse(_ text: String, origin: String, directory: String) throws -> Recipe {
         try YAMLKeyScan.checkKeysArePlain(text, origin: origin)
         // Nodes refer to their anchors weakly and the parser owns them: keep it alive while reading.

@@ -55,8 +55,8 @@ public indirect enum RecipeValue: Sendable {
         return size(self)
     }
 
-    /// Canonical JSON (keys of mappings sorted, aliases expanded), the form embedded in outputs and
-    /// hashed. Check `expandedSize` first where the value may come from a file.
+    /// Canonical JSON (keys of mappings sorted, aliases expanded). Where the value may come from a
+    /// file, use `canonical(expandingUpTo:)`, which never writes out more than its limit.
     public var json: JSONValue {
         switch self {
         case .null: return .null
@@ -67,6 +67,40 @@ public indirect enum RecipeValue: Sendable {
         case .map(let m): return .object(m.sorted { $0.0 < $1.0 }.map { ($0.0, $0.1.json) })
         case .anchor(let a): return a.value.json
         }
+    }
+}
+
+extension RecipeValue {
+    /// The canonical JSON of a value that may be shared enormously: written out (`json`) when that is
+    /// at most `limit` values, else with every anchored list or mapping written once under `anchors`
+    /// (names as in the file, `name#2`... where a name is reused) and referred to as `{"*": name}`.
+    /// Linear in the file either way.
+    public func canonical(expandingUpTo limit: Int) -> (value: JSONValue, anchors: [(String, JSONValue)]) {
+        if expandedSize <= limit { return (json, []) }
+        var names: [ObjectIdentifier: String] = [:]
+        var taken = Set<String>()
+        var anchors: [(String, JSONValue)] = []
+        func write(_ v: RecipeValue) -> JSONValue {
+            switch v {
+            case .anchor(let a):
+                switch a.value {
+                case .list, .map, .anchor: break
+                default: return a.value.json
+                }
+                if let n = names[ObjectIdentifier(a)] { return .object([("*", .string(n))]) }
+                var n = a.name, k = 2
+                while taken.contains(n) { n = "\(a.name)#\(k)"; k += 1 }
+                taken.insert(n)
+                names[ObjectIdentifier(a)] = n
+                anchors.append((n, write(a.value)))
+                return .object([("*", .string(n))])
+            case .list(let l): return .array(l.map(write))
+            case .map(let m): return .object(m.sorted { $0.0 < $1.0 }.map { ($0.0, write($0.1)) })
+            default: return v.json
+            }
+        }
+        let root = write(self)
+        return (root, anchors.sorted { $0.0 < $1.0 })
     }
 }
 

@@ -68,24 +68,33 @@ final class RecipeStructureTests: XCTestCase {
         XCTAssertEqual(try RecipeGraph(recipe: try Recipe.parse(Self.chain(3), origin: "c3.yaml", directory: "/")).expandedNodeCount, 15)
     }
 
-    func testMergingAHugeSharedRecipeIsRefusedNamingTheFile() throws {
+    func testAHugeSharedRecipeMergesAndIsRecordedWithItsAnchors() throws {
+        // 64 levels of weighted_sum(x, x): 2^64 expressions written out, 65 nodes computed; lerp of a
+        // value with itself is that value, so the output is the input, bit for bit.
         let path = MergeTests.models["ft"]!
-        let r = try Recipe.parse(Self.chain(64, models: "{a: \(path)}"), origin: "chain.yaml", directory: "/")
-        XCTAssertThrowsError(try MergePlan(recipe: r)) { e in
-            XCTAssertTrue("\(e)".contains("chain.yaml"), "\(e)")
-            XCTAssertTrue("\(e)".contains("more than \(Recipe.maximumExpandedSize)"), "\(e)")
-        }
-        // A modest depth merges, and equals a (up to lerp's rounding: weighted_sum of x with itself is x).
-        let small = try Recipe.parse(Self.chain(4, models: "{a: \(path)}") + "output: {dtype: keep}\n", origin: "c4.yaml", directory: "/")
-        let plan = try MergePlan(recipe: small)
-        XCTAssertEqual(plan.graph.nodes.count, 5)
-        let out = MergeTests.dir + "/chain4.safetensors"
+        let r = try Recipe.parse(Self.chain(64, models: "{a: \(path)}") + "output: {dtype: keep}\n", origin: "chain.yaml", directory: "/")
+        let plan = try MergePlan(recipe: r)
+        XCTAssertEqual(plan.graph.nodes.count, 65)
+        let out = MergeTests.dir + "/chain64.safetensors"
         _ = try MergeRunner.run(plan, to: out, overwrite: true, hashes: [:])
         let merged = try SafetensorsFile(path: out), original = try SafetensorsFile(path: path)
         for info in original.tensors {
             let a = try merged.tensor(info.name), b = try original.tensor(info.name)
             withExtendedLifetime((a, b)) { XCTAssertTrue(a.bytes.elementsEqual(b.bytes), info.name) }
         }
+        // The metadata's recipe writes each shared level once: 64 anchors, the model name inline.
+        let recorded = try JSONParser.parse(try XCTUnwrap(merged.metadata["mumu_recipe"]))
+        XCTAssertEqual(recorded["merge"], .object([("*", .string("n64"))]))
+        let anchors = try XCTUnwrap(recorded["anchors"]?.objectValue)
+        XCTAssertEqual(anchors.count, 64)
+        XCTAssertEqual(recorded["anchors"]?["n1"], .object([("a", .string("a")), ("b", .string("a")), ("method", .string("weighted_sum"))]))
+        XCTAssertEqual(recorded["anchors"]?["n2"],
+                       .object([("a", .object([("*", .string("n1"))])), ("b", .object([("*", .string("n1"))])), ("method", .string("weighted_sum"))]))
+        // A small shared recipe is recorded written out, as before.
+        let small = try Recipe.parse(Self.chain(2), origin: "c2.yaml", directory: "/")
+        let canonical = small.merge.canonical(expandingUpTo: Recipe.maximumExpandedSize)
+        XCTAssertTrue(canonical.anchors.isEmpty)
+        XCTAssertEqual(canonical.value, small.merge.json)
     }
 
     func testRepeatedSubExpressionsWithoutAliasesAreOneNode() throws {
