@@ -134,11 +134,12 @@ public struct Recipe: Sendable {
                 case "components", "exclude_components":
                     let list = try value.stringList(origin: origin, field: "output.\(k)")
                     for c in list where !MergePlan.componentNames.contains(c) {
-                        throw MergeError.recipe(origin, "output.\(k): unknown component '\(c)' (use \(MergePlan.componentNames.joined(separator: ", ")))")
+                        throw MergeError.unknownName(origin: origin, at: "output.\(k)", kind: "component", name: c, valid: MergePlan.componentNames)
                     }
                     if k == "components" { output.components = list } else { output.excludeComponents = list }
                 default:
-                    throw MergeError.recipe(origin, "unknown field output.\(k) (expected dtype, components, exclude_components)")
+                    throw MergeError.unknownName(origin: origin, at: "output", kind: "field", name: k,
+                                                 valid: ["dtype", "components", "exclude_components"])
                 }
             }
         }

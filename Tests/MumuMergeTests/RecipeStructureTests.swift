@@ -72,13 +72,15 @@ final class RecipeStructureTests: XCTestCase {
         // 64 levels of weighted_sum(x, x): 2^64 expressions written out, 65 nodes computed; lerp of a
         // value with itself is that value, so the output is the input, bit for bit.
         let path = MergeTests.models["ft"]!
-        let r = try Recipe.parse(Self.chain(64, models: "{a: \(path)}") + "output: {dtype: keep}\n", origin: "chain.yaml", directory: "/")
+        let r = try Recipe.parse(Self.chain(64, models: "{a: \(path)}") + "output: {dtype: keep, components: [unet]}\n",
+                                 origin: "chain.yaml", directory: "/")
         let plan = try MergePlan(recipe: r)
         XCTAssertEqual(plan.graph.nodes.count, 65)
         let out = MergeTests.dir + "/chain64.safetensors"
         _ = try MergeRunner.run(plan, to: out, overwrite: true, hashes: [:])
         let merged = try SafetensorsFile(path: out), original = try SafetensorsFile(path: path)
-        for info in original.tensors {
+        XCTAssertFalse(merged.tensors.isEmpty)
+        for info in merged.tensors {
             let a = try merged.tensor(info.name), b = try original.tensor(info.name)
             withExtendedLifetime((a, b)) { XCTAssertTrue(a.bytes.elementsEqual(b.bytes), info.name) }
         }
@@ -112,6 +114,9 @@ final class RecipeStructureTests: XCTestCase {
                           "merge (weighted_sum)", "unknown argument 'aplha'", "did you mean 'alpha'", "a, b, alpha")
         assertRecipeError(base + "  method: weighted_sum\n  a: bse\n  b: ft\n", "merge.a", "unknown model 'bse'", "did you mean 'base'")
         assertRecipeError(base + "  method: ties\n  base: base\n  models: [ft]\n  wieghts: [1]\n", "unknown argument 'wieghts'", "did you mean 'weights'")
+        assertRecipeError("version: 1\nmodels: {a: x}\nmerge: a\noutput: {dtpye: f16}\n", "output: unknown field 'dtpye'", "did you mean 'dtype'")
+        assertRecipeError("version: 1\nmodels: {a: x}\nmerge: a\noutput: {components: [unet, vea]}\n",
+                          "output.components: unknown component 'vea'", "did you mean 'vae'", "unet, vae, te1, te2, connector")
         // Nothing close: no guess, still the valid names.
         assertRecipeError(base + "  method: zzz\n  a: base\n", "unknown method 'zzz'; expected one of: weighted_sum")
         XCTAssertNil(NameSuggestion.closest(to: "zzz", in: ["alpha", "beta"]))
