@@ -3,7 +3,8 @@ import MumuFormats
 import Yams
 
 /// A merge recipe as written (YAML, docs/merging.md): named input models, one expression, output
-/// options. Parsing checks the shape of the document; `MergePlanner` checks it against the inputs.
+/// options. Parsing checks the shape of the document, `RecipeGraph` the expression, `MergePlan` the
+/// recipe against its inputs.
 public struct Recipe: Sendable {
     /// Where the recipe came from (for messages), and the folder model paths are relative to.
     public var origin: String
