@@ -1,28 +1,37 @@
 import Foundation
 import MumuFormats
 
-/// Merge blocks of SDXL (and SD1) sgm keys, the names SuperMerger and sd-mecha users set weights by:
-/// BASE (text encoders, and MUMU's connector), IN00..IN08 (`input_blocks.N`; `time_embed` and
-/// `label_emb` count as IN00, as in SuperMerger), M00 (`middle_block`), OUT00..OUT08
-/// (`output_blocks.N`; the final `out.` layers count as the last OUT block), VAE.
-/// The same rules produced the `block` of every tensor in formats/*.json.
+/// Merge blocks, the names SuperMerger and sd-mecha users set weights by: BASE (text encoders, and
+/// MUMU's connector), IN00..IN08 (`input_blocks.N`; `time_embed` and `label_emb` count as IN00, as in
+/// SuperMerger), M00 (`middle_block`), OUT00..OUT08 (`output_blocks.N`; the final `out.` layers count as
+/// the last OUT block), VAE.
+///
+/// A tensor's block comes from the descriptor of its model's architecture (the `block` column of
+/// formats/*.json, `BlockTable`); `Blocks.block(of:lastOutput:)` is the rule only for tensors no
+/// descriptor knows (files of an unknown architecture and family, extra keys).
 public enum Blocks {
-    /// The block of an sgm key, or nil for a key outside the known prefixes. `lastOutput` is the
-    /// index of the model's last output block (8 for SDXL, 11 for SD1).
+    /// The fallback rule: the block of an sgm key, or nil for a key outside the known prefixes.
+    /// `lastOutput` is the index of the model's last output block (where `out.` goes).
     public static func block(of key: String, lastOutput: Int = 8) -> String? {
         if key.hasPrefix("conditioner.") || key.hasPrefix("cond_stage_model.") || key.hasPrefix("connector.") { return "BASE" }
         if key.hasPrefix("first_stage_model.") { return "VAE" }
-        let unet = "model.diffusion_model."
         guard key.hasPrefix(unet) else { return nil }
         let rest = key.dropFirst(unet.count)
         if rest.hasPrefix("time_embed.") || rest.hasPrefix("label_emb.") { return "IN00" }
         if rest.hasPrefix("middle_block.") { return "M00" }
         if rest.hasPrefix("out.") { return String(format: "OUT%02d", lastOutput) }
         for (prefix, name) in [("input_blocks.", "IN"), ("output_blocks.", "OUT")] where rest.hasPrefix(prefix) {
-            let digits = rest.dropFirst(prefix.count).prefix { $0.isNumber }
-            if let n = Int(digits) { return String(format: "%@%02d", name, n) }
+            if let n = index(rest, after: prefix) { return String(format: "%@%02d", name, n) }
         }
         return nil
+    }
+
+    static let unet = "model.diffusion_model."
+
+    /// N in "PREFIXN." at the start of `rest`.
+    static func index(_ rest: Substring, after prefix: String) -> Int? {
+        guard rest.hasPrefix(prefix) else { return nil }
+        return Int(rest.dropFirst(prefix.count).prefix { $0.isNumber })
     }
 
     /// Blocks in order: BASE, IN00.., M00, OUT00.., VAE (SDXL counts by default).
@@ -39,6 +48,36 @@ public enum Blocks {
         }
         if name == "BASE" || name == "VAE" { return (name, 0) }
         return nil
+    }
+}
+
+/// The merge block of each key of a merge's inputs, from the descriptors (formats/*.json):
+/// 1. the descriptors of the inputs' detected architectures (the first listed wins where two know a key);
+/// 2. for a key none of them knows (an input of unknown architecture: a pruned or partial file), the
+///    descriptors of the inputs' detected families, where every one of them that knows the key agrees
+///    (sd1's `out.` is OUT11; SDXL's base and refiner disagree on `out.`, so it falls through);
+/// 3. else the rule `Blocks.block(of:lastOutput: 8)`.
+public struct BlockTable: Sendable {
+    private let known: [String: String]
+
+    public init(architectures: [ArchitectureDescriptor], families: [String] = []) {
+        var known: [String: String] = [:]
+        for a in architectures {
+            for t in a.tensors where known[t.name] == nil { known[t.name] = t.block }
+        }
+        var family: [String: String] = [:]
+        var disputed = Set<String>()
+        for a in Architectures.all where families.contains(a.family) {
+            for t in a.tensors where known[t.name] == nil {
+                if let b = family[t.name], b != t.block { disputed.insert(t.name) } else { family[t.name] = t.block }
+            }
+        }
+        for (name, block) in family where !disputed.contains(name) { known[name] = block }
+        self.known = known
+    }
+
+    public func block(of key: String) -> String? {
+        known[key] ?? Blocks.block(of: key)
     }
 }
 
@@ -72,7 +111,7 @@ public struct ScalarArgument: Sendable, Hashable {
         fallback = nil
         entries = []
         for (k, v) in map {
-            guard case .number(let x) = v else { throw MergeError.recipe(origin, "\(field).\(k) must be a number") }
+            guard case .number(let x) = v.resolved else { throw MergeError.recipe(origin, "\(field).\(k) must be a number") }
             if k == "default" { fallback = x; continue }
             if k.hasPrefix("re:") {
                 let pattern = String(k.dropFirst(3))

@@ -33,8 +33,10 @@ public enum MergeMetadata {
         if !recipe.output.excludeComponents.isEmpty {
             output.append(("exclude_components", .array(recipe.output.excludeComponents.map { .string($0) })))
         }
-        var doc: [(String, JSONValue)] = [("merge", recipe.merge.json), ("models", .object(models.sorted { $0.0 < $1.0 })),
+        let merge = recipe.merge.canonical(expandingUpTo: Recipe.maximumExpandedSize)
+        var doc: [(String, JSONValue)] = [("merge", merge.value), ("models", .object(models.sorted { $0.0 < $1.0 })),
                                           ("output", .object(output)), ("version", .int(Recipe.version))]
+        if !merge.anchors.isEmpty { doc.append(("anchors", .object(merge.anchors))) }
         if let policy = plan.options.missing ?? recipe.missing { doc.append(("missing", .string(policy.rawValue))) }
         return JSONWriter.write(.object(doc.sorted { $0.0 < $1.0 }))
     }

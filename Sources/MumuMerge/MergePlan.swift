@@ -42,7 +42,8 @@ public final class MergePlan {
     public private(set) var notes: [String] = []
     /// The architecture of the output (the first input's known one).
     public private(set) var architecture: ArchitectureDescriptor?
-    let lastOutputBlock: Int
+    /// The merge block of every key (descriptors first, the fallback rule for keys they do not know).
+    public let blocks: BlockTable
     let regexes = RegexCache()
     var prepared: [Int: AnyObject] = [:]
 
@@ -65,10 +66,10 @@ public final class MergePlan {
             opened.append(try MergePlan.open(name: model.name, path: model.path))
         }
         inputs = opened
-        // `out.` belongs to the last output block: OUT08 for SDXL (and for anything unrecognized), OUT11 for SD1.
-        lastOutputBlock = opened.contains { $0.family == "sd1" } ? 11 : 8
+        let known = used.sorted().compactMap { opened[$0].architecture.flatMap(Architectures.named) }
+        architecture = known.first
+        blocks = BlockTable(architectures: known, families: used.compactMap { opened[$0].family })
         try checkCompatible(used: used.sorted())
-        architecture = used.sorted().lazy.compactMap { opened[$0].architecture.flatMap(Architectures.named) }.first
         try prepareNodes()
         try planKeys(used: used.sorted())
     }
@@ -123,7 +124,9 @@ public final class MergePlan {
             .values.sorted { $0.name < $1.name }
         for (id, node) in graph.nodes.enumerated() {
             guard case .method(let method, let args) = node.kind, let prepare = method.prepare else { continue }
-            if let p = try prepare(PrepareContext(paths: args.paths, target: Array(target))) { prepared[id] = p }
+            if let p = try prepare(PrepareContext(method: method.name, declared: method.parameters, values: args.constants, target: Array(target))) {
+                prepared[id] = p
+            }
             if let patches = prepared[id] as? LoraPatchSet {
                 if patches.patchedKeys.isEmpty {
                     throw MergeError.incompatible("\(patches.path): no module of this LoRA matches a tensor of the models (another architecture?)")
@@ -214,7 +217,7 @@ public final class MergePlan {
     /// Output keys per block (for --dry-run).
     public var keysPerBlock: [(String, Int)] {
         var counts: [String: Int] = [:]
-        for o in outputs { counts[Blocks.block(of: o.name, lastOutput: lastOutputBlock) ?? "other", default: 0] += 1 }
+        for o in outputs { counts[blocks.block(of: o.name) ?? "other", default: 0] += 1 }
         let order = Blocks.all(inputs: 12, outputs: 12) + ["other"]
         return counts.sorted { (order.firstIndex(of: $0.key) ?? 99, $0.key) < (order.firstIndex(of: $1.key) ?? 99, $1.key) }
     }
@@ -235,7 +238,7 @@ public final class MergePlan {
     func resolve(key: String, info: TensorInfo) throws -> Resolution {
         var res = Resolution()
         var memo: [Int: Int] = [:]
-        let block = Blocks.block(of: key, lastOutput: lastOutputBlock)
+        let block = blocks.block(of: key)
         func visit(_ id: Int) throws -> Int {
             if let s = memo[id] { return s }
             let node = graph.nodes[id]
@@ -246,20 +249,13 @@ public final class MergePlan {
                 if !res.leaves.contains(i) { res.leaves.append(i) }
                 step = res.steps.count - 1
             case .method(let method, let a):
-                var numbers: [String: Double] = [:]
-                var integers = a.integers, bools = a.bools, choices = a.choices
-                for spec in method.parameters {
-                    switch spec.kind {
-                    case .number(let d, _): numbers[spec.name] = a.numbers[spec.name]?.value(key: key, block: block, regexes: regexes) ?? d
-                    case .integer(let d, _): if integers[spec.name] == nil { integers[spec.name] = d }
-                    case .bool(let d): if bools[spec.name] == nil { bools[spec.name] = d }
-                    case .choice(_, let d): if choices[spec.name] == nil { choices[spec.name] = d }
-                    case .path: break
-                    }
+                var values = a.constants
+                for (name, argument) in a.numbers {
+                    if let v = argument.value(key: key, block: block, regexes: regexes) { values[name] = .number(v) }
                 }
-                let args = MethodArguments(key: key, info: info, block: block, numbers: numbers, integers: integers, bools: bools,
-                                           choices: choices, weights: a.weights.map { $0.value(key: key, block: block, regexes: regexes) ?? 1 },
-                                           inputCount: node.children.count, prepared: prepared[id])
+                let args = method.arguments(key: key, info: info, block: block, values: values,
+                                            weights: a.weights.map { $0.value(key: key, block: block, regexes: regexes) ?? 1 },
+                                            inputCount: node.children.count, prepared: prepared[id])
                 switch try method.make(args) {
                 case .passthrough(let i):
                     step = try visit(node.children[i])

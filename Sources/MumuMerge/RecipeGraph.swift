@@ -1,7 +1,8 @@
 import MumuFormats
 
 /// The recipe's expression as a DAG: identical sub-expressions (YAML aliases, or the same thing
-/// written twice) are one node, so they are computed once per key.
+/// written twice) are one node, so they are computed once per key. Building it is linear in the
+/// recipe as written: a YAML anchor is visited once however many aliases use it.
 public struct RecipeGraph {
     public enum Kind {
         /// An input model, by its index in `Recipe.models`.
@@ -15,13 +16,15 @@ public struct RecipeGraph {
     }
     /// Arguments of a method node as written (numbers may be block maps), checked against the method.
     public struct NodeArguments {
+        /// Number parameters (block maps resolved per key).
         public var numbers: [String: ScalarArgument] = [:]
-        public var integers: [String: Int] = [:]
-        public var bools: [String: Bool] = [:]
-        public var choices: [String: String] = [:]
-        public var paths: [String: String] = [:]
+        /// Whole numbers, bools, choices and paths (paths made absolute), one value for every key.
+        public var constants: [String: ArgumentValue] = [:]
         public var weights: [ScalarArgument] = []
     }
+
+    /// How deep expressions may nest (through aliases too).
+    public static let maximumDepth = 512
 
     /// Nodes in topological order: children before parents; the root is last.
     public private(set) var nodes: [Node] = []
@@ -39,10 +42,28 @@ public struct RecipeGraph {
         Set(nodes.compactMap { if case .input(let i) = $0.kind { return i }; return nil })
     }
 
+    /// How many method and model nodes the expression has written out as a tree (a shared node
+    /// counted each time it is used), saturating at `Int.max`.
+    public var expandedNodeCount: Int {
+        var sizes: [Int] = []
+        sizes.reserveCapacity(nodes.count)
+        for node in nodes {
+            var n = 1
+            for c in node.children {
+                let (sum, overflow) = n.addingReportingOverflow(sizes[c])
+                n = overflow ? Int.max : sum
+            }
+            sizes.append(n)
+        }
+        return sizes.last ?? 0
+    }
+
     private struct Builder {
         let recipe: Recipe
         var nodes: [Node] = []
         var index: [String: Int] = [:]
+        /// Nodes already built for a YAML anchor (the hash-consing by identity that keeps aliases linear).
+        var anchored: [ObjectIdentifier: Int] = [:]
         let origin: String
 
         init(recipe: Recipe) { self.recipe = recipe; origin = recipe.origin }
@@ -55,12 +76,18 @@ public struct RecipeGraph {
         }
 
         mutating func build(_ value: RecipeValue, path: String, depth: Int) throws -> Int {
-            guard depth < 64 else { throw MergeError.recipe(origin, "\(path): expressions nest more than 64 deep (a cycle of aliases?)") }
+            guard depth < RecipeGraph.maximumDepth else {
+                throw MergeError.recipe(origin, "\(path): expressions nest more than \(RecipeGraph.maximumDepth) deep")
+            }
             switch value {
+            case .anchor(let a):
+                if let i = anchored[ObjectIdentifier(a)] { return i }
+                let i = try build(a.value, path: path, depth: depth)
+                anchored[ObjectIdentifier(a)] = i
+                return i
             case .string(let name):
                 guard let i = recipe.models.firstIndex(where: { $0.name == name }) else {
-                    let known = recipe.models.map(\.name).joined(separator: ", ")
-                    throw MergeError.recipe(origin, "\(path): unknown model '\(name)' (models: \(known))")
+                    throw MergeError.unknownName(origin: origin, at: path, kind: "model", name: name, valid: recipe.models.map(\.name))
                 }
                 return add(Node(kind: .input(i), children: []), signature: "model:\(name)")
             case .map(let entries):
@@ -72,13 +99,18 @@ public struct RecipeGraph {
 
         mutating func buildMethod(_ entries: [(String, RecipeValue)], path: String, depth: Int) throws -> Int {
             let dict = Dictionary(entries, uniquingKeysWith: { a, _ in a })
-            guard case .string(let name)? = dict["method"] else {
+            guard case .string(let name)? = dict["method"]?.resolved else {
                 throw MergeError.recipe(origin, "\(path): an expression needs 'method: NAME'")
             }
             guard let method = MergeMethods.named(name) else {
-                throw MergeError.recipe(origin, "\(path): unknown method '\(name)' (known: \(MergeMethods.all.map(\.name).joined(separator: ", ")))")
+                throw MergeError.unknownName(origin: origin, at: "\(path).method", kind: "method", name: name,
+                                             valid: MergeMethods.all.map(\.name))
             }
             let here = "\(path) (\(name))"
+            // Every name first, so a misspelt argument is reported as such rather than as a missing one.
+            for (key, _) in entries where key != "method" && !method.argumentNames.contains(key) {
+                throw MergeError.unknownName(origin: origin, at: here, kind: "argument", name: key, valid: method.argumentNames)
+            }
             var children: [Int] = []
             var signature = "method:\(name)"
             for input in method.inputs {
@@ -88,7 +120,7 @@ public struct RecipeGraph {
                 signature += "|\(input)=#\(child)"
             }
             if let list = method.list {
-                guard case .list(let items)? = dict[list] else {
+                guard case .list(let items)? = dict[list]?.resolved else {
                     throw MergeError.recipe(origin, "\(here): '\(list)' must be a list of models")
                 }
                 guard items.count >= method.minimumListCount else {
@@ -101,20 +133,18 @@ public struct RecipeGraph {
                 }
             }
             var args = NodeArguments()
-            for (key, v) in entries where key != "method" && !method.inputs.contains(key) && key != method.list {
+            for (key, written) in entries where key != "method" && !method.inputs.contains(key) && key != method.list {
                 let field = "\(here).\(key)"
+                let v = written.resolved
                 if key == "weights" && method.weighted {
                     guard case .list(let items) = v, items.count == children.count - method.inputs.count else {
                         throw MergeError.recipe(origin, "\(field): needs one weight per model in '\(method.list ?? "")'")
                     }
-                    args.weights = try items.enumerated().map { try scalar($1, field: "\(field)[\($0)]") }
+                    args.weights = try items.enumerated().map { try scalar($1.resolved, field: "\(field)[\($0)]") }
                     continue
                 }
                 guard let spec = method.parameter(key) else {
-                    var known = method.inputs + method.parameters.map(\.name)
-                    if let l = method.list { known.append(l) }
-                    if method.weighted { known.append("weights") }
-                    throw MergeError.recipe(origin, "\(here): unknown argument '\(key)' (\(name) takes \(known.joined(separator: ", ")))")
+                    throw MergeError.unknownName(origin: origin, at: here, kind: "argument", name: key, valid: method.argumentNames)
                 }
                 switch spec.kind {
                 case .number(_, let range):
@@ -126,6 +156,8 @@ public struct RecipeGraph {
                         }
                     }
                     args.numbers[key] = s
+                    signature += "|\(key)=\(JSONWriter.write(s.json))"
+                    continue
                 case .integer(_, let range):
                     guard case .number(let d) = v, d == d.rounded(), abs(d) < 9e15 else {
                         throw MergeError.recipe(origin, "\(field): must be a whole number")
@@ -133,18 +165,18 @@ public struct RecipeGraph {
                     if let range, !range.contains(Int(d)) {
                         throw MergeError.recipe(origin, "\(field): \(Int(d)) is out of range [\(range.lowerBound), \(range.upperBound)]")
                     }
-                    args.integers[key] = Int(d)
+                    args.constants[key] = .integer(Int(d))
                 case .bool:
                     guard case .bool(let b) = v else { throw MergeError.recipe(origin, "\(field): must be true or false") }
-                    args.bools[key] = b
+                    args.constants[key] = .bool(b)
                 case .choice(let options, _):
                     guard case .string(let s) = v, options.contains(s) else {
                         throw MergeError.recipe(origin, "\(field): must be one of \(options.joined(separator: ", "))")
                     }
-                    args.choices[key] = s
+                    args.constants[key] = .text(s)
                 case .path:
                     guard case .string(let s) = v else { throw MergeError.recipe(origin, "\(field): must be a file path") }
-                    args.paths[key] = s.hasPrefix("/") ? s : recipe.directory + "/" + s
+                    args.constants[key] = .text(s.hasPrefix("/") ? s : recipe.directory + "/" + s)
                 }
                 signature += "|\(key)=\(v.json)"
             }
@@ -153,7 +185,7 @@ public struct RecipeGraph {
             }
             if method.weighted { signature += "|weights=\(args.weights.map { JSONWriter.write($0.json) })" }
             for spec in method.parameters {
-                if case .path = spec.kind, args.paths[spec.name] == nil {
+                if case .path = spec.kind, args.constants[spec.name] == nil {
                     throw MergeError.recipe(origin, "\(here): missing argument '\(spec.name)' (a file)")
                 }
             }
@@ -161,7 +193,7 @@ public struct RecipeGraph {
         }
 
         func scalar(_ v: RecipeValue, field: String) throws -> ScalarArgument {
-            switch v {
+            switch v.resolved {
             case .number(let d):
                 guard d.isFinite else { throw MergeError.recipe(origin, "\(field): must be a finite number") }
                 return ScalarArgument(d)

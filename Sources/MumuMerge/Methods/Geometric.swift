@@ -2,30 +2,30 @@ import Foundation
 
 /// Methods that see a tensor as one vector: SLERP and Model Stock (norms and dot products are
 /// accumulated in f64 over a first pass, then the output is a per-key linear combination).
-extension MergeMethods {
-    static let geometric: [MethodDefinition] = [
-        MethodDefinition(
-            name: "slerp", summary: "spherical interpolation of a and b as flat vectors",
-            inputs: ["a", "b"],
-            parameters: [ParameterSpec("alpha", .number(default: 0.5, range: nil), "position between a (0) and b (1)"),
-                         ParameterSpec("rescale", .bool(default: false),
-                                       "interpolate directions and rescale to lerp(|a|, |b|, alpha) (sd-mecha) instead of mergekit's slerp of the raw vectors")]
-        ) { args in
-            let t = args.number("alpha")
-            if t == 0 { return .passthrough(0) }
-            if t == 1 { return .passthrough(1) }
-            return .kernel(SlerpKernel(alpha: t, rescale: args.bools["rescale"] ?? false))
-        },
-        MethodDefinition(
-            name: "model_stock", summary: "Model Stock: base + t mean(d_i), t from the mean pairwise cosine of the task vectors",
-            inputs: ["base"], list: "models", minimumListCount: 2,
-            parameters: [ParameterSpec("filter_wise", .bool(default: false),
-                                       "one t per row of the last dimension (sd-mecha) instead of one per tensor (mergekit)")]
-        ) { args in
-            .kernel(ModelStockKernel(models: args.inputCount - 1, filterWise: args.bools["filter_wise"] ?? false,
-                                     shape: args.info.shape))
-        },
-    ]
+enum Slerp {
+    static let alpha = Parameter<Double>("alpha", default: 0.5, help: "position between a (0) and b (1)")
+    static let rescale = Parameter<Bool>("rescale", default: false,
+                                         help: "interpolate directions and rescale to lerp(|a|, |b|, alpha) (sd-mecha) instead of mergekit's slerp of the raw vectors")
+    static let definition = MethodDefinition(
+        name: "slerp", summary: "spherical interpolation of a and b as flat vectors",
+        inputs: ["a", "b"], parameters: [alpha, rescale]
+    ) { args in
+        let t = try args[alpha]
+        if t == 0 { return .passthrough(0) }
+        if t == 1 { return .passthrough(1) }
+        return .kernel(SlerpKernel(alpha: t, rescale: try args[rescale]))
+    }
+}
+
+enum ModelStock {
+    static let filterWise = Parameter<Bool>("filter_wise", default: false,
+                                            help: "one t per row of the last dimension (sd-mecha) instead of one per tensor (mergekit)")
+    static let definition = MethodDefinition(
+        name: "model_stock", summary: "Model Stock: base + t mean(d_i), t from the mean pairwise cosine of the task vectors",
+        inputs: ["base"], list: "models", minimumListCount: 2, parameters: [filterWise]
+    ) { args in
+        .kernel(ModelStockKernel(models: args.inputCount - 1, filterWise: try args[filterWise], shape: args.info.shape))
+    }
 }
 
 final class SlerpKernel: MergeKernel {

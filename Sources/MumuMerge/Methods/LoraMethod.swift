@@ -2,31 +2,29 @@ import MumuFormats
 
 /// `{method: lora, model: X, lora: FILE, strength: S}`: bakes a LoRA-family file into X
 /// (LoraPatchSet: kohya LoRA / LoCon / LoHa / LoKr, PEFT, DoRA; REFERENCE 3).
-extension MergeMethods {
-    static let lora: [MethodDefinition] = [
-        MethodDefinition(
-            name: "lora", summary: "bake a LoRA / LyCORIS / PEFT / DoRA file into a model at a strength",
-            inputs: ["model"],
-            parameters: [ParameterSpec("lora", .path, "the LoRA file"),
-                         ParameterSpec("strength", .number(default: 1, range: nil), "multiplier (A1111's <lora:name:strength>)")],
-            prepare: { context in
-                guard let path = context.paths["lora"] else { return nil }
-                let source: TensorSource
-                do { source = try ModelFile.open(path).source } catch {
-                    throw MergeError.recipe(path, "cannot read the LoRA: \(error)")
-                }
-                do { return try LoraPatchSet(source: source, target: context.target) } catch {
-                    throw MergeError.incompatible("\(error)")
-                }
+enum LoraBake {
+    static let lora = Parameter<String>.path("lora", help: "the LoRA file")
+    static let strength = Parameter<Float>("strength", default: 1, help: "multiplier (A1111's <lora:name:strength>)")
+    static let definition = MethodDefinition(
+        name: "lora", summary: "bake a LoRA / LyCORIS / PEFT / DoRA file into a model at a strength",
+        inputs: ["model"], parameters: [lora, strength],
+        prepare: { context in
+            let path = try context[lora]
+            let source: TensorSource
+            do { source = try ModelFile.open(path).source } catch {
+                throw MergeError.recipe(path, "cannot read the LoRA: \(error)")
             }
-        ) { args in
-            guard let patches = args.prepared as? LoraPatchSet else { return .passthrough(0) }
-            let strength = args.float("strength")
-            guard strength != 0, patches.patchedKeys.contains(args.key) else { return .passthrough(0) }
-            return .kernel(LoraKernel(patches: patches, strength: strength,
-                                      whole: patches.wholeTensorKeys.contains(args.key) ? args.info.elementCount : 1))
-        },
-    ]
+            do { return try LoraPatchSet(source: source, target: context.target) } catch {
+                throw MergeError.incompatible("\(error)")
+            }
+        }
+    ) { args in
+        guard let patches = args.prepared as? LoraPatchSet else { return .passthrough(0) }
+        let s = try args[strength]
+        guard s != 0, patches.patchedKeys.contains(args.key) else { return .passthrough(0) }
+        return .kernel(LoraKernel(patches: patches, strength: s,
+                                  whole: patches.wholeTensorKeys.contains(args.key) ? args.info.elementCount : 1))
+    }
 }
 
 /// Copies the model's rows and adds the LoRA's patch to them.

@@ -1,6 +1,13 @@
-/// Every merge method mumu knows, by name (docs/merging.md lists them with their formulas).
+/// Every merge method mumu knows, by name (docs/merging.md lists them with their formulas). A method
+/// is one declaration (`WeightedSum`: its parameters, its definition, its kernel); this list is how
+/// the registry finds it.
 public enum MergeMethods {
-    public static let all: [MethodDefinition] = linear + selective + geometric + lora
+    public static let all: [MethodDefinition] = [
+        WeightedSum.definition, AddDifference.definition, TripleSum.definition, SumTwice.definition, TrainDifference.definition,
+        Ties.definition, Dare.definition, DareTies.definition,
+        Slerp.definition, ModelStock.definition,
+        LoraBake.definition,
+    ]
 
     public static let registry: [String: MethodDefinition] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
 

@@ -2,43 +2,61 @@ import Foundation
 
 /// Task-vector methods over a base and a list of models: TIES, DARE, DARE-TIES (REFERENCE 4).
 /// The kernel's inputs are [base, m_1, ..., m_n]; d_i = m_i - base.
-extension MergeMethods {
-    static let density = ParameterSpec("density", .number(default: 1, range: 0...1), "fraction of each task vector kept")
-    static let lambda = ParameterSpec("lambda", .number(default: 1, range: nil), "scale of the merged task vector")
-    static let vote = ParameterSpec("vote", .choice(["sum", "count"], default: "sum"),
-                                    "sign election: sum of the weighted deltas (TIES paper, mergekit) or count of signs (sd-mecha)")
-    static let seed = ParameterSpec("seed", .integer(default: 0, range: 0...Int.max), "DARE's random seed (per key and model)")
-    static let rescale = ParameterSpec("rescale", .bool(default: true), "divide kept DARE elements by density")
 
-    static let selective: [MethodDefinition] = [
-        MethodDefinition(
-            name: "ties", summary: "TIES: trim each task vector to its top density, elect signs, mean of agreeing deltas",
-            inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
-            parameters: [ParameterSpec("density", .number(default: 0.2, range: 0...1), "fraction of each task vector kept (by magnitude)"),
-                         lambda, vote]
-        ) { args in
-            .kernel(TiesKernel(weights: args.weights.map(Float.init), density: args.number("density"),
-                               lambda: args.float("lambda"), countVote: args.choices["vote"] == "count",
-                               dare: nil))
-        },
-        MethodDefinition(
-            name: "dare", summary: "DARE: drop task-vector elements at random (kept with probability density), rescale, add",
-            inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
-            parameters: [ParameterSpec("density", .number(default: 0.5, range: 0...1), "probability of keeping an element"),
-                         lambda, seed, rescale]
-        ) { args in
-            .kernel(DareKernel(weights: args.weights.map(Float.init), dare: DareDrop(args), lambda: args.float("lambda")))
-        },
-        MethodDefinition(
-            name: "dare_ties", summary: "DARE's random drop, then TIES' sign election and disjoint mean",
-            inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
-            parameters: [ParameterSpec("density", .number(default: 0.5, range: 0...1), "probability of keeping an element"),
-                         lambda, seed, rescale, vote]
-        ) { args in
-            .kernel(TiesKernel(weights: args.weights.map(Float.init), density: 1, lambda: args.float("lambda"),
-                               countVote: args.choices["vote"] == "count", dare: DareDrop(args)))
-        },
-    ]
+/// TIES' sign election.
+enum Vote: String, ParameterChoice {
+    /// Sign of the sum of the weighted deltas (TIES paper, mergekit).
+    case sum
+    /// Sign of the count of signs (sd-mecha's default).
+    case count
+}
+
+/// Parameters TIES, DARE and DARE-TIES share (each lists the ones it takes).
+enum TaskVector {
+    static let lambda = Parameter<Float>("lambda", default: 1, help: "scale of the merged task vector")
+    static let vote = Parameter<Vote>("vote", default: .sum,
+                                      help: "sign election: sum of the weighted deltas (TIES paper, mergekit) or count of signs (sd-mecha)")
+    static let seed = Parameter<Int>("seed", default: 0, range: 0...Int.max, help: "DARE's random seed (per key and model)")
+    static let rescale = Parameter<Bool>("rescale", default: true, help: "divide kept DARE elements by density")
+    /// DARE's density (a probability of keeping an element).
+    static let dropDensity = Parameter<Double>("density", default: 0.5, range: 0...1, help: "probability of keeping an element")
+
+    static func dare(_ args: MethodArguments) throws -> DareDrop {
+        try DareDrop(density: args[dropDensity], rescale: args[rescale], seed: args[seed], key: args.key, models: args.inputCount - 1)
+    }
+}
+
+enum Ties {
+    static let density = Parameter<Double>("density", default: 0.2, range: 0...1, help: "fraction of each task vector kept (by magnitude)")
+    static let definition = MethodDefinition(
+        name: "ties", summary: "TIES: trim each task vector to its top density, elect signs, mean of agreeing deltas",
+        inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
+        parameters: [density, TaskVector.lambda, TaskVector.vote]
+    ) { args in
+        .kernel(TiesKernel(weights: args.weights.map(Float.init), density: try args[density],
+                           lambda: try args[TaskVector.lambda], countVote: try args[TaskVector.vote] == .count, dare: nil))
+    }
+}
+
+enum Dare {
+    static let definition = MethodDefinition(
+        name: "dare", summary: "DARE: drop task-vector elements at random (kept with probability density), rescale, add",
+        inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
+        parameters: [TaskVector.dropDensity, TaskVector.lambda, TaskVector.seed, TaskVector.rescale]
+    ) { args in
+        .kernel(DareKernel(weights: args.weights.map(Float.init), dare: try TaskVector.dare(args), lambda: try args[TaskVector.lambda]))
+    }
+}
+
+enum DareTies {
+    static let definition = MethodDefinition(
+        name: "dare_ties", summary: "DARE's random drop, then TIES' sign election and disjoint mean",
+        inputs: ["base"], list: "models", minimumListCount: 1, weighted: true,
+        parameters: [TaskVector.dropDensity, TaskVector.lambda, TaskVector.seed, TaskVector.rescale, TaskVector.vote]
+    ) { args in
+        .kernel(TiesKernel(weights: args.weights.map(Float.init), density: 1, lambda: try args[TaskVector.lambda],
+                           countVote: try args[TaskVector.vote] == .count, dare: try TaskVector.dare(args)))
+    }
 }
 
 /// DARE's drop mask: element j of task vector i is kept when u(seed, key, i, j) < density, with a
@@ -50,12 +68,12 @@ struct DareDrop {
     let divisor: Float
     let streams: [UInt64]
 
-    init(_ args: MethodArguments) {
-        density = args.number("density")
-        divisor = (args.bools["rescale"] ?? true) && density > 0 ? Float(density) : 1
-        let seed = UInt64(truncatingIfNeeded: args.integers["seed"] ?? 0)
-        let key = DareDrop.fnv1a(args.key)
-        streams = (0..<(args.inputCount - 1)).map { i in DareDrop.mix(DareDrop.mix(seed) ^ key ^ DareDrop.mix(UInt64(i + 1))) }
+    init(density: Double, rescale: Bool, seed: Int, key: String, models: Int) {
+        self.density = density
+        divisor = rescale && density > 0 ? Float(density) : 1
+        let seed = UInt64(truncatingIfNeeded: seed)
+        let key = DareDrop.fnv1a(key)
+        streams = (0..<models).map { i in DareDrop.mix(DareDrop.mix(seed) ^ key ^ DareDrop.mix(UInt64(i + 1))) }
     }
 
     @inline(__always)
