@@ -77,15 +77,18 @@ let package = Package(
         // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE), the samplers, the pipeline and its denoising
         // iterator, PNG output with A1111 infotext. Knows nothing of styles or merges.
         .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS", "CMumuKernels", "CPNG"],
+                swiftSettings: swift6,
                 plugins: ["EmbedVocab"]),
         // MUMU's encoder: images and tokenizer for `<image:PATH>` prompts, SigLIP + Mistral (Idefics2), the connector.
         .target(name: "MumuEncoder",
-                dependencies: ["MumuSampler", "MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS", "CPNG", "CJPEG"]),
+                dependencies: ["MumuSampler", "MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS", "CPNG", "CJPEG"],
+                swiftSettings: swift6),
         // What a CLI and a server share: the generation job (settings checked before loading, output names), styles
         // put on one resident decoder (StyledPipeline), the encoder before the decoder, the job as steps its caller
         // drives.
         .target(name: "MumuGenerate",
-                dependencies: ["MumuSampler", "MumuEncoder", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
+                dependencies: ["MumuSampler", "MumuEncoder", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"],
+                swiftSettings: swift6),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler", "MumuGenerate",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
