@@ -236,7 +236,7 @@ public final class GenerateJob {
 
 /// `--conditioning FILE`: SDXL conditioning computed elsewhere (e.g. by a MUMU encoder). A safetensors file with
 /// `context` [B, T, 2048] and `pooled` [B, 1280] (f32, f16 or bf16), optionally `negative_context` and
-/// `negative_pooled` of the same shapes (without them the unconditional input is zeros, as diffusers SDXL
+/// `negative_pooled` (the same batch and widths; the negative's token count may differ) (without them the unconditional input is zeros, as diffusers SDXL
 /// gives an empty negative prompt). docs/generating.md.
 public enum ConditioningFile {
     /// The batch size, read from the header alone (checks the keys and ranks).
@@ -280,8 +280,11 @@ public enum ConditioningFile {
             throw GenerationError.conditioning(path: path, reason: "negative_context and negative_pooled come together")
         }
         guard let nc, let np else { return (cond, nil) }
-        guard nc.shape == context.shape, np.shape == pooled.shape else {
-            throw GenerationError.conditioning(path: path, reason: "negative_context \(nc.shape) / negative_pooled \(np.shape) must have the shapes of context \(context.shape) / pooled \(pooled.shape)")
+        // The negative may have its own number of tokens (a MUMU negative prompt at its own length): the UNet then
+        // takes cond and uncond as two passes. Batch and widths must agree.
+        guard nc.shape.count == 3, nc.shape[0] == context.shape[0], nc.shape[2] == context.shape[2], nc.shape[1] >= 1,
+              np.shape == pooled.shape else {
+            throw GenerationError.conditioning(path: path, reason: "negative_context \(nc.shape) / negative_pooled \(np.shape) must match context \(context.shape) / pooled \(pooled.shape) in batch and width (the token count may differ)")
         }
         return (cond, Conditioning(context: nc, pooled: np))
     }

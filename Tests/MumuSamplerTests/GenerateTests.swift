@@ -86,4 +86,18 @@ final class GenerateTests: XCTestCase {
         print("euler, bf16 weights vs diffusers f32: pixels max diff \(worst)/255")
         XCTAssertLessThanOrEqual(worst, 15)
     }
+
+    /// A negative of another length than the prompt (MUMU's conditioning) runs cond and uncond as two UNet passes;
+    /// the guided output equals diffusers' UNet called twice (scripts/gen_fixtures_uneven_negative.py). Tolerance:
+    /// the UNet alone agrees with diffusers to ~3e-6 (UNetTests); guidance 4.5 scales that, so 1e-4 absolute.
+    func testNegativeOfAnotherLengthIsTwoPasses() throws {
+        let pipe = try GenerateFixtures.pipeline()
+        let f = try readTensors(DecoderFixtures.generate.appendingPathComponent("uneven_negative.safetensors").path)
+        var s = GenerationSettings(prompt: "")
+        s.width = 64; s.height = 64; s.steps = 1; s.cfg = f["cfg"]!.data[0]
+        let d = try pipe.denoiser(s, cond: Conditioning(context: f["context"]!, pooled: f["pooled"]!),
+                                  uncond: Conditioning(context: f["negative_context"]!, pooled: f["negative_pooled"]!))
+        let out = try d.prediction(f["sample"]!, timestep: f["timestep"]!.data[0])
+        checkMaxError(out, f["guided"]!, "guided output, negative of 3 tokens, prompt of 5", tolerance: 1e-4)
+    }
 }

@@ -303,29 +303,31 @@ public final class Denoiser {
     public func step() throws {
         guard !isFinished else { return }
         let i = stepsDone
-        let count = x.count
         let scale = plan.inputScale(i)
-        let sample = x.map { $0 * scale }
+        let sample = Tensor(shape: shape, data: x.map { $0 * scale })
+        let guidance = try prediction(sample, timestep: plan.steps[i].timestep)
+        sampler.step(i, x: &x, output: guidance.data, generator: &generator)
+        stepsDone += 1
+    }
+
+    /// The model's guided output for a UNet input `sample` [B, 4, h, w] at `timestep`: with guidance
+    /// uncond + cfg (cond - uncond), where cond and uncond run as one batch when their lengths agree and as two
+    /// passes otherwise (equal results); without guidance the prompt's output.
+    public func prediction(_ sample: Tensor, timestep: Float) throws -> Tensor {
+        let count = sample.count
         var outputs: [Float] = []
         outputs.reserveCapacity(count * 2)
         for pass in passes {
             let rows = pass.batch
-            let copies = rows / shape[0]
-            var input = sample
-            for _ in 1..<max(copies, 1) { input += sample }
+            var input = sample.data
+            for _ in 1..<max(rows / shape[0], 1) { input += sample.data }
             let ids = Tensor(shape: [rows, timeIds.count], data: Array([[Float]](repeating: timeIds, count: rows).joined()))
-            let out = try pipeline.unet(Tensor(shape: [rows] + Array(shape.dropFirst()), data: input), timesteps: [plan.steps[i].timestep],
+            let out = try pipeline.unet(Tensor(shape: [rows] + Array(shape.dropFirst()), data: input), timesteps: [timestep],
                                         context: pass.context, pooled: pass.pooled, timeIds: ids)
             outputs += out.data
         }
-        let guidance: [Float]
-        if settings.guided {
-            let cfg = settings.cfg
-            guidance = (0..<count).map { j in outputs[j] + cfg * (outputs[count + j] - outputs[j]) }
-        } else {
-            guidance = outputs
-        }
-        sampler.step(i, x: &x, output: guidance, generator: &generator)
-        stepsDone += 1
+        guard settings.guided else { return Tensor(shape: shape, data: outputs) }
+        let cfg = settings.cfg
+        return Tensor(shape: shape, data: (0..<count).map { j in outputs[j] + cfg * (outputs[count + j] - outputs[j]) })
     }
 }
