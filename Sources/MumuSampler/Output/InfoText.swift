@@ -59,45 +59,9 @@ public struct InfoText: Equatable, Sendable {
     /// A1111's `unquote`: a value in double quotes decoded as a JSON string; returned unchanged when it is
     /// not quoted or not valid JSON (as Python's `json.loads` failing falls back to the text).
     public static func unquote(_ text: String) -> String {
-        let scalars = Array(text.unicodeScalars)
-        guard scalars.count >= 2, scalars.first == "\"", scalars.last == "\"" else { return text }
-        var out = String.UnicodeScalarView()
-        var i = 1
-        let end = scalars.count - 1
-        func hex4(_ at: Int) -> UInt32? {
-            guard at + 4 <= end else { return nil }
-            return UInt32(String(String.UnicodeScalarView(scalars[at..<at + 4])), radix: 16)
-        }
-        while i < end {
-            let s = scalars[i]
-            if s == "\"" || s.value < 0x20 { return text }   // an early closing quote (extra data) or a raw control character
-            if s != "\\" { out.append(s); i += 1; continue }
-            guard i + 1 < end else { return text }
-            let e = scalars[i + 1]
-            i += 2
-            switch e {
-            case "\"": out.append("\"")
-            case "\\": out.append("\\")
-            case "/": out.append("/")
-            case "b": out.append("\u{08}")
-            case "f": out.append("\u{0C}")
-            case "n": out.append("\n")
-            case "r": out.append("\r")
-            case "t": out.append("\t")
-            case "u":
-                guard var code = hex4(i) else { return text }
-                i += 4
-                if (0xD800..<0xDC00).contains(code), i + 1 < end, scalars[i] == "\\", scalars[i + 1] == "u",
-                   let low = hex4(i + 2), (0xDC00..<0xE000).contains(low) {
-                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    i += 6
-                }
-                // A lone surrogate (which Python keeps, and a Swift string cannot hold) becomes U+FFFD.
-                out.append(Unicode.Scalar(code) ?? "\u{FFFD}")
-            default: return text
-            }
-        }
-        return String(out)
+        guard text.unicodeScalars.count >= 2, text.hasPrefix("\""), text.hasSuffix("\""),
+              case let .string(value)? = try? JSONParser.parse(text) else { return text }
+        return value
     }
 
     // MARK: - Parsing
