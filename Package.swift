@@ -27,6 +27,7 @@ let package = Package(
                        providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
 
         // Hand-written C kernels (dtype conversion, SHA-256) with run-time CPU dispatch.
         .target(name: "CMumuKernels", cSettings: cOptimize),
@@ -57,6 +58,10 @@ let package = Package(
         .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "CBLAS", "CMumuKernels", "CPNG"],
                 swiftSettings: optimize,
                 plugins: ["EmbedVocab"]),
+        // MUMU's encoder: images and tokenizer for `<image:PATH>` prompts, SigLIP + Mistral (Idefics2), the connector.
+        .target(name: "MumuEncoder",
+                dependencies: ["MumuSampler", "MumuFormats", "MumuTensor", "CMumuKernels", "CBLAS", "CPNG", "CJPEG"],
+                swiftSettings: optimize),
         .executableTarget(name: "mumu",
                           dependencies: ["MumuFormats", "MumuTensor", "MumuMerge", "MumuStyles", "MumuSampler",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -70,7 +75,9 @@ let package = Package(
         .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"]),
         .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
+        .testTarget(name: "MumuEncoderTests", dependencies: ["MumuEncoder", "MumuSampler", "MumuFormats", "MumuTensor"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]
 )
