@@ -77,24 +77,30 @@ with open(os.path.join(OUT, "corpus.json"), "w", encoding="utf-8") as f:
     json.dump(entries, f, ensure_ascii=False, separators=(",", ":"))
     f.write("\n")
 
-# Processor-style strings: Idefics2Processor.__call__ expands each image into
-# <fake_token_around_image> + <image> * n + <fake_token_around_image> inside the text and tokenizes the
-# whole string (two images side by side share the fake token between them: we keep the MUMU form,
-# each image wrapped on its own, see Sources/MumuEncoder/Prompt/MultimodalPrompt.swift).
-def expand(n):
-    return "<fake_token_around_image>" + "<image>" * n + "<fake_token_around_image>"
+# Prompts through transformers 5's Idefics2Processor (text only, with the PIL image processor and this
+# tokenizer): it replaces each <image> by <fake_token_around_image> + <image> * image_seq_len +
+# <fake_token_around_image>, merges the doubled fake token between adjacent images, puts a space after a fake
+# token followed by anything but whitespace or "<", and tokenizes the whole string. Each prompt's images share
+# one count here (the processor has one image_seq_len); MultimodalPrompt takes one count per image.
+import re
+from transformers import Idefics2Processor
+from transformers.models.idefics2.image_processing_pil_idefics2 import Idefics2ImageProcessorPil
 prompts = [
-    {"prompt": "a photo of a cat", "counts": [], "text": "a photo of a cat"},
-    {"prompt": "", "counts": [], "text": ""},
-    {"prompt": "a <image:man.jpg> man", "counts": [6], "text": "a " + expand(6) + " man"},
-    {"prompt": "a <image:man.jpg> man and his <image:dog.png> dog in an <image:cartoon.png> animated style",
-     "counts": [4, 2, 9],
-     "text": "a " + expand(4) + " man and his " + expand(2) + " dog in an " + expand(9) + " animated style"},
-    {"prompt": "<image:a.png><image:b.png>", "counts": [1, 3], "text": expand(1) + expand(3)},
-    {"prompt": "  x<image:a.png>y  ", "counts": [2], "text": "  x" + expand(2) + "y  "},
+    ("a photo of a cat", 0, 0), ("", 0, 0), ("  two  spaces ", 0, 0),
+    ("a <image:man.jpg> man", 1, 6), ("x<image:a.png>y", 1, 2), ("<image:a.png>", 1, 3), ("<image: b.png >end", 1, 1),
+    ("a <image:man.jpg> man and his <image:dog.png> dog in an <image:cartoon.png> animated style", 3, 4),
+    ("<image:a.png><image:b.png> and<image:c.png>!", 3, 2), ("  x<image:a.png>\ty<image:b.png>\n<image:c.png>", 3, 5),
+    ("caf\u00e9 <image:\u65e5\u672c.png>\u65e5\u672c\u8a9e <image:x.png><image:y.png>", 3, 1),
 ]
-for p in prompts:
-    p["ids"] = fast(p["text"])["input_ids"]
+prompt_entries = []
+for prompt, n_images, count in prompts:
+    text = re.sub(r"<image:[^>]*>", "<image>", prompt)
+    assert text.count("<image>") == n_images
+    proc = Idefics2Processor(image_processor=Idefics2ImageProcessorPil(do_image_splitting=False), tokenizer=fast,
+                             image_seq_len=max(count, 1))
+    ids = proc(text=[text])["input_ids"][0]
+    prompt_entries.append({"prompt": prompt, "counts": [count] * n_images, "ids": [int(i) for i in ids]})
+prompts = prompt_entries
 with open(os.path.join(OUT, "prompts.json"), "w", encoding="utf-8") as f:
     json.dump(prompts, f, ensure_ascii=False, indent=1)
-print(len(entries), "corpus strings;", os.path.getsize(os.path.join(OUT, "tokenizer.json")), "bytes tokenizer.json")
+print(len(entries), "corpus strings,", len(prompts), "prompts;", os.path.getsize(os.path.join(OUT, "tokenizer.json")), "bytes tokenizer.json")
