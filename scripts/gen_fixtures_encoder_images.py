@@ -122,12 +122,16 @@ open(os.path.join(OUT, "corrupt.png"), "wb").write(bytes(bad))
 open(os.path.join(OUT, "not_an_image.png"), "wb").write(b"GIF89a this is not a PNG or JPEG\n")
 open(os.path.join(OUT, "empty.jpg"), "wb").write(b"")
 open(os.path.join(OUT, "huge.png"), "wb").write(raw_png(20000, 20000, 8, 2, [b"\x00" * 3]))  # header only matters
+# An eXIf chunk claiming 2 GB in a 60-byte file (libpng would allocate it before noticing; found by fuzzing).
+big_chunk = good_png[:33] + struct.pack(">I", 0x7E00001A) + b"eXIf" + b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 16
+open(os.path.join(OUT, "huge_chunk.png"), "wb").write(big_chunk)
 sof = good_jpg.find(b"\xff\xc0")
 hj = bytearray(good_jpg); hj[sof + 5: sof + 9] = struct.pack(">HH", 20000, 20000)
 open(os.path.join(OUT, "huge.jpg"), "wb").write(bytes(hj))
 for name, kind in [("truncated.png", "corrupt"), ("truncated.jpg", "corrupt"), ("corrupt.png", "corrupt"),
                    ("not_an_image.png", "notAnImage"), ("empty.jpg", "notAnImage"), ("huge.png", "tooLarge"),
-                   ("huge.jpg", "tooLarge"), ("missing.png", "unreadable")]:
+                   ("huge.jpg", "tooLarge"), ("missing.png", "unreadable"),
+                   ("huge_chunk.png", "corrupt")]:
     manifest["bad"].append({"file": name, "error": kind})
 
 # --- Resize cases: random RGB, PIL BILINEAR (exact match expected)
@@ -142,6 +146,27 @@ for i, ((w, h), (tw, th)) in enumerate(cases):
     src.tofile(os.path.join(OUT, f"resize{i}_in.rgb")); out.tofile(os.path.join(OUT, f"resize{i}_out.rgb"))
     manifest["resize"].append({"input": f"resize{i}_in.rgb", "width": w, "height": h,
                                "output": f"resize{i}_out.rgb", "targetWidth": tw, "targetHeight": th})
+
+# --- Larger resizes at MUMU's sizes, compared by hash (the outputs are too big to commit): the input is a
+# formula both sides compute, the expected output's FNV-1a 64 hash is stored.
+def formula(w, h):
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    return np.stack([(x * x * 7 + y * 13 + c * 51 + (x * y) % 97) % 256 for c in range(3)], -1).astype(np.uint8)
+
+
+def fnv1a64(b):
+    hsh = 0xCBF29CE484222325
+    for byte in b:
+        hsh = ((hsh ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return hsh
+
+
+manifest["resizeHashed"] = []
+for (w, h), (tw, th) in [((1920, 1080), (448, 252)), ((517, 389), (448, 336)), ((100, 75), (448, 336)),
+                         ((33, 1000), (14, 448)), ((1000, 999), (448, 448)), ((640, 480), (980, 742))]:
+    out = np.array(Image.fromarray(formula(w, h), "RGB").resize((tw, th), Image.BILINEAR))
+    manifest["resizeHashed"].append({"width": w, "height": h, "targetWidth": tw, "targetHeight": th,
+                                     "fnv1a64": "%016x" % fnv1a64(out.tobytes())})
 
 # --- End to end through the PIL-backend processor
 from transformers.models.idefics2.image_processing_pil_idefics2 import Idefics2ImageProcessorPil

@@ -312,8 +312,13 @@ static inline int mumu_png_decode_pixels(const unsigned char *data, size_t len, 
         return 1;
     }
     png_set_read_fn(png, &in, mumu_png_read_cb);
-    /* The size limit below applies; libpng's own default (1,000,000 a side) is raised to match ours. */
+    /* The size limit below applies; libpng's own default (1,000,000 a side) is raised to match ours. An
+       ancillary chunk may not make libpng allocate more than 8 MiB (Debian's libpng has no such cap: a 60-byte
+       file whose iCCP/zTXt chunk claims 2 GB made it allocate 2 GB before finding the data missing; found by
+       fuzz/ImageFuzz.swift), and at most 1000 ancillary chunks are kept. */
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    png_set_chunk_malloc_max(png, (png_alloc_size_t)8 << 20);
+    png_set_chunk_cache_max(png, 1000);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info);
     png_uint_32 h = png_get_image_height(png, info);

@@ -25,6 +25,26 @@ final class ResizeTests: XCTestCase {
         print("ResizeTests: \(cases.count) cases, max |diff| vs PIL \(worst)/255")
     }
 
+    /// Larger resizes at MUMU's sizes (1920x1080 -> 448x252, upscales, one axis 33 -> 14), compared by the FNV-1a
+    /// hash of PIL's output (too big to commit): tolerance 0, as above.
+    func testLargeResizesMatchPILByHash() throws {
+        let manifest = try EncoderFixtures.json(EncoderFixtures.image("manifest.json"))
+        for c in try XCTUnwrap(manifest["resizeHashed"]?.arrayValue) {
+            let w = c["width"]!.intValue!, h = c["height"]!.intValue!
+            let tw = c["targetWidth"]!.intValue!, th = c["targetHeight"]!.intValue!
+            var px = [UInt8](repeating: 0, count: w * h * 3)
+            for y in 0..<h {
+                for x in 0..<w {
+                    for ch in 0..<3 { px[(y * w + x) * 3 + ch] = UInt8((x * x * 7 + y * 13 + ch * 51 + (x * y) % 97) % 256) }
+                }
+            }
+            let out = try Resample.resize(RGBImage(width: w, height: h, pixels: px), width: tw, height: th)
+            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+            for b in out.pixels { hash = (hash ^ UInt64(b)) &* 0x100_0000_01B3 }
+            XCTAssertEqual(String(hash, radix: 16).leftPadded(16), c["fnv1a64"]?.stringValue, "\(w)x\(h) -> \(tw)x\(th)")
+        }
+    }
+
     func testSameSizeAndBadSizes() throws {
         let img = RGBImage(width: 5, height: 3, pixels: (0..<45).map { UInt8($0) })
         XCTAssertEqual(try Resample.resize(img, width: 5, height: 3), img)
@@ -77,4 +97,8 @@ final class ResizeTests: XCTestCase {
             XCTAssertLessThanOrEqual(d, 1e-6, "\(file): max difference \(d)")
         }
     }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }

@@ -202,7 +202,9 @@ public enum MumuImageSize {
     /// The size an image of `width` x `height` is resized to; equal to the input when no resampling is needed.
     public static func target(width: Int, height: Int, imageSize: Int = defaultImageSize) throws -> (width: Int, height: Int) {
         guard imageSize > 0, imageSize % patch == 0, imageSize <= 16384 else { throw SizeError.invalidImageSize(imageSize) }
-        guard width > 0, height > 0 else { throw SizeError.invalidImage(width: width, height: height) }
+        guard width > 0, height > 0, width <= 1 << 24, height <= 1 << 24 else {
+            throw SizeError.invalidImage(width: width, height: height)
+        }
         let long = max(width, height), short = min(width, height)
         // round(short * imageSize / long / 14) in integers, halves up: floor((2 s n + 14 l) / (28 l)).
         let m = max(1, (2 * short * imageSize + patch * long) / (2 * patch * long))
