@@ -288,6 +288,28 @@ static inline int mumu_png_decode_pixels(const unsigned char *data, size_t len, 
         mumu_png_set_error(err, errlen, "not a PNG file (no PNG signature)");
         return 2;
     }
+    /* Every chunk's length must fit in what is left of the file. libpng allocates a chunk's claimed length
+       before reading it (Debian's 1.6.39 does so for eXIf whatever png_set_chunk_malloc_max says): a 60-byte
+       file whose eXIf chunk claimed 2 GB made it allocate 2 GB (found by fuzz/ImageFuzz.swift). Walking the
+       chunk headers first is linear in the file size (each step moves at least 12 bytes) and stops at IEND. */
+    {
+        size_t pos = 8;
+        while (pos + 8 <= len) {
+            uint32_t n = ((uint32_t)data[pos] << 24) | ((uint32_t)data[pos + 1] << 16) | ((uint32_t)data[pos + 2] << 8) | data[pos + 3];
+            if (n > 0x7fffffffu || (size_t)n + 12 > len - pos) {
+                char type[5] = {0};
+                for (int k = 0; k < 4; k++) {
+                    unsigned char c = data[pos + 4 + k];
+                    type[k] = (c >= 32 && c < 127) ? (char)c : '?';
+                }
+                if (err != NULL && errlen > 0)
+                    snprintf(err, errlen, "chunk %s at byte %zu claims %u bytes, past the end of the file (truncated?)", type, pos, n);
+                return 1;
+            }
+            if (memcmp(data + pos + 4, "IEND", 4) == 0) break;
+            pos += (size_t)n + 12;
+        }
+    }
     mumu_png_errctx ectx = {err, errlen};
     mumu_png_inbuf in = {data, len, 0};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, mumu_png_error_cb, mumu_png_warning_cb);
@@ -312,10 +334,8 @@ static inline int mumu_png_decode_pixels(const unsigned char *data, size_t len, 
         return 1;
     }
     png_set_read_fn(png, &in, mumu_png_read_cb);
-    /* The size limit below applies; libpng's own default (1,000,000 a side) is raised to match ours. An
-       ancillary chunk may not make libpng allocate more than 8 MiB (Debian's libpng has no such cap: a 60-byte
-       file whose iCCP/zTXt chunk claims 2 GB made it allocate 2 GB before finding the data missing; found by
-       fuzz/ImageFuzz.swift), and at most 1000 ancillary chunks are kept. */
+    /* The size limit below applies; libpng's own default (1,000,000 a side) is raised to match ours.
+       Ancillary chunks: at most 8 MiB allocated for one, at most 1000 kept. */
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
     png_set_chunk_malloc_max(png, (png_alloc_size_t)8 << 20);
     png_set_chunk_cache_max(png, 1000);
