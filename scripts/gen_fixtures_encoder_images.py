@@ -163,18 +163,19 @@ def fnv1a64(b):
 
 manifest["resizeHashed"] = []
 for (w, h), (tw, th) in [((1920, 1080), (448, 252)), ((517, 389), (448, 336)), ((100, 75), (448, 336)),
-                         ((1000, 999), (448, 448)), ((640, 480), (980, 742))]:
+                         ((1000, 999), (448, 448)), ((640, 480), (980, 742)), ((1080, 1920), (252, 448)),
+                         ((300, 1000), (140, 448)), ((100, 1000), (140, 448))]:
     out = np.array(Image.fromarray(formula(w, h), "RGB").resize((tw, th), Image.BILINEAR))
     manifest["resizeHashed"].append({"width": w, "height": h, "targetWidth": tw, "targetHeight": th,
                                      "fnv1a64": "%016x" % fnv1a64(out.tobytes())})
 
-# --- Cases where the installed Pillow (13.0.0 wheel) resizes vertically first: some downscales of both axes
-# (mostly of tall images). Pillow's published Resample.c (python-pillow main) always runs the horizontal pass
-# first, as our Resample does; the order changes the 8-bit intermediate, so these differ by at most 1/255.
-# Outputs are stored raw (small), inputs are the formula above.
+# --- Cases where Pillow 13 runs the vertical pass first (the height shrinks by more than twice as many pixels as
+# the width: python-pillow#9549) and the boundary either side of that rule. Outputs stored raw (small), inputs
+# are the formula above.
 manifest["resizeOrder"] = []
 for (w, h), (tw, th) in [((33, 1000), (14, 448)), ((60, 100), (50, 30)), ((79, 103), (78, 25)),
-                         ((200, 100), (190, 10)), ((31, 106), (26, 50))]:
+                         ((200, 100), (190, 10)), ((31, 106), (26, 50)), ((100, 100), (75, 49)), ((100, 100), (75, 50)),
+                         ((100, 100), (99, 97)), ((100, 100), (99, 98)), ((50, 60), (70, 59))]:
     out = np.array(Image.fromarray(formula(w, h), "RGB").resize((tw, th), Image.BILINEAR))
     name = f"resize_order_{w}x{h}_{tw}x{th}.rgb"
     out.tofile(os.path.join(OUT, name))

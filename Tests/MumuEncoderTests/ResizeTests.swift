@@ -25,7 +25,8 @@ final class ResizeTests: XCTestCase {
         print("ResizeTests: \(cases.count) cases, max |diff| vs PIL \(worst)/255")
     }
 
-    /// Larger resizes at MUMU's sizes (1920x1080 -> 448x252, 640x480 -> 980x742, upscales), compared by the FNV-1a
+    /// Larger resizes at MUMU's sizes (1920x1080 -> 448x252, portrait 1080x1920 -> 252x448, 640x480 -> 980x742,
+    /// upscales, vertical-first cases), compared by the FNV-1a
     /// hash of PIL's output (too big to commit): tolerance 0, as above.
     func testLargeResizesMatchPILByHash() throws {
         let manifest = try EncoderFixtures.json(EncoderFixtures.image("manifest.json"))
@@ -39,10 +40,10 @@ final class ResizeTests: XCTestCase {
         }
     }
 
-    /// Downscales where the installed Pillow 13.0.0 wheel runs the vertical pass first (its choice of order is not
-    /// in Pillow's published Resample.c, which always goes horizontal first, as we do): the 8-bit intermediate
-    /// differs, so pixels may differ by one level. Tolerance 1/255, the bound.
-    func testPassOrderCasesWithinOneLevel() throws {
+    /// Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many pixels as the
+    /// width (python-pillow#9549); the 8-bit intermediate depends on the order. Cases on both sides of the rule
+    /// and on its boundary (100x100 -> 75x49 vertical first, -> 75x50 horizontal first). Tolerance 0.
+    func testPassOrderMatchesPIL() throws {
         let manifest = try EncoderFixtures.json(EncoderFixtures.image("manifest.json"))
         var report = [String]()
         for c in try XCTUnwrap(manifest["resizeOrder"]?.arrayValue) {
@@ -54,7 +55,7 @@ final class ResizeTests: XCTestCase {
             let diffs = zip(out.pixels, expected).map { abs(Int($0) - Int($1)) }
             let d = diffs.max() ?? 0
             report.append("\(w)x\(h)->\(tw)x\(th): max \(d), \(diffs.filter { $0 > 0 }.count)/\(diffs.count) samples differ")
-            XCTAssertLessThanOrEqual(d, 1, "\(w)x\(h) -> \(tw)x\(th)")
+            XCTAssertEqual(d, 0, "\(w)x\(h) -> \(tw)x\(th)")
         }
         print("ResizeTests pass-order cases: " + report.joined(separator: "; "))
     }
