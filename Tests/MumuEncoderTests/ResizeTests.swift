@@ -127,3 +127,20 @@ final class ResizeTests: XCTestCase {
 extension String {
     func leftPadded(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }
+
+final class PreparedImageTests: XCTestCase {
+    func testPreparedImage() throws {
+        let path = EncoderFixtures.image("exif6.jpg")     // 16x11 stored, 11x16 after orientation 6
+        let p = try PreparedImage(path: path, imageSize: 28)
+        XCTAssertEqual([p.originalWidth, p.originalHeight], [11, 16])
+        XCTAssertEqual([p.width, p.height], [14, 28])      // 11 * 28 / 16 = 19.25 -> 1.375 patches -> 1
+        XCTAssertEqual(p.patchGrid.rows, 2)
+        XCTAssertEqual(p.patchGrid.columns, 1)
+        XCTAssertEqual(p.patchCount, 2)
+        XCTAssertEqual(p.pixelValues.count, 3 * 28 * 14)
+        XCTAssertEqual(p.sha256.count, 64)
+        let direct = Resample.pixelValues(try Resample.resize(try ImageLoader.load(path), width: 14, height: 28))
+        XCTAssertEqual(p.pixelValues, direct)
+        XCTAssertThrowsError(try PreparedImage(path: path, imageSize: 30))
+    }
+}
