@@ -111,7 +111,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         // The mumu binary run as a user runs it (found beside the test bundle).
         .testTarget(name: "MumuCLITests", dependencies: ["MumuTestSupport"]),
-        .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG"]),
+        .testTarget(name: "SystemLibraryTests", dependencies: ["CBLAS", "CZstd", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -254,3 +254,146 @@ static inline int mumu_png_decode(const unsigned char *data, size_t len, mumu_pn
     png_destroy_read_struct(&png, &info, NULL);
     return 0;
 }
+
+/* ---- Decoding for MumuEncoder's image loader (Sources/MumuEncoder/Image/ImageLoader.swift) ---- */
+
+/* Pixels as the file holds them, reduced to 8 bits a channel the way PIL opens PNGs. */
+typedef struct {
+    unsigned char *pixels; /* width * height * channels bytes, malloc'd */
+    int width;
+    int height;
+    int channels;          /* 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (palette and tRNS expanded) */
+    int has_alpha;         /* an alpha channel or a tRNS chunk was present */
+    unsigned char *exif;   /* the eXIf chunk's payload (malloc'd), or NULL */
+    size_t exif_len;
+} mumu_png_pixels;
+
+static inline void mumu_png_pixels_free(mumu_png_pixels *img) {
+    if (img == NULL) return;
+    free(img->pixels);
+    free(img->exif);
+    memset(img, 0, sizeof *img);
+}
+
+/* Decodes a PNG held in memory, keeping its channels: palette and low bit depths expanded, tRNS turned into
+   an alpha channel, 16-bit channels reduced to their high byte (PIL's "RGB;16B", "RGBA;16B", "LA;16B"
+   raw modes), except 16-bit gray without tRNS, which PIL opens as mode "I;16" and converts to RGB by
+   clipping at 255 (I16_RGB in Convert.c): done here the same way. Returns 0 on success (release *out
+   with mumu_png_pixels_free), 2 when the data is not a PNG, 3 when the header's size exceeds max_side on
+   a side or max_pixels in all (width/height set, nothing decoded), 1 on any other error (message in err). */
+static inline int mumu_png_decode_pixels(const unsigned char *data, size_t len, long max_side, long long max_pixels,
+                                         mumu_png_pixels *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (len < 8 || png_sig_cmp((png_const_bytep)data, 0, 8) != 0) {
+        mumu_png_set_error(err, errlen, "not a PNG file (no PNG signature)");
+        return 2;
+    }
+    /* Every chunk's length must fit in what is left of the file. libpng allocates a chunk's claimed length
+       before reading it (Debian's 1.6.39 does so for eXIf whatever png_set_chunk_malloc_max says): a 60-byte
+       file whose eXIf chunk claimed 2 GB made it allocate 2 GB (found by fuzz/ImageFuzz.swift). Walking the
+       chunk headers first is linear in the file size (each step moves at least 12 bytes) and stops at IEND. */
+    {
+        size_t pos = 8;
+        while (pos + 8 <= len) {
+            uint32_t n = ((uint32_t)data[pos] << 24) | ((uint32_t)data[pos + 1] << 16) | ((uint32_t)data[pos + 2] << 8) | data[pos + 3];
+            if (n > 0x7fffffffu || (size_t)n + 12 > len - pos) {
+                char type[5] = {0};
+                for (int k = 0; k < 4; k++) {
+                    unsigned char c = data[pos + 4 + k];
+                    type[k] = (c >= 32 && c < 127) ? (char)c : '?';
+                }
+                if (err != NULL && errlen > 0)
+                    snprintf(err, errlen, "chunk %s at byte %zu claims %u bytes, past the end of the file (truncated?)", type, pos, n);
+                return 1;
+            }
+            if (memcmp(data + pos + 4, "IEND", 4) == 0) break;
+            pos += (size_t)n + 12;
+        }
+    }
+    mumu_png_errctx ectx = {err, errlen};
+    mumu_png_inbuf in = {data, len, 0};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, mumu_png_error_cb, mumu_png_warning_cb);
+    if (png == NULL) {
+        mumu_png_set_error(err, errlen, "cannot create a libpng read structure");
+        return 1;
+    }
+    png_infop info = png_create_info_struct(png);
+    if (info == NULL) {
+        mumu_png_set_error(err, errlen, "out of memory");
+        png_destroy_read_struct(&png, NULL, NULL);
+        return 1;
+    }
+    /* Assigned after setjmp, so volatile: their values must survive a longjmp. */
+    png_bytep *volatile rows = NULL;
+    unsigned char *volatile raw = NULL;
+    if (setjmp(png_jmpbuf(png))) {
+        free((void *)rows);
+        free((void *)raw);
+        mumu_png_pixels_free(out);
+        png_destroy_read_struct(&png, &info, NULL);
+        return 1;
+    }
+    png_set_read_fn(png, &in, mumu_png_read_cb);
+    /* The size limit below applies; libpng's own default (1,000,000 a side) is raised to match ours.
+       Ancillary chunks: at most 8 MiB allocated for one, at most 1000 kept. */
+    png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    png_set_chunk_malloc_max(png, (png_alloc_size_t)8 << 20);
+    png_set_chunk_cache_max(png, 1000);
+    png_read_info(png, info);
+    png_uint_32 w = png_get_image_width(png, info);
+    png_uint_32 h = png_get_image_height(png, info);
+    if ((long long)w > max_side || (long long)h > max_side || (long long)w * (long long)h > max_pixels) {
+        out->width = (int)(w > 0x7fffffff ? 0x7fffffff : w);
+        out->height = (int)(h > 0x7fffffff ? 0x7fffffff : h);
+        png_destroy_read_struct(&png, &info, NULL);
+        return 3;
+    }
+    int color = png_get_color_type(png, info);
+    int depth = png_get_bit_depth(png, info);
+    int trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
+    int gray16 = depth == 16 && color == PNG_COLOR_TYPE_GRAY && !trns;
+    if (!gray16) {
+        png_set_expand(png);
+        png_set_strip_16(png);
+    }
+    (void)png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    size_t channels = png_get_channels(png, info);
+    size_t rowbytes = png_get_rowbytes(png, info);
+    if (gray16 ? rowbytes != (size_t)w * 2 : rowbytes != (size_t)w * channels)
+        png_error(png, "unexpected row size after conversion");
+    raw = (unsigned char *)malloc(rowbytes * (size_t)h > 0 ? rowbytes * (size_t)h : 1);
+    rows = (png_bytep *)malloc(sizeof(png_bytep) * (size_t)(h > 0 ? h : 1));
+    if (raw == NULL || rows == NULL) png_error(png, "out of memory");
+    for (png_uint_32 y = 0; y < h; y++) rows[y] = raw + (size_t)y * rowbytes;
+    png_read_image(png, rows);
+    png_read_end(png, info);
+    free((void *)rows);
+    rows = NULL;
+    if (gray16) {
+        /* In place: pixel i's two bytes (big-endian) become one byte, clipped at 255. */
+        size_t n = (size_t)w * (size_t)h;
+        for (size_t i = 0; i < n; i++) raw[i] = raw[2 * i] == 0 ? raw[2 * i + 1] : 255;
+        channels = 1;
+    }
+#ifdef PNG_eXIf_SUPPORTED
+    {
+        png_uint_32 nexif = 0;
+        png_bytep exif = NULL;
+        if (png_get_eXIf_1(png, info, &nexif, &exif) != 0 && exif != NULL && nexif > 0) {
+            out->exif = (unsigned char *)malloc(nexif);
+            if (out->exif == NULL) png_error(png, "out of memory");
+            memcpy(out->exif, exif, nexif);
+            out->exif_len = nexif;
+        }
+    }
+#endif
+    out->pixels = (unsigned char *)raw;
+    raw = NULL;
+    out->width = (int)w;
+    out->height = (int)h;
+    out->channels = (int)channels;
+    out->has_alpha = (channels == 2 || channels == 4) ? 1 : 0;
+    png_destroy_read_struct(&png, &info, NULL);
+    return 0;
+}

@@ -2,8 +2,9 @@ import XCTest
 import CBLAS
 import CZstd
 import CPNG
+import CJPEG
 
-/// The three native libraries are found through pkg-config, link, and do real work.
+/// The four native libraries are found through pkg-config, link, and do real work.
 final class SystemLibraryTests: XCTestCase {
     func testOpenBLASMultiplies() {
         let a: [Float] = [1, 2, 3, 4, 5, 6]      // 2x3
@@ -28,5 +29,15 @@ final class SystemLibraryTests: XCTestCase {
     func testLibpngIsVersion16() {
         let v = png_access_version_number()
         XCTAssertGreaterThanOrEqual(v, 10600)
+    }
+
+    func testLibjpegLinksAndReportsErrorsWithoutExiting() {
+        XCTAssertGreaterThanOrEqual(JPEG_LIB_VERSION, 62)
+        // Garbage after an SOI marker: libjpeg's error goes through the shim's longjmp, not exit().
+        let bad: [UInt8] = [0xFF, 0xD8, 0xFF, 0x00, 0x01, 0x02, 0x03]
+        var img = mumu_jpeg_image()
+        var err = [CChar](repeating: 0, count: 256)
+        XCTAssertEqual(mumu_jpeg_decode(bad, bad.count, 100, 10000, &img, &err, err.count), 1)
+        XCTAssertFalse(String(cString: err).isEmpty)
     }
 }
