@@ -1,5 +1,6 @@
 import Foundation
 import MumuFormats
+import MumuEncoder
 import MumuSampler
 import MumuStyles
 import MumuTensor
@@ -44,6 +45,13 @@ public struct GenerateRequest: Sendable {
     /// Also write `<stem>-grid.png`, a captioned contact sheet of every image.
     public var grid = false
     public var overwrite = false
+    /// An Idefics2 folder (with tokenizer.json): the prompt and negative prompt, `<image:PATH>` inside them, are
+    /// encoded by MUMU's encoder and the checkpoint's connector instead of the CLIP text encoders.
+    public var encoder: String?
+    /// The longer edge of prompt images (a multiple of 14); nil: the encoder folder's `mumu_image_size`, else 448.
+    public var imageSize: Int?
+    /// The working directory `<image:PATH>` paths are relative to.
+    public var workingDirectory = FileManager.default.currentDirectoryPath
     /// A VAE to decode with instead of the checkpoint's (a file or folder; A1111's "SD VAE").
     public var vae: String?
     /// A checkpoint whose CLIP-L and bigG replace (or supply) the checkpoint's text encoders.
@@ -98,6 +106,8 @@ public final class GenerateJob {
     public let outputs: [String]
     public let gridPath: String?
     let registry: StyleRegistry?
+    /// With `--encoder`: the parsed prompts, their prepared images and the image size.
+    let multimodal: (prompt: MultimodalPrompt, negative: MultimodalPrompt, images: [PreparedImage], negativeImages: [PreparedImage], imageSize: Int)?
     let base: (path: String, name: String, sha256: String?)
     let manifests: [StyleManifest]
     let cache: HashCache
@@ -125,8 +135,27 @@ public final class GenerateJob {
             throw GenerationError.invalidSettings("--style \(dup) is given twice")
         }
         base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache)
-        for (flag, path) in [("--vae", request.vae), ("--text-encoders", request.textEncoders)] {
+        for (flag, path) in [("--vae", request.vae), ("--text-encoders", request.textEncoders), ("--encoder", request.encoder)] {
             if let path, !fileExists(path) { throw GenerationError.invalidSettings("\(flag) \(path): no such file or folder") }
+        }
+        // Multimodal prompts: parsed, their images read and sized, and the connector looked for, before any model.
+        let prompt = try MultimodalPrompt(parsing: settings.prompt, workingDirectory: request.workingDirectory)
+        let negative = try MultimodalPrompt(parsing: settings.negativePrompt, workingDirectory: request.workingDirectory)
+        if let folder = request.encoder {
+            guard request.conditioning == nil else {
+                throw GenerationError.invalidSettings("give --encoder or --conditioning, not both")
+            }
+            let size = try request.imageSize ?? MultimodalEncoder.folderImageSize(folder)
+            multimodal = (prompt, negative, try MultimodalEncoder.prepareImages(prompt, imageSize: size),
+                          try MultimodalEncoder.prepareImages(negative, imageSize: size), size)
+            let view = try SGMView.open(base.path)
+            guard view.source.tensors.contains(where: { $0.name.hasPrefix(MumuConnector.prefix) }) else {
+                throw GenerationError.invalidSettings("\(base.name) has no MUMU connector (connector.*): multimodal prompts need a mumu-decoder checkpoint (mumu merge --into-mumu makes one from a fine-tune)")
+            }
+        } else if prompt.hasImages || negative.hasImages {
+            throw GenerationError.invalidSettings("the prompt has <image:...> inside: give MUMU's encoder with --encoder DIR (an Idefics2 folder) and a mumu-decoder checkpoint")
+        } else {
+            multimodal = nil
         }
 
         // A style given at several strengths gets the strength in its file names.
@@ -372,10 +401,20 @@ public final class GenerateRun {
     private func load() throws {
         let start = Date()
         let request = job.request
+        // MUMU's encoder first, freed before the decoder loads (Idefics2-8b in bf16 is 16 GB).
+        var hidden: (cond: Tensor, uncond: Tensor?)?
+        if let m = job.multimodal, let folder = request.encoder {
+            let encoder = try MultimodalEncoder(folder: folder, precision: request.precision, imageSize: m.imageSize)
+            let c = try encoder.encode(m.prompt, images: m.images)
+            let u = job.settings.guided ? try encoder.encode(m.negative, images: m.negativeImages) : nil
+            hidden = (c.hidden, u?.hidden)
+            note("encoded the prompt with \(URL(fileURLWithPath: folder).lastPathComponent): \(c.tokens) tokens (\(c.imageTokens) from \(c.images.count) images)"
+                 + (u.map { ", negative \($0.tokens) tokens" } ?? ""))
+        }
         let checkpoint = try DecoderCheckpoint(path: job.base.path)
         let vae = try request.vae.map { try DecoderCheckpoint(path: $0) }
         let texts = try request.textEncoders.map { try DecoderCheckpoint(path: $0) }
-        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil,
+        let styled = try StyledPipeline(checkpoint: checkpoint, precision: request.precision, textEncoders: request.conditioning == nil && request.encoder == nil,
                                         vae: vae, textEncodersFrom: texts)
         if let v = request.vae {
             // A1111 records the VAE it decoded with (name and AutoV2 hash).
@@ -389,6 +428,11 @@ public final class GenerateRun {
         }
         if let c = request.conditioning {
             fileCond = try ConditioningFile.load(c, contextDim: styled.pipeline.unet.config.contextDim, pooledDim: styled.pipeline.pooledWidth)
+        }
+        if let hidden {
+            let connector = try MumuConnector(checkpoint: checkpoint, precision: request.precision)
+            let n = job.settings.images
+            fileCond = (try connector.conditioning(hidden.cond).repeated(n), try hidden.uncond.map { try connector.conditioning($0).repeated(n) })
         }
         report.loadSeconds = Date().timeIntervalSince(start)
     }
@@ -462,6 +506,13 @@ public final class GenerateRun {
         }
         let encode = Date().timeIntervalSince(t0)
         info.extra += vaeInfo
+        if let m = job.multimodal {
+            // Each prompt image as written, with its file's SHA-256 (12 hex), so the prompt is reproducible.
+            let all = zip(m.prompt.imageWrittenPaths + m.negative.imageWrittenPaths, m.images + m.negativeImages)
+            let hashes = all.map { "\($0): \($1.sha256.prefix(12))" }
+            if !hashes.isEmpty { info.extra.append(("Image hashes", hashes.joined(separator: ", "))) }
+            info.extra.append(("Encoder", URL(fileURLWithPath: request.encoder ?? "").lastPathComponent))
+        }
         if let c = request.conditioning { info.extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
         if s.spacing != .leading { info.extra.append(("Spacing", s.spacing.rawValue)) }
         let prediction = s.prediction ?? pipe.prediction
@@ -485,7 +536,8 @@ public final class GenerateRun {
                 steps: s.steps, sampler: s.sampler.a1111Name, scheduleType: GenerateJob.scheduleType(s), cfgScale: s.cfg,
                 seed: s.seed, width: s.width, height: s.height, modelHash: info.modelHash, model: info.model, loraHashes: info.loras,
                 extra: more, version: request.version)
-            let text = InfoText(prompt: fileCond == nil ? s.prompt : "", negativePrompt: fileCond == nil ? s.negativePrompt : "", parameters: params).render()
+            let prompted = fileCond == nil || job.multimodal != nil
+            let text = InfoText(prompt: prompted ? s.prompt : "", negativePrompt: prompted ? s.negativePrompt : "", parameters: params).render()
             let image = RGBImage(width: s.width, height: s.height, pixels: pixels)
             let path = job.outputs[outputIndex]
             outputIndex += 1

@@ -27,6 +27,11 @@ public struct MultimodalPrompt: Equatable, Sendable {
 
     public var hasImages: Bool { !imagePaths.isEmpty }
 
+    /// The images' paths as written in the prompt, in prompt order (for the infotext).
+    public var imageWrittenPaths: [String] {
+        pieces.compactMap { if case let .image(_, written) = $0 { return written }; return nil }
+    }
+
     public init(parsing prompt: String, workingDirectory: String = FileManager.default.currentDirectoryPath) throws {
         source = prompt
         var pieces = [Piece]()
