@@ -294,56 +294,70 @@ TGT_BF16 static void softmax_avx_bf16(const blk *b, const int *lo, const int *hi
     softmax_avx_body(b, lo, hi, scale, 1, store_bf16);
 }
 
-// S tile rows [r0, r0 + MR) x 64 keys.
-TGT_F32 static void qk_avx_f32(const blk *b, const float *kb) {
-    const int d = b->d;
-    const float *qp = b->qp;
-    for (int r0 = 0; r0 < b->rows; r0 += MR) {
-        __m512 acc[MR][4];
-        for (int r = 0; r < MR; r++)
-            for (int x = 0; x < 4; x++) acc[r][x] = _mm512_setzero_ps();
-        const float *q = qp + (size_t)r0 * d;
-        for (int c = 0; c < d; c++) {
-            const float *k = kb + (size_t)c * BK;
-            __m512 k0 = _mm512_load_ps(k), k1 = _mm512_load_ps(k + 16), k2 = _mm512_load_ps(k + 32),
-                   k3 = _mm512_load_ps(k + 48);
-            for (int r = 0; r < MR; r++) {
-                __m512 qv = _mm512_set1_ps(q[(size_t)r * d + c]);
-                acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
-                acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
-                acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
-            }
-        }
-        for (int r = 0; r < MR; r++)
-            for (int x = 0; x < 4; x++) _mm512_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][x]);
+// S rows [0, rows) in MR-row tiles x the first 16 NV keys of the block (the rest of the block, past Tk, is
+// never read by the softmax).
+#define QK_F32(NV)                                                                                            \
+    TGT_F32 static void qk_f32_##NV(const blk *b, const float *kb) {                                          \
+        const int d = b->d;                                                                                   \
+        const float *qp = b->qp;                                                                              \
+        for (int r0 = 0; r0 < b->rows; r0 += MR) {                                                            \
+            __m512 acc[MR][NV];                                                                               \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) acc[r][x] = _mm512_setzero_ps();                                 \
+            const float *q = qp + (size_t)r0 * d;                                                             \
+            for (int c = 0; c < d; c++) {                                                                     \
+                __m512 kv[NV];                                                                                \
+                for (int x = 0; x < NV; x++) kv[x] = _mm512_load_ps(kb + (size_t)c * BK + 16 * x);            \
+                for (int r = 0; r < MR; r++) {                                                                \
+                    __m512 qv = _mm512_set1_ps(q[(size_t)r * d + c]);                                         \
+                    for (int x = 0; x < NV; x++) acc[r][x] = _mm512_fmadd_ps(qv, kv[x], acc[r][x]);           \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) _mm512_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][x]);      \
+        }                                                                                                     \
+    }
+QK_F32(1) QK_F32(2) QK_F32(3) QK_F32(4)
+
+#define QK_BF16(NV)                                                                                           \
+    TGT_BF16 static void qk_bf16_##NV(const blk *b, const uint32_t *kb) {                                     \
+        const int dp = b->dp, dh = ceil_div(b->d, 2);                                                         \
+        const uint32_t *qp = b->qp;                                                                           \
+        for (int r0 = 0; r0 < b->rows; r0 += MR) {                                                            \
+            __m512 acc[MR][NV];                                                                               \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) acc[r][x] = _mm512_setzero_ps();                                 \
+            const uint32_t *q = qp + (size_t)r0 * dp;                                                         \
+            for (int p = 0; p < dh; p++) {                                                                    \
+                __m512bh kv[NV];                                                                              \
+                for (int x = 0; x < NV; x++)                                                                  \
+                    kv[x] = (__m512bh)_mm512_load_si512((const void *)(kb + (size_t)p * BK + 16 * x));        \
+                for (int r = 0; r < MR; r++) {                                                                \
+                    __m512bh qv = (__m512bh)_mm512_set1_epi32((int)q[(size_t)r * dp + p]);                    \
+                    for (int x = 0; x < NV; x++) acc[r][x] = _mm512_dpbf16_ps(acc[r][x], qv, kv[x]);          \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) _mm512_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][x]);      \
+        }                                                                                                     \
+    }
+QK_BF16(1) QK_BF16(2) QK_BF16(3) QK_BF16(4)
+
+static void qk_avx_f32(const blk *b, const float *kb, int jn) {
+    switch ((jn + 15) / 16) {
+    case 1: qk_f32_1(b, kb); break;
+    case 2: qk_f32_2(b, kb); break;
+    case 3: qk_f32_3(b, kb); break;
+    default: qk_f32_4(b, kb); break;
     }
 }
 
-TGT_BF16 static void qk_avx_bf16(const blk *b, const uint32_t *kb) {
-    const int dp = b->dp, dh = ceil_div(b->d, 2);
-    const uint32_t *qp = b->qp;
-    for (int r0 = 0; r0 < b->rows; r0 += MR) {
-        __m512 acc[MR][4];
-        for (int r = 0; r < MR; r++)
-            for (int x = 0; x < 4; x++) acc[r][x] = _mm512_setzero_ps();
-        const uint32_t *q = qp + (size_t)r0 * dp;
-        for (int p = 0; p < dh; p++) {
-            const uint32_t *k = kb + (size_t)p * BK;
-            __m512bh k0 = (__m512bh)_mm512_load_si512((const void *)k),
-                     k1 = (__m512bh)_mm512_load_si512((const void *)(k + 16)),
-                     k2 = (__m512bh)_mm512_load_si512((const void *)(k + 32)),
-                     k3 = (__m512bh)_mm512_load_si512((const void *)(k + 48));
-            for (int r = 0; r < MR; r++) {
-                __m512bh qv = (__m512bh)_mm512_set1_epi32((int)q[(size_t)r * dp + p]);
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qv, k0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qv, k1);
-                acc[r][2] = _mm512_dpbf16_ps(acc[r][2], qv, k2);
-                acc[r][3] = _mm512_dpbf16_ps(acc[r][3], qv, k3);
-            }
-        }
-        for (int r = 0; r < MR; r++)
-            for (int x = 0; x < 4; x++) _mm512_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][x]);
+static void qk_avx_bf16(const blk *b, const uint32_t *kb, int jn) {
+    switch ((jn + 15) / 16) {
+    case 1: qk_bf16_1(b, kb); break;
+    case 2: qk_bf16_2(b, kb); break;
+    case 3: qk_bf16_3(b, kb); break;
+    default: qk_bf16_4(b, kb); break;
     }
 }
 
@@ -565,11 +579,11 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
                 break;
             case 1:
                 if (bf) {
-                    qk_avx_bf16(&b, kb);
+                    qk_avx_bf16(&b, kb, jn);
                     softmax_avx_bf16(&b, lo, hi, a->scale);
                     pv_avx_bf16(&b, vb, jn);
                 } else {
-                    qk_avx_f32(&b, kb);
+                    qk_avx_f32(&b, kb, jn);
                     softmax_avx_f32(&b, lo, hi, a->scale);
                     pv_avx_f32(&b, vb, jn);
                 }
