@@ -431,6 +431,17 @@ static void pv_avx_bf16(const blk *b, const uint32_t *vb, int jn) {
     }
 }
 
+// n floats to bf16 (vcvtne2ps2bf16: nearest even, subnormals flushed), zero-filled to a multiple of 32.
+TGT_BF16 static void q_row_bf16_avx(const float *src, int n, uint16_t *dst) {
+    for (int c = 0; c < n; c += 32) {
+        int left = n - c;
+        __mmask16 k0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+        __mmask16 k1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __m512 lo = _mm512_maskz_loadu_ps(k0, src + c), hi = _mm512_maskz_loadu_ps(k1, src + c + 16);
+        _mm512_storeu_si512((void *)(dst + c), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
 // ---- AMX kernels ----------------------------------------------------------------------------------------
 #define TGT_AMX __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 
@@ -549,6 +560,9 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
             memset(q, 0, (size_t)BQ * dp * 4);
             for (int r = 0; r < rows; r++) {
                 const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
+#ifdef MUMU_X86
+                if (path > 0) { q_row_bf16_avx(src, d, q + (size_t)r * dp * 2); continue; }
+#endif
                 for (int c = 0; c < d; c++) q[(size_t)r * dp * 2 + c] = f32_to_bf16(src[c]);
             }
         }

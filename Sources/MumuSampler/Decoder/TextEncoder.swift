@@ -17,7 +17,8 @@ import MumuTensor
 ///
 /// Attention is multi-head (head dim C / heads, scale 1 / sqrt(head dim)) with a causal mask (position i sees
 /// positions 0 ... i), as transformers and open_clip run it; no padding mask (SDXL pipelines pass none).
-/// Everything is f32; the weights' matrix products are `DenseWeight`s (q, k and v fused into one [3C, C]).
+/// The weights' matrix products are `DenseWeight`s (q, k and v fused into one [3C, C]); attention runs on
+/// `NN.attention(qkv:)` (causal) in the precision of those weights.
 public final class CLIPTextEncoder: @unchecked Sendable {
     /// The network's shape. From the component's config.json (transformers `CLIPTextConfig`) when the
     /// checkpoint has one, else inferred from the tensors (`infer`).
