@@ -90,6 +90,11 @@ const char *mumu_attention_path_name(int path) {
     }
 }
 
+#ifdef MUMU_X86
+static void pack_kv_bf16_avx(const mumu_attention_args *a, const float *k, const float *v, dims s, uint32_t *kp,
+                             uint32_t *vp);
+#endif
+
 // ---- packing -----------------------------------------------------------------------------------------
 
 size_t mumu_attention_kv_bytes(const mumu_attention_args *a) {
@@ -114,6 +119,9 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
         }
     } else {
         uint32_t *kp = packed, *vp = kp + (size_t)s.nb * s.dp * BK;
+#ifdef MUMU_X86
+        if (d <= 8192 && mumu_attention_path_available(1, 1)) { pack_kv_bf16_avx(a, k, v, s, kp, vp); return; }   // (stack row)
+#endif
         uint16_t *vh = (uint16_t *)vp;
         for (int j = 0; j < tk; j++) {
             const float *kr = k + (size_t)j * a->ldk, *vr = v + (size_t)j * a->ldv;
@@ -439,6 +447,33 @@ TGT_BF16 static void q_row_bf16_avx(const float *src, int n, uint16_t *dst) {
         __mmask16 k1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
         __m512 lo = _mm512_maskz_loadu_ps(k0, src + c), hi = _mm512_maskz_loadu_ps(k1, src + c + 16);
         _mm512_storeu_si512((void *)(dst + c), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+// bf16 K and V packing (the layout of mumu_attention_pack_kv; `packed` already zeroed): K rows converted 32
+// channels at a time and their words stored down the block's column; V rows converted in pairs of keys and
+// interleaved (word c = v[2jp][c] | v[2jp+1][c] << 16). vcvtneps2bf16 flushes subnormals to zero.
+TGT_BF16 static void pack_kv_bf16_avx(const mumu_attention_args *a, const float *k, const float *v, dims s,
+                                      uint32_t *kp, uint32_t *vp) {
+    const int d = s.d, tk = a->tk;
+    uint16_t row[s.dp * 2 + 32] __attribute__((aligned(64)));
+    for (int j = 0; j < tk; j++) {
+        q_row_bf16_avx(k + (size_t)j * a->ldk, d, row);
+        const uint32_t *w = (const uint32_t *)row;
+        uint32_t *kb = kp + (size_t)(j / BK) * s.dp * BK + j % BK;
+        for (int p = 0; p < (d + 1) / 2; p++) kb[(size_t)p * BK] = w[p];
+    }
+    for (int j = 0; j < tk; j += 2) {
+        const float *v0 = v + (size_t)j * a->ldv, *v1 = v0 + a->ldv;
+        const int two = j + 1 < tk;
+        uint32_t *dst = vp + (size_t)(j / 2) * s.d16;
+        for (int c = 0; c < d; c += 16) {
+            __mmask16 m = d - c >= 16 ? 0xFFFF : (__mmask16)((1u << (d - c)) - 1);
+            __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, v0 + c));
+            __m256i hi = two ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, v1 + c)) : _mm256_setzero_si256();
+            __m512i wv = _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+            _mm512_mask_storeu_epi32(dst + c, m, wv);
+        }
     }
 }
 
