@@ -127,10 +127,16 @@ extension NN {
         // 2. (sample, head, block of rows) jobs; consecutive blocks of one head go to the kernel in one call.
         let blockRows = 48
         let blocks = (tq + blockRows - 1) / blockRows
-        let scratchBytes = mumu_attention_scratch_bytes(&args)
-        KernelSupport.parallelChunks(b * heads * blocks, minChunk: 1) { jobs in
-            let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchBytes, alignment: 64)
-            defer { scratch.deallocate() }
+        // Scratch for every chunk allocated here, on the calling thread (not in the workers' malloc arenas).
+        let items = b * heads * blocks
+        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let chunks = min(items, workers * 4), size = (items + chunks - 1) / chunks
+        let scratchBytes = (mumu_attention_scratch_bytes(&args) + 63) & ~63
+        let scratchAll = UnsafeMutableRawPointer.allocate(byteCount: scratchBytes * chunks, alignment: 64)
+        defer { scratchAll.deallocate() }
+        let run = { (chunk: Int) in
+            let jobs = min(items, chunk * size)..<min(items, (chunk + 1) * size)
+            let scratch = scratchAll + chunk * scratchBytes
             var a = args
             var job = jobs.lowerBound
             while job < jobs.upperBound {
@@ -144,6 +150,7 @@ extension NN {
                 job += last - first
             }
         }
+        if chunks == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: run) }
     }
 
     /// Query rows per score block in `attentionBlockedSGEMM` unless the caller says otherwise.
