@@ -137,7 +137,7 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
 size_t mumu_attention_scratch_bytes(const mumu_attention_args *a) {
     dims s = dims_of(a);
     size_t q = (size_t)BQ * (s.d > s.dp ? s.d : s.dp) * 4;
-    size_t sc = (size_t)BQ * BK * 4, p16 = (size_t)BQ * (BK / 2) * 4, o = (size_t)BQ * s.d16 * 4, st = 3 * BQ * 4;
+    size_t sc = (size_t)BQ * BK * 4, p16 = (size_t)BQ * (BK / 2) * 4, o = (size_t)BQ * s.d16 * 4, st = 2 * BQ * 4 + BQ * 64;
     return q + sc + p16 + o + st + 6 * 64;
 }
 
@@ -150,6 +150,7 @@ typedef struct {
     uint32_t *p16;                // [BQ][BK/2] words (bf16)
     float *o;                     // [BQ][d16]
     float *m, *l;
+    float *l16;                   // [BQ][16]: the AVX-512 paths' row sums, lane-wise (reduced at the end)
 } blk;
 
 static void qk_portable(const blk *b, const void *kb) {
@@ -270,7 +271,7 @@ softmax_avx_body(const blk *b, const int *lo, const int *hi, float scale, int bf
         }
         float mx = _mm512_reduce_max_ps(vmax);
         float mold = b->m[r], mnew = mold > mx ? mold : mx;
-        float alpha = expf(mold - mnew);
+        float alpha = mold == mnew ? 1.0f : expf(mold - mnew);
         __m512 vm = _mm512_set1_ps(mnew), vsum = _mm512_setzero_ps();
         for (int q = 0; q < 4; q++) {
             x[q] = _mm512_maskz_mov_ps(km[q], exp512(_mm512_sub_ps(x[q], vm)));
@@ -283,13 +284,20 @@ softmax_avx_body(const blk *b, const int *lo, const int *hi, float scale, int bf
             for (int q = 0; q < 4; q++) _mm512_storeu_ps(sr + 16 * q, x[q]);
         }
         b->m[r] = mnew;
-        b->l[r] = b->l[r] * alpha + _mm512_reduce_add_ps(vsum);
+        float *l16 = b->l16 + r * 16;
         if (alpha != 1) {
-            float *orow = b->o + (size_t)r * b->d16;
             __m512 va = _mm512_set1_ps(alpha);
+            _mm512_store_ps(l16, _mm512_fmadd_ps(_mm512_load_ps(l16), va, vsum));
+            float *orow = b->o + (size_t)r * b->d16;
             for (int c = 0; c < b->d16; c += 16) _mm512_storeu_ps(orow + c, _mm512_mul_ps(_mm512_loadu_ps(orow + c), va));
+        } else {
+            _mm512_store_ps(l16, _mm512_add_ps(_mm512_load_ps(l16), vsum));
         }
     }
+}
+
+TGT_F32 static void reduce_l16(const blk *b) {
+    for (int r = 0; r < b->rows; r++) b->l[r] = _mm512_reduce_add_ps(_mm512_load_ps(b->l16 + r * 16));
 }
 
 TGT_F32 static void softmax_avx_f32(const blk *b, const int *lo, const int *hi, float scale) {
@@ -571,7 +579,8 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
     b.s = (float *)sp; sp = align64(sp + (size_t)BQ * BK * 4);
     b.p16 = (uint32_t *)sp; sp = align64(sp + (size_t)BQ * (BK / 2) * 4);
     b.o = (float *)sp; sp = align64(sp + (size_t)BQ * d16 * 4);
-    b.m = (float *)sp; b.l = b.m + BQ;
+    b.m = (float *)sp; b.l = b.m + BQ; sp = align64(sp + 2 * BQ * 4);
+    b.l16 = (float *)sp;
 
     const char *kbase = packed;
     const size_t kblock = (size_t)(bf ? dp : d) * BK * 4;                  // bytes per K block
@@ -603,6 +612,7 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
         }
         memset(b.o, 0, (size_t)BQ * d16 * 4);
         for (int r = 0; r < BQ; r++) { b.m[r] = -INFINITY; b.l[r] = 0; }
+        memset(b.l16, 0, (size_t)BQ * 64);
         // Keys any row of the block may see: [jmin, jmax).
         long jmax = tk, jmin = 0;
         if (a->causal) { long e = ib + rows - 1 + off + 1; if (e < jmax) jmax = e; }
@@ -645,6 +655,9 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
                 break;
             }
         }
+#ifdef MUMU_X86
+        if (path > 0) reduce_l16(&b);
+#endif
         for (int r = 0; r < rows; r++) {
             float *dst = a->out + (size_t)(ib + r) * a->ldo + (size_t)h * d;
             const float *orow = b.o + (size_t)r * d16;
