@@ -11,7 +11,8 @@
 // A path the CPU lacks is clamped to the best one it has.
 // Precision: f32 (bf16 = 0) computes in f32. bf16 (bf16 = 1) rounds q, k, v to bf16 (nearest even) and the
 // softmax numerators P to bf16 before the PV product, as flash-attention does; products accumulate in f32 and
-// the online softmax (maximum, exponentials, row sums, the final division) runs in f32.
+// the online softmax (maximum, exponentials, row sums, the final division) runs in f32. The AVX-512 and AMX paths
+// convert with vcvtne(2)ps2bf16, which flushes subnormal inputs to zero (as the bf16 GEMM does); portable keeps them.
 //
 // Use: pack K and V of each kv head once (mumu_attention_pack_kv, into mumu_attention_kv_bytes), then run
 // blocks of query rows of any head against them (mumu_attention_rows), each concurrent call with its own scratch.
