@@ -198,18 +198,27 @@ const char *mumu_gemm_bf16_isa_name(int isa) {
     }
 }
 
+static int isa_cap = -1;
+
+int mumu_gemm_isa_cap(void) {
+    int cap = __atomic_load_n(&isa_cap, __ATOMIC_ACQUIRE);
+    if (cap >= 0) return cap;
+    cap = 2;
+    const char *e = getenv("MUMU_GEMM_ISA");
+    if (e) {
+        if (!strcmp(e, "portable")) cap = 0;
+        else if (!strcmp(e, "avx512bf16")) cap = 1;
+    }
+    __atomic_store_n(&isa_cap, cap, __ATOMIC_RELEASE);
+    return cap;
+}
+
 int mumu_gemm_bf16_isa(void) {
     int v = __atomic_load_n(&isa_env, __ATOMIC_ACQUIRE);
     if (v >= 0) return v;
     v = hardware_isa();
-    const char *e = getenv("MUMU_GEMM_ISA");
-    if (e) {
-        int cap = v;
-        if (!strcmp(e, "portable")) cap = 0;
-        else if (!strcmp(e, "avx512bf16")) cap = 1;
-        else if (!strcmp(e, "amx")) cap = 2;
-        if (cap < v) v = cap;
-    }
+    int cap = mumu_gemm_isa_cap();
+    if (cap < v) v = cap;
     __atomic_store_n(&isa_env, v, __ATOMIC_RELEASE);
     return v;
 }

@@ -6,7 +6,7 @@ import MumuStyles
 /// Measurements the benchmark scripts drive (scripts/bench_styles.sh); never part of the tests.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measurements for scripts/bench_*.sh.", subcommands: [StyleApply.self, BenchUNet.self, BenchVAE.self, BenchText.self, Gemm.self])
+        commandName: "bench", abstract: "Measurements for scripts/bench_*.sh.", subcommands: [StyleApply.self, BenchUNet.self, BenchVAE.self, BenchText.self, Gemm.self, BenchAttention.self])
 
     struct StyleApply: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -164,15 +164,23 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(f["q"]!.shape, [1, 300, 48])
         // 64 and 128 rows per block (blocks of 300 rows: 5 and 3, the last partial), one block, and the default.
         for block in [64, 128, 300, NN.defaultAttentionBlockRows] {
-            let y = NN.attention(q: f["q"]!, k: f["k"]!, v: f["v"]!, heads: heads, blockRows: block)
-            Self.check(y, f["y"]!, "self-attention T=300 heads=\(heads) block=\(block)")
+            let y = NN.attentionBlockedSGEMM(q: f["q"]!, k: f["k"]!, v: f["v"]!, heads: heads, blockRows: block)
+            Self.check(y, f["y"]!, "self-attention (blocked sgemm) T=300 heads=\(heads) block=\(block)")
+        }
+        for path in NN.AttentionPath.allCases where path.isAvailable(.f32) {
+            let y = NN.attention(q: f["q"]!, k: f["k"]!, v: f["v"]!, heads: heads, path: path)
+            Self.check(y, f["y"]!, "self-attention (fused, \(path.name)) T=300 heads=\(heads)")
         }
     }
 
     func testCrossAttention() throws {
         let f = try Self.fixture("attention_cross")
-        let y = NN.attention(q: f["q"]!, k: f["k"]!, v: f["v"]!, heads: Int(f["heads"]!.data[0]), blockRows: 50)
-        Self.check(y, f["y"]!, "cross-attention B=2 Tq=130 Tk=77 block=50")
+        let y = NN.attentionBlockedSGEMM(q: f["q"]!, k: f["k"]!, v: f["v"]!, heads: Int(f["heads"]!.data[0]), blockRows: 50)
+        Self.check(y, f["y"]!, "cross-attention (blocked sgemm) B=2 Tq=130 Tk=77 block=50")
+        for path in NN.AttentionPath.allCases where path.isAvailable(.f32) {
+            let y = NN.attention(q: f["q"]!, k: f["k"]!, v: f["v"]!, heads: Int(f["heads"]!.data[0]), path: path)
+            Self.check(y, f["y"]!, "cross-attention (fused, \(path.name)) B=2 Tq=130 Tk=77")
+        }
     }
 
     /// Softmax stays finite with huge logits (the row maximum is subtracted).

@@ -22,6 +22,9 @@ extern "C" {
 
 // The best path this CPU and OS allow, capped by MUMU_GEMM_ISA: 0 portable, 1 avx512bf16, 2 amx.
 int mumu_gemm_bf16_isa(void);
+// The cap MUMU_GEMM_ISA sets, read once: 0 portable, 1 avx512bf16, 2 amx (also when unset or unrecognised).
+// Shared by the other kernels with CPU-dispatched paths (mumu_attention.h).
+int mumu_gemm_isa_cap(void);
 // 1 when `isa` can run here (0 always can); ignores MUMU_GEMM_ISA. For tests and benchmarks.
 int mumu_gemm_bf16_isa_available(int isa);
 // "portable", "avx512bf16", "amx".

@@ -17,7 +17,8 @@ import MumuTensor
 ///
 /// Attention is multi-head (head dim C / heads, scale 1 / sqrt(head dim)) with a causal mask (position i sees
 /// positions 0 ... i), as transformers and open_clip run it; no padding mask (SDXL pipelines pass none).
-/// Everything is f32; the weights' matrix products are `DenseWeight`s (q, k and v fused into one [3C, C]).
+/// The weights' matrix products are `DenseWeight`s (q, k and v fused into one [3C, C]); attention runs on
+/// `NN.attention(qkv:)` (causal) in the precision of those weights.
 public final class CLIPTextEncoder: @unchecked Sendable {
     /// The network's shape. From the component's config.json (transformers `CLIPTextConfig`) when the
     /// checkpoint has one, else inferred from the tensors (`infer`).
@@ -379,7 +380,7 @@ public final class CLIPTextEncoder: @unchecked Sendable {
     private func forward(_ layer: Layer, _ x: inout Tensor) {
         let eps = config.layerNormEps
         let qkv = layer.qkv(layer.norm1.layer(x, eps: eps))
-        let attended = Self.causalAttention(qkv: qkv, heads: config.heads)
+        let attended = NN.attention(qkv: qkv, heads: config.heads, causal: true, precision: .matching(layer.qkv))
         layer.out.apply(attended, addingInto: &x)
         var hidden = layer.fc1(layer.norm2.layer(x, eps: eps))
         Self.activate(&hidden, config.activation)
@@ -400,39 +401,5 @@ public final class CLIPTextEncoder: @unchecked Sendable {
                 }
             }
         }
-    }
-
-    /// Causal multi-head attention on fused projections qkv [B, T, 3C] (q, k, v at channel offsets 0, C, 2C;
-    /// head h uses channels h·d ..< (h+1)·d of each): for each (row, head), scores = q kᵀ / sqrt(d) with the
-    /// upper triangle masked (position i attends to 0 ... i, transformers' causal mask), softmax, times v.
-    /// Returns [B, T, C]. (NN.attention has no mask; T <= 77 here, so the full T x T scores are small.)
-    static func causalAttention(qkv: Tensor, heads: Int) -> Tensor {
-        let (b, t, c3) = (qkv.shape[0], qkv.shape[1], qkv.shape[2])
-        let c = c3 / 3, d = c / heads
-        let scale = 1 / Float(d).squareRoot()
-        var out = Tensor(zeros: [b, t, c])
-        qkv.data.withUnsafeBufferPointer { qb in
-            out.data.withUnsafeMutableBufferPointer { ob in
-                let base = qb.baseAddress!, obase = ob.baseAddress!
-                KernelSupport.parallelChunks(b * heads, minChunk: 1) { jobs in
-                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * t)
-                    defer { scores.deallocate() }
-                    for job in jobs {
-                        let s = job / heads, h = job % heads
-                        let q = base + s * t * c3 + h * d, k = q + c, v = q + 2 * c
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(t), Int32(t), Int32(d), scale,
-                                    q, Int32(c3), k, Int32(c3), 0, scores, Int32(t))
-                        for i in 0..<t {
-                            let row = scores + i * t
-                            mumu_softmax_rows(row, 1, i + 1, t)
-                            (row + i + 1).update(repeating: 0, count: t - i - 1)
-                        }
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(d), Int32(t), 1,
-                                    scores, Int32(t), v, Int32(c3), 0, obase + s * t * c + h * d, Int32(c))
-                    }
-                }
-            }
-        }
-        return out
     }
 }

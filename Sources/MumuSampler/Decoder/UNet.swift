@@ -261,7 +261,7 @@ final class Attention: @unchecked Sendable {
 
     /// y += out(attention(q(x), k(context), v(context))).
     func callAsFunction(_ x: Tensor, context: Tensor, addingInto y: inout Tensor) {
-        let a = NN.attention(q: q(x), k: k(context), v: v(context), heads: heads)
+        let a = NN.attention(q: q(x), k: k(context), v: v(context), heads: heads, precision: .matching(q))
         out.apply(a, addingInto: &y)
     }
 

@@ -294,11 +294,11 @@ public final class VAE: @unchecked Sendable {
     private func run(_ mid: Mid, _ x: inout Tensor) {
         mid.block1(&x)
         if let a = mid.attention {
-            // Single-head self-attention over the h·w positions; NN.attention scores blocks of query rows, so
-            // 16,384 positions (128x128 latents) never need the full square of scores.
+            // Single-head self-attention over the h·w positions; NN.attention's fused kernel never forms the
+            // square of scores (16,384 positions at 128x128 latents).
             let (b, c) = (x.shape[0], x.shape[3])
             let tokens = a.norm.group(x, groups: config.groups, eps: Self.eps).reshaped([b, x.count / (b * c), c])
-            let attended = NN.attention(q: a.q(tokens), k: a.k(tokens), v: a.v(tokens), heads: 1)
+            let attended = NN.attention(q: a.q(tokens), k: a.k(tokens), v: a.v(tokens), heads: 1, precision: .matching(a.q))
             a.out.apply(attended, addingInto: &x)
         }
         mid.block2(&x)

@@ -1,0 +1,671 @@
+// Fused scaled dot-product attention (see mumu_attention.h).
+//
+// Blocking: a call takes its query rows BQ = 48 at a time (one block of Q copied, bf16-rounded for bf16, into the
+// scratch); K and V of the kv head were packed once (mumu_attention_pack_kv) in blocks of BK = 64 keys, K
+// transposed per block ([d][64] f32, or [d/2 pairs][64] 32-bit words holding bf16 pairs for bf16) and V row-major
+// with the channels padded to a multiple of 16 ([64][d16] f32, or [32 key pairs][d16] words for bf16). Per key
+// block that the masks leave visible to the block of rows:
+//   S[48][64] = Q · Kᵀ               (f32 accumulation)
+//   online softmax per row: m' = max(m, max_j S·scale), alpha = e^(m - m'), P = e^(S·scale - m') (zero where
+//   masked), l = l·alpha + Σ P, O *= alpha          (f32; P rounded to bf16 for the bf16 paths)
+//   O[48][d16] += P · V
+// and at the end out = O / l. S, P and O (48 x 64, 48 x 64, 48 x d16 floats) stay in L1/L2; Tq x Tk scores are
+// never formed. Key blocks entirely masked for the block of rows (causal, sliding window) are skipped.
+// Kernels per path:
+//   AVX-512 f32: S in 6-row x 64-key tiles (24 zmm accumulators, one broadcast of q per row and 4 loads of Kᵀ
+//     per channel); PV in 6-row x 64-channel tiles (per key 4 loads of V and 6 broadcasts of P).
+//   AVX-512 bf16: the same tiles with vdpbf16ps over channel pairs (S) and key pairs (PV).
+//   AMX: S as 16-row x 64-key (four C tiles, A = 16 rows x 16 channel pairs of Q, B = 16 pairs x 16 keys of Kᵀ);
+//     PV as 16-row x 64-channel (four C tiles loaded from O and stored back, A = 16 rows x 16 key pairs of P,
+//     B = 16 key pairs x 16 channels of V). Softmax on AVX-512.
+//   portable: the same blocks in scalar C (bf16 rounding emulated), for CPUs without AVX-512 and for tests.
+#include "mumu_attention.h"
+#include "mumu_gemm.h"
+#include "mumu_kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define MUMU_X86 1
+#endif
+
+#define BQ 48   // query rows per block (multiple of MR and of 16)
+#define BK 64   // keys per block
+#define MR 6    // rows per AVX-512 micro-tile
+
+static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+static inline int round_up(int a, int b) { return ceil_div(a, b) * b; }
+static inline void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t x = f2u(f);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((x >> 16) | 0x0040);
+    x += 0x7FFF + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+static inline float bf_lo(uint32_t w) { return u2f(w << 16); }
+static inline float bf_hi(uint32_t w) { return u2f(w & 0xFFFF0000u); }
+
+// Shape-derived sizes.
+typedef struct { int d, d16, dp, nb; } dims;
+static dims dims_of(const mumu_attention_args *a) {
+    dims s;
+    s.d = a->d;
+    s.d16 = round_up(a->d, 16);
+    s.dp = round_up(ceil_div(a->d, 2), 16);   // channel pairs, padded for AMX A tiles (16 pairs)
+    s.nb = ceil_div(a->tk, BK);
+    return s;
+}
+
+// ---- paths -----------------------------------------------------------------------------------------
+
+int mumu_attention_path_available(int path, int bf16) {
+    if (path <= 0) return 1;
+#ifdef MUMU_X86
+    if (bf16) return mumu_gemm_bf16_isa_available(path > 2 ? 2 : path);
+    return path == 1 && mumu_cpu_vector_level() >= 2;
+#else
+    return 0;
+#endif
+}
+
+static int clamp_path(int path, int bf16) {
+    if (path > 2) path = 2;
+    if (!bf16 && path == 2) path = 1;
+    while (path > 0 && !mumu_attention_path_available(path, bf16)) path--;
+    return path;
+}
+
+int mumu_attention_path(int bf16) { return clamp_path(mumu_gemm_isa_cap(), bf16); }
+
+const char *mumu_attention_path_name(int path) {
+    switch (path) {
+    case 1: return "avx512";
+    case 2: return "amx";
+    default: return "portable";
+    }
+}
+
+#ifdef MUMU_X86
+static void pack_kv_bf16_avx(const mumu_attention_args *a, const float *k, const float *v, dims s, uint32_t *kp,
+                             uint32_t *vp);
+#endif
+
+// ---- packing -----------------------------------------------------------------------------------------
+
+size_t mumu_attention_kv_bytes(const mumu_attention_args *a) {
+    dims s = dims_of(a);
+    size_t kw = a->bf16 ? (size_t)s.dp : (size_t)s.d;         // K: rows of BK per block
+    size_t vr = a->bf16 ? BK / 2 : BK;                          // V: rows per block
+    return (size_t)s.nb * (kw * BK + vr * s.d16) * 4;
+}
+
+void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
+    dims s = dims_of(a);
+    const int d = s.d, tk = a->tk;
+    const float *k = a->k + (size_t)g * d, *v = a->v + (size_t)g * d;
+    memset(packed, 0, mumu_attention_kv_bytes(a));
+    if (!a->bf16) {
+        float *kp = packed, *vp = kp + (size_t)s.nb * d * BK;
+        for (int j = 0; j < tk; j++) {
+            const float *kr = k + (size_t)j * a->ldk, *vr = v + (size_t)j * a->ldv;
+            float *kb = kp + (size_t)(j / BK) * d * BK + j % BK;
+            for (int c = 0; c < d; c++) kb[(size_t)c * BK] = kr[c];
+            memcpy(vp + (size_t)j * s.d16, vr, (size_t)d * 4);
+        }
+    } else {
+        uint32_t *kp = packed, *vp = kp + (size_t)s.nb * s.dp * BK;
+#ifdef MUMU_X86
+        if (d <= 8192 && mumu_attention_path_available(1, 1)) { pack_kv_bf16_avx(a, k, v, s, kp, vp); return; }   // (stack row)
+#endif
+        uint16_t *vh = (uint16_t *)vp;
+        for (int j = 0; j < tk; j++) {
+            const float *kr = k + (size_t)j * a->ldk, *vr = v + (size_t)j * a->ldv;
+            uint16_t *kb = (uint16_t *)(kp + (size_t)(j / BK) * s.dp * BK + j % BK);
+            for (int c = 0; c < d; c++) kb[(size_t)(c / 2) * BK * 2 + (c & 1)] = f32_to_bf16(kr[c]);
+            // V word (j/2, c) holds v[j & ~1][c] low, v[j | 1][c] high.
+            uint16_t *vb = vh + (size_t)(j / 2) * s.d16 * 2 + (j & 1);
+            for (int c = 0; c < d; c++) vb[(size_t)c * 2] = f32_to_bf16(vr[c]);
+        }
+    }
+}
+
+size_t mumu_attention_scratch_bytes(const mumu_attention_args *a) {
+    dims s = dims_of(a);
+    size_t q = (size_t)BQ * (s.d > s.dp ? s.d : s.dp) * 4;
+    size_t sc = (size_t)BQ * BK * 4, p16 = (size_t)BQ * (BK / 2) * 4, o = (size_t)BQ * s.d16 * 4, st = 2 * BQ * 4 + BQ * 64;
+    return q + sc + p16 + o + st + 6 * 64;
+}
+
+// ---- portable kernels --------------------------------------------------------------------------------
+
+typedef struct {
+    int bf16, d, d16, dp, rows;   // rows: valid rows of the block (the rest are padding)
+    const void *qp;               // [BQ][d] f32 or [BQ][dp] words
+    float *s;                     // [BQ][BK]
+    uint32_t *p16;                // [BQ][BK/2] words (bf16)
+    float *o;                     // [BQ][d16]
+    float *m, *l;
+    float *l16;                   // [BQ][16]: the AVX-512 paths' row sums, lane-wise (reduced at the end)
+} blk;
+
+static void qk_portable(const blk *b, const void *kb) {
+    for (int r = 0; r < b->rows; r++) {
+        float *sr = b->s + r * BK;
+        for (int j = 0; j < BK; j++) sr[j] = 0;
+        if (!b->bf16) {
+            const float *q = (const float *)b->qp + (size_t)r * b->d, *k = kb;
+            for (int c = 0; c < b->d; c++)
+                for (int j = 0; j < BK; j++) sr[j] += q[c] * k[(size_t)c * BK + j];
+        } else {
+            const uint32_t *q = (const uint32_t *)b->qp + (size_t)r * b->dp, *k = kb;
+            for (int p = 0; p < b->dp; p++)
+                for (int j = 0; j < BK; j++) {
+                    uint32_t kw = k[(size_t)p * BK + j];
+                    sr[j] += bf_lo(q[p]) * bf_lo(kw) + bf_hi(q[p]) * bf_hi(kw);
+                }
+        }
+    }
+}
+
+static void pv_portable(const blk *b, const void *vb, int jn) {
+    for (int r = 0; r < b->rows; r++) {
+        float *orow = b->o + (size_t)r * b->d16;
+        if (!b->bf16) {
+            const float *p = b->s + r * BK, *v = vb;
+            for (int j = 0; j < jn; j++)
+                for (int c = 0; c < b->d16; c++) orow[c] += p[j] * v[(size_t)j * b->d16 + c];
+        } else {
+            const uint32_t *p = b->p16 + r * (BK / 2), *v = vb;
+            for (int jp = 0; jp < ceil_div(jn, 2); jp++)
+                for (int c = 0; c < b->d16; c++) {
+                    uint32_t vw = v[(size_t)jp * b->d16 + c];
+                    orow[c] += bf_lo(p[jp]) * bf_lo(vw) + bf_hi(p[jp]) * bf_hi(vw);
+                }
+        }
+    }
+}
+
+// Visible key columns [lo, hi) of the block (clamped to [0, BK]) for each row; computed by the driver.
+static void softmax_portable(const blk *b, const int *lo, const int *hi, float scale) {
+    for (int r = 0; r < BQ; r++) {
+        float *sr = b->s + r * BK;
+        uint16_t *ph = (uint16_t *)(b->p16 + r * (BK / 2));
+        if (r >= b->rows || lo[r] >= hi[r]) {
+            for (int j = 0; j < BK; j++) sr[j] = 0;
+            for (int j = 0; j < BK; j++) ph[j] = 0;
+            continue;
+        }
+        float mx = -INFINITY;
+        for (int j = lo[r]; j < hi[r]; j++) { float x = sr[j] * scale; mx = x > mx ? x : mx; }
+        float mold = b->m[r], mnew = mold > mx ? mold : mx;
+        float alpha = expf(mold - mnew), sum = 0;
+        for (int j = 0; j < BK; j++) {
+            float e = (j >= lo[r] && j < hi[r]) ? expf(sr[j] * scale - mnew) : 0;
+            sr[j] = e;
+            sum += e;
+            ph[j] = f32_to_bf16(e);
+        }
+        b->m[r] = mnew;
+        b->l[r] = b->l[r] * alpha + sum;
+        if (alpha != 1) {
+            float *orow = b->o + (size_t)r * b->d16;
+            for (int c = 0; c < b->d16; c++) orow[c] *= alpha;
+        }
+    }
+}
+
+#ifdef MUMU_X86
+// ---- AVX-512 kernels ----------------------------------------------------------------------------------
+#define TGT_F32 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+#define TGT_BF16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")))
+#define INLINE static inline __attribute__((always_inline))
+
+__attribute__((target("avx512f,avx512dq"))) INLINE __m512 exp512(__m512 x) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-103.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2hi, x);
+    r = _mm512_fnmadd_ps(n, ln2lo, r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+// Online softmax of the block, P as f32 in S (bf16 = 0) or as bf16 in p16 (bf16 = 1).
+INLINE __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) void
+softmax_avx_body(const blk *b, const int *lo, const int *hi, float scale, int bf16,
+                 void (*store16)(uint32_t *, __m512, __m512)) {
+    const __m512 vs = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < BQ; r++) {
+        float *sr = b->s + r * BK;
+        uint32_t *pr = b->p16 + r * (BK / 2);
+        if (r >= b->rows || lo[r] >= hi[r]) {
+            if (bf16) {
+                _mm512_storeu_si512((void *)pr, _mm512_setzero_si512());
+                _mm512_storeu_si512((void *)(pr + 16), _mm512_setzero_si512());
+            } else {
+                for (int x = 0; x < 4; x++) _mm512_storeu_ps(sr + 16 * x, _mm512_setzero_ps());
+            }
+            continue;
+        }
+        uint64_t vis = (hi[r] >= 64 ? ~0ull : ((1ull << hi[r]) - 1)) & ~((1ull << lo[r]) - 1);
+        __m512 x[4];
+        __mmask16 km[4];
+        __m512 vmax = ninf;
+        for (int q = 0; q < 4; q++) {
+            km[q] = (__mmask16)(vis >> (16 * q));
+            x[q] = _mm512_mask_mov_ps(ninf, km[q], _mm512_mul_ps(_mm512_loadu_ps(sr + 16 * q), vs));
+            vmax = _mm512_max_ps(vmax, x[q]);
+        }
+        float mx = _mm512_reduce_max_ps(vmax);
+        float mold = b->m[r], mnew = mold > mx ? mold : mx;
+        float alpha = mold == mnew ? 1.0f : expf(mold - mnew);
+        __m512 vm = _mm512_set1_ps(mnew), vsum = _mm512_setzero_ps();
+        for (int q = 0; q < 4; q++) {
+            x[q] = _mm512_maskz_mov_ps(km[q], exp512(_mm512_sub_ps(x[q], vm)));
+            vsum = _mm512_add_ps(vsum, x[q]);
+        }
+        if (bf16) {
+            store16(pr, x[0], x[1]);
+            store16(pr + 16, x[2], x[3]);
+        } else {
+            for (int q = 0; q < 4; q++) _mm512_storeu_ps(sr + 16 * q, x[q]);
+        }
+        b->m[r] = mnew;
+        float *l16 = b->l16 + r * 16;
+        if (alpha != 1) {
+            __m512 va = _mm512_set1_ps(alpha);
+            _mm512_store_ps(l16, _mm512_fmadd_ps(_mm512_load_ps(l16), va, vsum));
+            float *orow = b->o + (size_t)r * b->d16;
+            for (int c = 0; c < b->d16; c += 16) _mm512_storeu_ps(orow + c, _mm512_mul_ps(_mm512_loadu_ps(orow + c), va));
+        } else {
+            _mm512_store_ps(l16, _mm512_add_ps(_mm512_load_ps(l16), vsum));
+        }
+    }
+}
+
+TGT_F32 static void reduce_l16(const blk *b) {
+    for (int r = 0; r < b->rows; r++) b->l[r] = _mm512_reduce_add_ps(_mm512_load_ps(b->l16 + r * 16));
+}
+
+TGT_F32 static void softmax_avx_f32(const blk *b, const int *lo, const int *hi, float scale) {
+    softmax_avx_body(b, lo, hi, scale, 0, NULL);
+}
+TGT_BF16 static void store_bf16(uint32_t *p, __m512 a, __m512 c) {
+    _mm512_storeu_si512((void *)p, (__m512i)_mm512_cvtne2ps_pbh(c, a));
+}
+TGT_BF16 static void softmax_avx_bf16(const blk *b, const int *lo, const int *hi, float scale) {
+    softmax_avx_body(b, lo, hi, scale, 1, store_bf16);
+}
+
+// S rows [0, rows) in MR-row tiles x the first 16 NV keys of the block (the rest of the block, past Tk, is
+// never read by the softmax).
+#define QK_F32(NV)                                                                                            \
+    TGT_F32 static void qk_f32_##NV(const blk *b, const float *kb) {                                          \
+        const int d = b->d;                                                                                   \
+        const float *qp = b->qp;                                                                              \
+        for (int r0 = 0; r0 < b->rows; r0 += MR) {                                                            \
+            __m512 acc[MR][NV];                                                                               \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) acc[r][x] = _mm512_setzero_ps();                                 \
+            const float *q = qp + (size_t)r0 * d;                                                             \
+            for (int c = 0; c < d; c++) {                                                                     \
+                __m512 kv[NV];                                                                                \
+                for (int x = 0; x < NV; x++) kv[x] = _mm512_load_ps(kb + (size_t)c * BK + 16 * x);            \
+                for (int r = 0; r < MR; r++) {                                                                \
+                    __m512 qv = _mm512_set1_ps(q[(size_t)r * d + c]);                                         \
+                    for (int x = 0; x < NV; x++) acc[r][x] = _mm512_fmadd_ps(qv, kv[x], acc[r][x]);           \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) _mm512_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][x]);      \
+        }                                                                                                     \
+    }
+QK_F32(1) QK_F32(2) QK_F32(3) QK_F32(4)
+
+#define QK_BF16(NV)                                                                                           \
+    TGT_BF16 static void qk_bf16_##NV(const blk *b, const uint32_t *kb) {                                     \
+        const int dp = b->dp, dh = ceil_div(b->d, 2);                                                         \
+        const uint32_t *qp = b->qp;                                                                           \
+        for (int r0 = 0; r0 < b->rows; r0 += MR) {                                                            \
+            __m512 acc[MR][NV];                                                                               \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) acc[r][x] = _mm512_setzero_ps();                                 \
+            const uint32_t *q = qp + (size_t)r0 * dp;                                                         \
+            for (int p = 0; p < dh; p++) {                                                                    \
+                __m512bh kv[NV];                                                                              \
+                for (int x = 0; x < NV; x++)                                                                  \
+                    kv[x] = (__m512bh)_mm512_load_si512((const void *)(kb + (size_t)p * BK + 16 * x));        \
+                for (int r = 0; r < MR; r++) {                                                                \
+                    __m512bh qv = (__m512bh)_mm512_set1_epi32((int)q[(size_t)r * dp + p]);                    \
+                    for (int x = 0; x < NV; x++) acc[r][x] = _mm512_dpbf16_ps(acc[r][x], qv, kv[x]);          \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int r = 0; r < MR; r++)                                                                      \
+                for (int x = 0; x < NV; x++) _mm512_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][x]);      \
+        }                                                                                                     \
+    }
+QK_BF16(1) QK_BF16(2) QK_BF16(3) QK_BF16(4)
+
+static void qk_avx_f32(const blk *b, const float *kb, int jn) {
+    switch ((jn + 15) / 16) {
+    case 1: qk_f32_1(b, kb); break;
+    case 2: qk_f32_2(b, kb); break;
+    case 3: qk_f32_3(b, kb); break;
+    default: qk_f32_4(b, kb); break;
+    }
+}
+
+static void qk_avx_bf16(const blk *b, const uint32_t *kb, int jn) {
+    switch ((jn + 15) / 16) {
+    case 1: qk_bf16_1(b, kb); break;
+    case 2: qk_bf16_2(b, kb); break;
+    case 3: qk_bf16_3(b, kb); break;
+    default: qk_bf16_4(b, kb); break;
+    }
+}
+
+// O[r0 .. r0+MR) x channels [c0, c0 + 16 NV) += P · V over keys [0, jn).
+#define PV_F32_TILE(NV)                                                                                       \
+    TGT_F32 static void pv_f32_tile##NV(const float *p, const float *vb, float *o, int d16, int jn) {        \
+        __m512 acc[MR][NV];                                                                                   \
+        for (int r = 0; r < MR; r++)                                                                          \
+            for (int x = 0; x < NV; x++) acc[r][x] = _mm512_loadu_ps(o + (size_t)r * d16 + 16 * x);          \
+        for (int j = 0; j < jn; j++) {                                                                        \
+            __m512 vv[NV];                                                                                    \
+            for (int x = 0; x < NV; x++) vv[x] = _mm512_loadu_ps(vb + (size_t)j * d16 + 16 * x);             \
+            for (int r = 0; r < MR; r++) {                                                                    \
+                __m512 pv = _mm512_set1_ps(p[r * BK + j]);                                                    \
+                for (int x = 0; x < NV; x++) acc[r][x] = _mm512_fmadd_ps(pv, vv[x], acc[r][x]);               \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int r = 0; r < MR; r++)                                                                          \
+            for (int x = 0; x < NV; x++) _mm512_storeu_ps(o + (size_t)r * d16 + 16 * x, acc[r][x]);          \
+    }
+PV_F32_TILE(1) PV_F32_TILE(2) PV_F32_TILE(3) PV_F32_TILE(4)
+
+#define PV_BF16_TILE(NV)                                                                                      \
+    TGT_BF16 static void pv_bf16_tile##NV(const uint32_t *p, const uint32_t *vb, float *o, int d16, int jp) { \
+        __m512 acc[MR][NV];                                                                                   \
+        for (int r = 0; r < MR; r++)                                                                          \
+            for (int x = 0; x < NV; x++) acc[r][x] = _mm512_loadu_ps(o + (size_t)r * d16 + 16 * x);          \
+        for (int j = 0; j < jp; j++) {                                                                        \
+            __m512bh vv[NV];                                                                                  \
+            for (int x = 0; x < NV; x++)                                                                      \
+                vv[x] = (__m512bh)_mm512_loadu_si512((const void *)(vb + (size_t)j * d16 + 16 * x));          \
+            for (int r = 0; r < MR; r++) {                                                                    \
+                __m512bh pv = (__m512bh)_mm512_set1_epi32((int)p[r * (BK / 2) + j]);                          \
+                for (int x = 0; x < NV; x++) acc[r][x] = _mm512_dpbf16_ps(acc[r][x], pv, vv[x]);              \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int r = 0; r < MR; r++)                                                                          \
+            for (int x = 0; x < NV; x++) _mm512_storeu_ps(o + (size_t)r * d16 + 16 * x, acc[r][x]);          \
+    }
+PV_BF16_TILE(1) PV_BF16_TILE(2) PV_BF16_TILE(3) PV_BF16_TILE(4)
+
+static void pv_avx_f32(const blk *b, const float *vb, int jn) {
+    const int d16 = b->d16;
+    for (int r0 = 0; r0 < b->rows; r0 += MR) {
+        const float *p = b->s + r0 * BK;
+        float *o = b->o + (size_t)r0 * d16;
+        for (int c0 = 0; c0 < d16; c0 += 64) {
+            switch ((d16 - c0) / 16) {
+            case 1: pv_f32_tile1(p, vb + c0, o + c0, d16, jn); break;
+            case 2: pv_f32_tile2(p, vb + c0, o + c0, d16, jn); break;
+            case 3: pv_f32_tile3(p, vb + c0, o + c0, d16, jn); break;
+            default: pv_f32_tile4(p, vb + c0, o + c0, d16, jn); break;
+            }
+        }
+    }
+}
+
+static void pv_avx_bf16(const blk *b, const uint32_t *vb, int jn) {
+    const int d16 = b->d16, jp = ceil_div(jn, 2);
+    for (int r0 = 0; r0 < b->rows; r0 += MR) {
+        const uint32_t *p = b->p16 + r0 * (BK / 2);
+        float *o = b->o + (size_t)r0 * d16;
+        for (int c0 = 0; c0 < d16; c0 += 64) {
+            switch ((d16 - c0) / 16) {
+            case 1: pv_bf16_tile1(p, vb + c0, o + c0, d16, jp); break;
+            case 2: pv_bf16_tile2(p, vb + c0, o + c0, d16, jp); break;
+            case 3: pv_bf16_tile3(p, vb + c0, o + c0, d16, jp); break;
+            default: pv_bf16_tile4(p, vb + c0, o + c0, d16, jp); break;
+            }
+        }
+    }
+}
+
+// n floats to bf16 (vcvtne2ps2bf16: nearest even, subnormals flushed), zero-filled to a multiple of 32.
+TGT_BF16 static void q_row_bf16_avx(const float *src, int n, uint16_t *dst) {
+    for (int c = 0; c < n; c += 32) {
+        int left = n - c;
+        __mmask16 k0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+        __mmask16 k1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __m512 lo = _mm512_maskz_loadu_ps(k0, src + c), hi = _mm512_maskz_loadu_ps(k1, src + c + 16);
+        _mm512_storeu_si512((void *)(dst + c), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+// bf16 K and V packing (the layout of mumu_attention_pack_kv; `packed` already zeroed): K rows converted 32
+// channels at a time and their words stored down the block's column; V rows converted in pairs of keys and
+// interleaved (word c = v[2jp][c] | v[2jp+1][c] << 16). vcvtneps2bf16 flushes subnormals to zero.
+TGT_BF16 static void pack_kv_bf16_avx(const mumu_attention_args *a, const float *k, const float *v, dims s,
+                                      uint32_t *kp, uint32_t *vp) {
+    const int d = s.d, tk = a->tk;
+    uint16_t row[s.dp * 2 + 32] __attribute__((aligned(64)));
+    for (int j = 0; j < tk; j++) {
+        q_row_bf16_avx(k + (size_t)j * a->ldk, d, row);
+        const uint32_t *w = (const uint32_t *)row;
+        uint32_t *kb = kp + (size_t)(j / BK) * s.dp * BK + j % BK;
+        for (int p = 0; p < (d + 1) / 2; p++) kb[(size_t)p * BK] = w[p];
+    }
+    for (int j = 0; j < tk; j += 2) {
+        const float *v0 = v + (size_t)j * a->ldv, *v1 = v0 + a->ldv;
+        const int two = j + 1 < tk;
+        uint32_t *dst = vp + (size_t)(j / 2) * s.d16;
+        for (int c = 0; c < d; c += 16) {
+            __mmask16 m = d - c >= 16 ? 0xFFFF : (__mmask16)((1u << (d - c)) - 1);
+            __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, v0 + c));
+            __m256i hi = two ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, v1 + c)) : _mm256_setzero_si256();
+            __m512i wv = _mm512_or_si512(_mm512_cvtepu16_epi32(lo), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+            _mm512_mask_storeu_epi32(dst + c, m, wv);
+        }
+    }
+}
+
+// ---- AMX kernels ----------------------------------------------------------------------------------------
+#define TGT_AMX __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+// Tiles 0..3: C (16 rows x 16 f32); 4: A (16 rows x 16 pairs); 5..7: B (16 pairs x 16 columns). All 16 x 64 B.
+TGT_AMX static void amx_config(void) {
+    tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+    _tile_loadconfig(&cfg);
+}
+
+TGT_AMX static void qk_amx(const blk *b, const uint32_t *kb) {
+    const int dp = b->dp;
+    const uint32_t *qp = b->qp;
+    for (int r0 = 0; r0 < b->rows; r0 += 16) {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        const uint32_t *q = qp + (size_t)r0 * dp;
+        for (int p = 0; p < dp; p += 16) {
+            const uint32_t *k = kb + (size_t)p * BK;
+            _tile_loadd(4, q + p, dp * 4);
+            _tile_loadd(5, k, BK * 4);
+            _tile_loadd(6, k + 16, BK * 4);
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_loadd(7, k + 32, BK * 4);
+            _tile_dpbf16ps(1, 4, 6);
+            _tile_loadd(5, k + 48, BK * 4);
+            _tile_dpbf16ps(2, 4, 7);
+            _tile_dpbf16ps(3, 4, 5);
+        }
+        float *s = b->s + r0 * BK;
+        _tile_stored(0, s, BK * 4); _tile_stored(1, s + 16, BK * 4);
+        _tile_stored(2, s + 32, BK * 4); _tile_stored(3, s + 48, BK * 4);
+    }
+}
+
+TGT_AMX static void pv_amx(const blk *b, const uint32_t *vb, int jn) {
+    const int d16 = b->d16, steps = ceil_div(jn, 32);
+    const long os = (long)d16 * 4;
+    for (int r0 = 0; r0 < b->rows; r0 += 16) {
+        const uint32_t *p = b->p16 + r0 * (BK / 2);
+        float *o = b->o + (size_t)r0 * d16;
+        for (int c0 = 0; c0 < d16; c0 += 64) {
+            const int nt = (d16 - c0) / 16 >= 4 ? 4 : (d16 - c0) / 16;
+            float *oc = o + c0;
+            _tile_loadd(0, oc, os);
+            if (nt > 1) _tile_loadd(1, oc + 16, os);
+            if (nt > 2) _tile_loadd(2, oc + 32, os);
+            if (nt > 3) _tile_loadd(3, oc + 48, os);
+            for (int s = 0; s < steps; s++) {
+                const uint32_t *v = vb + (size_t)s * 16 * d16 + c0;
+                _tile_loadd(4, p + s * 16, (BK / 2) * 4);
+                _tile_loadd(5, v, os);
+                _tile_dpbf16ps(0, 4, 5);
+                if (nt > 1) { _tile_loadd(6, v + 16, os); _tile_dpbf16ps(1, 4, 6); }
+                if (nt > 2) { _tile_loadd(7, v + 32, os); _tile_dpbf16ps(2, 4, 7); }
+                if (nt > 3) { _tile_loadd(5, v + 48, os); _tile_dpbf16ps(3, 4, 5); }
+            }
+            _tile_stored(0, oc, os);
+            if (nt > 1) _tile_stored(1, oc + 16, os);
+            if (nt > 2) _tile_stored(2, oc + 32, os);
+            if (nt > 3) _tile_stored(3, oc + 48, os);
+        }
+    }
+}
+TGT_AMX static void amx_release(void) { _tile_release(); }
+#endif
+
+// ---- driver ---------------------------------------------------------------------------------------------
+
+void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, int r1, const void *packed,
+                         void *scratch) {
+    if (r0 >= r1) return;
+    const dims s = dims_of(a);
+    const int d = s.d, d16 = s.d16, dp = s.dp, tk = a->tk, bf = a->bf16 != 0;
+    path = clamp_path(path, bf);
+    const int g = h / (a->heads / a->kv_heads);
+    const long off = (long)tk - a->tq;   // query i sits at position i + off
+    (void)g;
+
+    // Scratch.
+    char *sp = align64(scratch);
+    void *qp = sp; sp = align64(sp + (size_t)BQ * (d > dp ? d : dp) * 4);
+    blk b;
+    b.bf16 = bf; b.d = d; b.d16 = d16; b.dp = dp; b.qp = qp;
+    b.s = (float *)sp; sp = align64(sp + (size_t)BQ * BK * 4);
+    b.p16 = (uint32_t *)sp; sp = align64(sp + (size_t)BQ * (BK / 2) * 4);
+    b.o = (float *)sp; sp = align64(sp + (size_t)BQ * d16 * 4);
+    b.m = (float *)sp; b.l = b.m + BQ; sp = align64(sp + 2 * BQ * 4);
+    b.l16 = (float *)sp;
+
+    const char *kbase = packed;
+    const size_t kblock = (size_t)(bf ? dp : d) * BK * 4;                  // bytes per K block
+    const char *vbase = kbase + (size_t)s.nb * kblock;
+    const size_t vblock = (size_t)(bf ? BK / 2 : BK) * d16 * 4;            // bytes per V block
+
+#ifdef MUMU_X86
+    if (path == 2) amx_config();
+#endif
+    int lo[BQ], hi[BQ];
+    for (int ib = r0; ib < r1; ib += BQ) {
+        const int rows = r1 - ib < BQ ? r1 - ib : BQ;
+        b.rows = rows;
+        // Q block (rows beyond `rows` zero).
+        if (!bf) {
+            float *q = qp;
+            memset(q, 0, (size_t)BQ * d * 4);
+            for (int r = 0; r < rows; r++) memcpy(q + (size_t)r * d, a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d, (size_t)d * 4);
+        } else {
+            uint16_t *q = qp;
+            memset(q, 0, (size_t)BQ * dp * 4);
+            for (int r = 0; r < rows; r++) {
+                const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
+#ifdef MUMU_X86
+                if (path > 0) { q_row_bf16_avx(src, d, q + (size_t)r * dp * 2); continue; }
+#endif
+                for (int c = 0; c < d; c++) q[(size_t)r * dp * 2 + c] = f32_to_bf16(src[c]);
+            }
+        }
+        memset(b.o, 0, (size_t)BQ * d16 * 4);
+        for (int r = 0; r < BQ; r++) { b.m[r] = -INFINITY; b.l[r] = 0; }
+        memset(b.l16, 0, (size_t)BQ * 64);
+        // Keys any row of the block may see: [jmin, jmax).
+        long jmax = tk, jmin = 0;
+        if (a->causal) { long e = ib + rows - 1 + off + 1; if (e < jmax) jmax = e; }
+        if (a->window > 0) { long st = ib + off - a->window + 1; if (st > jmin) jmin = st; }
+        for (long j0 = (jmin / BK) * BK; j0 < jmax; j0 += BK) {
+            const int kbi = (int)(j0 / BK);
+            const int jn = tk - j0 < BK ? (int)(tk - j0) : BK;
+            for (int r = 0; r < BQ; r++) {
+                long pos = ib + r + off, l0 = 0, h0 = tk;
+                if (a->causal && pos + 1 < h0) h0 = pos + 1;
+                if (a->window > 0 && pos - a->window + 1 > l0) l0 = pos - a->window + 1;
+                l0 -= j0; h0 -= j0;
+                lo[r] = l0 < 0 ? 0 : l0 > BK ? BK : (int)l0;
+                hi[r] = h0 < 0 ? 0 : h0 > BK ? BK : (int)h0;
+            }
+            const void *kb = kbase + (size_t)kbi * kblock, *vb = vbase + (size_t)kbi * vblock;
+            switch (path) {
+#ifdef MUMU_X86
+            case 2:
+                qk_amx(&b, kb);
+                softmax_avx_bf16(&b, lo, hi, a->scale);
+                pv_amx(&b, vb, jn);
+                break;
+            case 1:
+                if (bf) {
+                    qk_avx_bf16(&b, kb, jn);
+                    softmax_avx_bf16(&b, lo, hi, a->scale);
+                    pv_avx_bf16(&b, vb, jn);
+                } else {
+                    qk_avx_f32(&b, kb, jn);
+                    softmax_avx_f32(&b, lo, hi, a->scale);
+                    pv_avx_f32(&b, vb, jn);
+                }
+                break;
+#endif
+            default:
+                qk_portable(&b, kb);
+                softmax_portable(&b, lo, hi, a->scale);
+                pv_portable(&b, vb, jn);
+                break;
+            }
+        }
+#ifdef MUMU_X86
+        if (path > 0) reduce_l16(&b);
+#endif
+        for (int r = 0; r < rows; r++) {
+            float *dst = a->out + (size_t)(ib + r) * a->ldo + (size_t)h * d;
+            const float *orow = b.o + (size_t)r * d16;
+            const float inv = b.l[r] > 0 ? 1.0f / b.l[r] : 0.0f;
+            for (int c = 0; c < d; c++) dst[c] = orow[c] * inv;
+        }
+    }
+#ifdef MUMU_X86
+    if (path == 2) amx_release();
+#endif
+}

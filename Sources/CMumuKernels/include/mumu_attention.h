@@ -1,0 +1,62 @@
+// Fused multi-head scaled dot-product attention (flash-style): out = softmax(q kᵀ · scale [+ mask]) v per head,
+// computed a block of query rows at a time against blocks of keys with an online softmax, never materializing the
+// Tq x Tk scores.
+//
+// Tensors are channels-last rows: q [Tq, heads*d] at row stride ldq, k and v [Tk, kv_heads*d] at strides ldk, ldv,
+// out [Tq, heads*d] at stride ldo; head h uses channels h*d ..< (h+1)*d; query head h reads kv head
+// h / (heads / kv_heads) (grouped-query attention; kv_heads == heads for plain multi-head attention).
+//
+// Paths (`path`): 0 portable C, 1 AVX-512 (f32: FMA; bf16: vdpbf16ps), 2 AMX (bf16: tdpbf16ps; f32 runs path 1).
+// The default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx512bf16 | amx) like the GEMM.
+// A path the CPU lacks is clamped to the best one it has.
+// Precision: f32 (bf16 = 0) computes in f32. bf16 (bf16 = 1) rounds q, k, v to bf16 (nearest even) and the
+// softmax numerators P to bf16 before the PV product, as flash-attention does; products accumulate in f32 and
+// the online softmax (maximum, exponentials, row sums, the final division) runs in f32. The AVX-512 and AMX paths
+// convert with vcvtne(2)ps2bf16, which flushes subnormal inputs to zero (as the bf16 GEMM does); portable keeps them.
+//
+// Use: pack K and V of each kv head once (mumu_attention_pack_kv, into mumu_attention_kv_bytes), then run
+// blocks of query rows of any head against them (mumu_attention_rows), each concurrent call with its own scratch.
+// The packed layout depends only on the precision and the shape, not on the path.
+#ifndef MUMU_ATTENTION_H
+#define MUMU_ATTENTION_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int tq, tk, d;             // query rows, key rows, head dim (all > 0)
+    int heads, kv_heads;       // query heads; k / v heads (heads % kv_heads == 0)
+    const float *q; long ldq;  // q[i * ldq + h * d + c]
+    const float *k; long ldk;  // k[j * ldk + g * d + c]
+    const float *v; long ldv;
+    float *out; long ldo;      // out[i * ldo + h * d + c]
+    float scale;               // usually 1 / sqrt(d)
+    int causal;                // query i (at position i + tk - tq) sees keys j <= its position
+    int window;                // > 0: query i sees keys j > position - window only (sliding window)
+    int bf16;                  // 0: f32; 1: bf16 inputs and P, f32 accumulation
+} mumu_attention_args;
+
+// The path used by default for this precision (see above).
+int mumu_attention_path(int bf16);
+// 1 when `path` runs as itself here for this precision (0 always does); ignores MUMU_GEMM_ISA.
+int mumu_attention_path_available(int path, int bf16);
+// "portable", "avx512", "amx".
+const char *mumu_attention_path_name(int path);
+
+// Bytes of packed K and V for one kv head (64-byte aligned buffer required).
+size_t mumu_attention_kv_bytes(const mumu_attention_args *a);
+// Packs K and V of kv head `g` into `packed` (mumu_attention_kv_bytes, 64-byte aligned).
+void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed);
+// Bytes of scratch one mumu_attention_rows call needs (any alignment; the call aligns it).
+size_t mumu_attention_scratch_bytes(const mumu_attention_args *a);
+// out rows [r0, r1) of head h, with K / V of its kv head packed in `packed`. Single-threaded.
+void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, int r1, const void *packed,
+                         void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
