@@ -134,7 +134,7 @@ public final class MumuConnector: @unchecked Sendable {
         var x = projIn(hidden).reshaped([1, t, w])
         for layer in layers {
             let a = layer.norm1.layer(x, eps: Self.layerNormEps)
-            let attended = NN.attention(q: layer.q(a), k: layer.k(a), v: layer.v(a), heads: shape.heads)
+            let attended = NN.attention(q: layer.q(a), k: layer.k(a), v: layer.v(a), heads: shape.heads, precision: .matching(layer.q))
             layer.out.apply(attended, addingInto: &x)
             var h = layer.fc1(layer.norm2.layer(x, eps: Self.layerNormEps))
             NN.gelu(&h)

@@ -108,7 +108,7 @@ public final class MistralModel: @unchecked Sendable {
         EncoderKernels.applyRope(&q, heads: config.heads, headDim: config.headDim, cos: cos, sin: sin)
         EncoderKernels.applyRope(&k, heads: config.kvHeads, headDim: config.headDim, cos: cos, sin: sin)
         let attended = maskedAttention(q: q, k: k, v: v, heads: config.heads, kvHeads: config.kvHeads,
-                                       causal: true, window: config.slidingWindow)
+                                       causal: true, window: config.slidingWindow, precision: .matching(layer.q))
         layer.o.apply(attended, addingInto: &x)
         let y = EncoderKernels.rmsNorm(x, weight: layer.postNorm, eps: eps)
         var g = layer.gate(y)

@@ -153,7 +153,7 @@ public final class SigLIPVision: @unchecked Sendable {
     private func forward(_ layer: Layer, _ x: inout Tensor) {
         let eps = config.layerNormEps
         let a = layer.norm1.layer(x, eps: eps)
-        let attended = NN.attention(q: layer.q(a), k: layer.k(a), v: layer.v(a), heads: config.heads)
+        let attended = NN.attention(q: layer.q(a), k: layer.k(a), v: layer.v(a), heads: config.heads, precision: .matching(layer.q))
         layer.out.apply(attended, addingInto: &x)
         var hidden = layer.fc1(layer.norm2.layer(x, eps: eps))
         EncoderKernels.activate(&hidden, config.activation)
