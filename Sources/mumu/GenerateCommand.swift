@@ -34,6 +34,8 @@ struct GenerateCommand: ParsableCommand {
     @Argument(help: "The prompt (not needed with --conditioning).") var prompt: String?
     @Option(name: [.customShort("n"), .long], help: "Negative prompt (empty: zero embeddings, as diffusers SDXL).") var negative = ""
     @Option(help: "A checkpoint file or diffusers folder, or a registered full style (default: the styles' base).") var checkpoint: String?
+    @Option(help: "MUMU's encoder: an Idefics2 folder. The prompt may then hold <image:PATH>; the checkpoint must have a connector.") var encoder: String?
+    @Option(parsing: .unconditional, help: "With --encoder: longer edge of each prompt image, a multiple of 14 (default: the folder's mumu_image_size, else 448).") var imageSize: Int?
     @Option(help: "Decode with this VAE instead of the checkpoint's (e.g. the fp16-fix VAE; A1111's SD VAE).") var vae: String?
     @Option(help: "Take CLIP-L and bigG from this checkpoint (a UNet-only checkpoint needs them, or --conditioning).") var textEncoders: String?
     @Option(name: .long, help: "NAME[:STRENGTH] from the registry; repeat to render the same prompt and seed once per style.") var style: [String] = []
@@ -72,6 +74,8 @@ struct GenerateCommand: ParsableCommand {
             request.checkpoint = checkpoint
             request.styles = try style.map(StyleChoice.parse)
             request.conditioning = conditioning
+            request.encoder = encoder
+            request.imageSize = imageSize
             request.vae = vae
             request.textEncoders = textEncoders
             request.grid = grid

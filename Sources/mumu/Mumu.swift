@@ -10,7 +10,7 @@ struct Mumu: ParsableCommand {
         abstract: "Community SDXL fine-tunes for MUMU image generation, on a plain CPU.",
         discussion: "Reads SDXL checkpoints as people ship them (safetensors, sharded, diffusers folders, .ckpt, LoRA), converts and synthesizes them.",
         version: MumuVersion.string,
-        subcommands: [InspectCommand.self, ConvertCommand.self, SynthCommand.self, MergeCommand.self, StylesCommand.self, LoraCommand.self, GenerateCommand.self, BenchCommand.self, DemoCommand.self])
+        subcommands: [InspectCommand.self, ConvertCommand.self, SynthCommand.self, MergeCommand.self, StylesCommand.self, LoraCommand.self, EncodeCommand.self, GenerateCommand.self, BenchCommand.self, DemoCommand.self])
 
     static func main() {
         BLASRuntime.reexecWithFasterKernelsIfNeeded()

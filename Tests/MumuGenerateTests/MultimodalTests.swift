@@ -1,0 +1,131 @@
+import Foundation
+import MumuEncoder
+import MumuFormats
+import MumuGenerate
+import MumuSampler
+import MumuTensor
+import MumuTestSupport
+import XCTest
+
+/// Multimodal prompts through `mumu encode` and `mumu generate --encoder` on a tiny mumu-decoder (a synthesized
+/// sdxl-tiny UNet and VAE plus the fixture connector of scripts/gen_fixtures_encoder_networks.py), against the
+/// conditioning PIL + transformers + torch computed (scripts/gen_fixtures_encode.py).
+final class MultimodalTests: XCTestCase {
+    static var fixtures: URL { testsFolder.appendingPathComponent("MumuEncoderTests/Fixtures") }
+    static var imagesDir: String { fixtures.appendingPathComponent("encode").path }
+
+    /// The Idefics2 fixture folder with its tokenizer.json beside it, and a mumu-decoder with the fixture connector.
+    static func setUp() throws -> (encoder: String, decoder: String, dir: URL) {
+        let dir = try makeTemporaryURL("multimodal")
+        let encoder = dir.appendingPathComponent("tiny-idefics2")
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("networks/tiny-idefics2"), to: encoder)
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tokenizer/tokenizer.json"),
+                                         to: encoder.appendingPathComponent("tokenizer.json"))
+        let models = TinyModels(label: "multimodal")
+        let sdxl = try SafetensorsFile(path: try models.synth("unet-vae", seed: 3, components: ["unet", "vae"]))
+        let connector = try SafetensorsFile(path: fixtures.appendingPathComponent("networks/connector-w96.safetensors").path)
+        let decoder = dir.appendingPathComponent("tiny-mumu-decoder.safetensors").path
+        let writer = try SafetensorsWriter(path: decoder, tensors: sdxl.tensors + connector.tensors, overwrite: true)
+        for info in sdxl.tensors { try writer.write(try sdxl.tensor(info.name)) }
+        for info in connector.tensors { try writer.write(try connector.tensor(info.name)) }
+        try writer.finish()
+        return (encoder.path, decoder, dir)
+    }
+
+    static func reference(_ name: String) throws -> [String: Tensor] {
+        try readTensors(fixtures.appendingPathComponent("encode/\(name).safetensors").path)
+    }
+
+    static func prompt(_ name: String) throws -> (prompt: String, negative: String) {
+        let data = try Data(contentsOf: fixtures.appendingPathComponent("encode/cases.json"))
+        let cases = (try JSONSerialization.jsonObject(with: data) as! [String: Any])["cases"] as! [[String: Any]]
+        let c = cases.first { $0["name"] as? String == name }!
+        return (c["prompt"] as! String, c["negative"] as! String)
+    }
+
+    /// `mumu encode` writes the reference's conditioning (1e-4 of the largest value, as EncodeTests), the negative
+    /// at its own length, and the prompt and image hashes in the metadata.
+    func testEncodeWritesTheReferenceConditioning() throws {
+        let (encoder, decoder, dir) = try Self.setUp()
+        let (prompt, negative) = try Self.prompt("three")
+        var request = EncodeJob.Request(prompt: prompt, encoder: encoder, decoder: decoder, output: dir.appendingPathComponent("cond.safetensors").path)
+        request.negativePrompt = negative
+        request.imageSize = 56
+        request.workingDirectory = Self.imagesDir
+        let report = try EncodeJob(request).run()
+        XCTAssertEqual(report.images.map(\.written), ["b.png", "c.jpg", "a.png", "c.jpg"])
+        let got = try readTensors(request.output), want = try Self.reference("three")
+        for key in ["context", "pooled", "negative_context", "negative_pooled"] {
+            let scale = want[key]!.data.map(abs).max()!
+            checkMaxError(got[key]!, want[key]!, "encode \(key)", tolerance: 1e-4 * scale)
+        }
+        let meta = try SafetensorsFile(path: request.output).metadata
+        XCTAssertEqual(meta["mumu_prompt"], prompt)
+        XCTAssertTrue(meta["mumu_image_hashes"]?.hasPrefix("b.png: ") ?? false, "\(meta)")
+        // The output exists now: refused without --force, before any model loads.
+        XCTAssertThrowsError(try EncodeJob(request)) { XCTAssertTrue("\($0)".contains("already exists"), "\($0)") }
+    }
+
+    /// `generate --encoder` with a multimodal prompt gives the image `generate --conditioning` gives for the
+    /// reference's conditioning (within 2/255: the conditioning agrees to ~1e-5, the sampler is the same code), with
+    /// the prompt as written and each image's SHA-256 in the infotext; a negative of another length runs as two
+    /// UNet passes.
+    func testGenerateWithImagesEqualsConditioningFile() throws {
+        let (encoder, decoder, dir) = try Self.setUp()
+        let (prompt, negative) = try Self.prompt("one")
+        var s = GenerationSettings(prompt: prompt)
+        s.negativePrompt = negative
+        s.width = 64; s.height = 64; s.steps = 3; s.cfg = 5; s.seed = 11
+        var r = GenerateRequest(settings: s, output: dir.appendingPathComponent("mm.png").path)
+        r.checkpoint = decoder
+        r.encoder = encoder
+        r.imageSize = 56
+        r.workingDirectory = Self.imagesDir
+        r.registryHome = dir.appendingPathComponent("registry").path
+        let report = try GenerateJob(r).run()
+
+        let want = try Self.reference("one")
+        let condPath = dir.appendingPathComponent("ref-cond.safetensors").path
+        try ConditioningFile.write(cond: Conditioning(context: want["context"]!, pooled: want["pooled"]!),
+                                   uncond: Conditioning(context: want["negative_context"]!, pooled: want["negative_pooled"]!),
+                                   to: condPath, overwrite: true)
+        var byFile = r
+        byFile.encoder = nil
+        byFile.settings.prompt = ""
+        byFile.settings.negativePrompt = ""
+        byFile.conditioning = condPath
+        byFile.output = dir.appendingPathComponent("file.png").path
+        try GenerateJob(byFile).run()
+        let a = try PNG.read(r.output!).image, b = try PNG.read(byFile.output!).image
+        let worst = zip(a.pixels, b.pixels).map { abs(Int($0) - Int($1)) }.max()!
+        XCTAssertLessThanOrEqual(worst, 2, "pixels differ by \(worst)/255")
+
+        let info = InfoText.parse(report.images[0].infotext)
+        XCTAssertEqual(info.prompt, prompt)
+        XCTAssertEqual(info.negativePrompt, negative)
+        let sha = try XCTUnwrap(FileManager.default.contents(atPath: Self.imagesDir + "/a.png")).withUnsafeBytes { Hashing.sha256($0) }
+        XCTAssertEqual(info["Image hashes"], "a.png: \(sha.prefix(12))")
+    }
+
+    /// What is missing is said before anything loads: images without an encoder, an encoder without a connector,
+    /// a missing image.
+    func testMissingPartsAreNamed() throws {
+        let (encoder, decoder, dir) = try Self.setUp()
+        var s = GenerationSettings(prompt: "a <image:a.png> next to a blue square")
+        s.width = 64; s.height = 64; s.steps = 1
+        var r = GenerateRequest(settings: s, output: dir.appendingPathComponent("x.png").path)
+        r.checkpoint = decoder
+        r.workingDirectory = Self.imagesDir
+        r.registryHome = dir.appendingPathComponent("registry").path
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("--encoder"), "\($0)") }
+        r.encoder = encoder
+        r.checkpoint = DecoderFixtures.pipeline
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("no MUMU connector"), "\($0)") }
+        r.checkpoint = decoder
+        r.settings.prompt = "a <image:missing.png> dog"
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("missing.png"), "\($0)") }
+        r.settings.prompt = "a <image:a.png dog"
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("<image:"), "\($0)") }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".png") }, [])
+    }
+}
