@@ -96,6 +96,28 @@ public struct GenerateReport: Sendable {
     public var timings: [(render: String, encode: Double, denoise: Double, decode: Double)] = []
 }
 
+extension GenerateReport {
+    /// The settings, outputs with their infotext, notes and timings (`mumu generate --json`), keys sorted.
+    public func json(_ job: GenerateJob) -> JSONValue {
+        let r = job.request, s = job.settings
+        func optional(_ v: String?) -> JSONValue { v.map(JSONValue.string) ?? .null }
+        let fields: [(String, JSONValue)] = [
+            ("prompt", .string(s.prompt)), ("negative_prompt", .string(s.negativePrompt)), ("width", .int(s.width)),
+            ("height", .int(s.height)), ("steps", .int(s.steps)), ("cfg", .double(Double(s.cfg))), ("seed", .int(Int(s.seed))),
+            ("sampler", .string(s.sampler.rawValue)), ("spacing", .string(s.spacing.rawValue)), ("karras", .bool(s.karras)),
+            ("images_per_prompt", .int(s.images)), ("precision", .string(r.precision.rawValue)), ("checkpoint", .string(checkpoint)),
+            ("styles", .array(r.styles.map { .string($0.label) })),
+            ("outputs", .array(images.map { .object([("index", .int($0.index)), ("infotext", .string($0.infotext)),
+                                                      ("path", .string($0.path)), ("style", optional($0.style))]) })),
+            ("grid", optional(grid)), ("notes", .array(notes.map(JSONValue.string))), ("load_seconds", .double(loadSeconds)),
+            ("timings", .array(timings.map { .object([("decode_seconds", .double($0.decode)), ("denoise_seconds", .double($0.denoise)),
+                                                        ("encode_seconds", .double($0.encode)), ("render", .string($0.render))]) })),
+            ("encoder", optional(r.encoder)),
+        ]
+        return .object(fields.sorted { $0.0 < $1.0 })
+    }
+}
+
 /// `mumu generate` as a library call: checks everything it can before loading a model (settings, styles with
 /// suggestions, output paths, the conditioning file), loads the base once, then renders the prompt once per style,
 /// writing PNGs with A1111 infotext as it goes (each file atomically; a stop leaves only whole files).

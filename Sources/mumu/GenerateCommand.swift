@@ -108,7 +108,7 @@ struct GenerateCommand: ParsableCommand {
             }
             bar.clear()
             if json {
-                print(Self.json(job, report))
+                print(JSONWriter.write(report.json(job)))
             } else {
                 print("seed \(s.seed), \(s.steps) steps \(s.sampler.rawValue)\(s.karras ? " karras" : ""), cfg \(InfoText.formatFloat(s.cfg)), \(s.width)x\(s.height); load \(String(format: "%.1f", report.loadSeconds)) s")
                 for t in report.timings {
@@ -125,20 +125,6 @@ struct GenerateCommand: ParsableCommand {
         return UInt64(given)
     }
 
-    static func json(_ job: GenerateJob, _ report: GenerateReport) -> String {
-        let r = job.request, s = job.settings
-        let object: [String: Any] = [
-            "prompt": s.prompt, "negative_prompt": s.negativePrompt, "width": s.width, "height": s.height,
-            "steps": s.steps, "cfg": Double(s.cfg), "seed": NSNumber(value: s.seed), "sampler": s.sampler.rawValue,
-            "spacing": s.spacing.rawValue, "karras": s.karras, "images_per_prompt": s.images,
-            "precision": r.precision.rawValue, "checkpoint": report.checkpoint, "styles": r.styles.map(\.label),
-            "outputs": report.images.map { ["path": $0.path, "style": $0.style.map { $0 as Any } ?? NSNull(), "index": $0.index, "infotext": $0.infotext] },
-            "grid": report.grid.map { $0 as Any } ?? NSNull(), "notes": report.notes, "load_seconds": report.loadSeconds,
-            "timings": report.timings.map { ["render": $0.render, "encode_seconds": $0.encode, "denoise_seconds": $0.denoise, "decode_seconds": $0.decode] },
-        ]
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
-    }
 }
 
 /// A per-step progress line on stderr (s/it and ETA) when it is a terminal.
