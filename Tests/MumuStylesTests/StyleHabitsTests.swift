@@ -235,4 +235,20 @@ final class StyleHabitsTests: XCTestCase {
             XCTAssertFalse("\($0)".contains(blob), "\($0)")
         }
     }
+
+    /// An SD1 file can be registered and merged, but generate renders SDXL only: a note says so (not an error).
+    func testSD1StyleSaysItCannotBeRendered() throws {
+        let r = try freshRegistry()
+        let lora = try makeTemporaryDirectory("habits-sd1") + "/sd1-lora.safetensors"
+        // One kohya module that only SD1's UNet has (input_blocks.1.1 is a transformer there, a ResBlock in SDXL).
+        let module = "lora_unet_input_blocks_1_1_proj_in"
+        try writeTensors(lora, [(module + ".lora_down.weight", [1, 320, 1, 1], [Float](repeating: 0.01, count: 320)),
+                                (module + ".lora_up.weight", [320, 1, 1, 1], [Float](repeating: 0.01, count: 320)),
+                                (module + ".alpha", [], [1])])
+        var notes: [String] = []
+        let m = try r.add(StyleAddRequest(name: "sd1-detail", from: lora), cache: cache, notes: { notes.append($0) })
+        XCTAssertEqual(m.architecture, "sd1")
+        XCTAssertEqual(notes.count, 1, "\(notes)")
+        XCTAssertTrue(notes.first?.contains("style 'sd1-detail' is sd1") == true && notes.first?.contains("cannot be rendered") == true, "\(notes)")
+    }
 }
