@@ -26,7 +26,8 @@ public final class StyleRegistry: @unchecked Sendable {
     /// Opens the registry at `home`; with `create` false (commands that only read: list, show, verify) nothing is
     /// created, and a registry that does not exist reads as empty.
     public init(home: String? = nil, create: Bool = true) throws {
-        self.home = home ?? StyleRegistry.defaultHome()
+        // Absolute, so blob paths stay valid for code that resolves paths against another folder (recipes).
+        self.home = URL(fileURLWithPath: home ?? StyleRegistry.defaultHome()).standardized.path
         guard create else { return }
         for dir in [stylesDir, blobsDir, tmpDir] {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {

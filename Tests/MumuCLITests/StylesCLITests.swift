@@ -82,6 +82,13 @@ extension CLITests {
         let m = try mumu(["styles", "materialize", "ft", "-o", dir + "/ft.safetensors", "--home", home])
         XCTAssertEqual(m.status, 0, m.err)
         XCTAssertEqual(try readFile(dir + "/ft.safetensors").count, try readFile(Self.styleModels["ft"]).count)
+        // A registry given by a relative path: a rank-limited delta (materialized through a LoRA recipe) still finds its blob.
+        let cwd = (home as NSString).deletingLastPathComponent
+        let lossy = try mumu(["styles", "add", "ft64", "--from", Self.styleModels["ft"], "--base", Self.styleModels["base"], "--rank", "2",
+                              "--home", "home"], cwd: cwd)
+        XCTAssertEqual(lossy.status, 0, lossy.err)
+        let m2 = try mumu(["styles", "materialize", "ft64", "-o", dir + "/ft64.safetensors", "--home", "home"], cwd: cwd)
+        XCTAssertEqual(m2.status, 0, m2.err)
 
         XCTAssertEqual(try mumu(["styles", "add", "sdxl", "--from", Self.styleModels["base"], "--home", home]).status, 0)
         let removed = try mumu(["styles", "remove", "sdxl", "--home", home])
