@@ -21,7 +21,10 @@ public struct StyleManifest: Codable, Sendable, Equatable {
     public struct Base: Codable, Sendable, Equatable {
         public var sha256: String
         public var name: String
-        public init(sha256: String, name: String) { self.sha256 = sha256; self.name = name }
+        /// Where the base file was when the style was added (absolute), when it was given as a file; used when the
+        /// base is not given again and the file there still has `sha256`. Absent in manifests written before it.
+        public var path: String?
+        public init(sha256: String, name: String, path: String? = nil) { self.sha256 = sha256; self.name = name; self.path = path }
     }
 
     /// A blob the style uses, and what it holds.
@@ -85,12 +88,44 @@ public struct StyleManifest: Codable, Sendable, Equatable {
     /// apply to any checkpoint of their architecture, and `base` then names what they were trained on.
     public var needsExactBase: Bool { kind == .delta && blob("lora") == nil }
 
-    /// A style name is a slug: letters, digits, '-', '_', '.'; never a path, never hidden, at most 100 characters.
+    /// Characters a style name never holds: path separators, ':' (`--style NAME:STRENGTH`), and what file names on
+    /// common file systems cannot hold (`* ? " < > |`). Whitespace and control characters are refused as well.
+    static let forbidden: Set<Unicode.Scalar> = ["/", "\\", ":", "*", "?", "\"", "<", ">", "|"]
+
+    static func allowed(_ c: Unicode.Scalar) -> Bool {
+        !forbidden.contains(c) && !c.properties.isWhitespace && c.properties.generalCategory != .control
+            && c.properties.generalCategory != .format && c.properties.generalCategory != .unassigned
+            && c.properties.generalCategory != .surrogate && c.properties.generalCategory != .privateUse
+    }
+
+    /// The one name rule, for `styles add` and `styles import` alike: letters and digits of any script and
+    /// punctuation, but no whitespace, control characters, path separators, ':' or `* ? " < > |`; not starting
+    /// with '.' or '-'; at most 100 characters (and 200 bytes of UTF-8, so `NAME.json` fits any file system).
+    /// Names are compared in Unicode NFC (`normalizedName`), as typed on Linux and as macOS stores them alike.
     public static func validName(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 100, !name.hasPrefix("."), name != "..", name != "." else { return false }
-        return name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
+        guard !name.isEmpty, name.count <= 100, name.utf8.count <= 200, !name.hasPrefix("."), !name.hasPrefix("-") else { return false }
+        return name.unicodeScalars.allSatisfy(allowed)
+    }
+
+    /// `name` in Unicode NFC.
+    public static func normalizedName(_ name: String) -> String { name.precomposedStringWithCanonicalMapping }
+
+    /// Any text (a file name) turned into a valid name: whitespace becomes '-', what the rule refuses is dropped,
+    /// letters of every script are kept (`ünïcode lora` -> `ünïcode-lora`). Nil when nothing is left.
+    public static func name(from text: String) -> String? {
+        var out = ""
+        for c in normalizedName(text).unicodeScalars {
+            if c.properties.isWhitespace { if !out.hasSuffix("-") { out += "-" } }
+            else if allowed(c) { out.unicodeScalars.append(c) }
         }
+        while out.hasPrefix(".") || out.hasPrefix("-") { out.removeFirst() }
+        while out.hasSuffix("-") { out.removeLast() }
+        var clipped = ""
+        for ch in out {
+            if clipped.count >= 100 || clipped.utf8.count + String(ch).utf8.count > 200 { break }
+            clipped.append(ch)
+        }
+        return clipped.isEmpty || !validName(clipped) ? nil : clipped
     }
 
     static let encoder: JSONEncoder = {
@@ -112,8 +147,26 @@ public struct StyleManifest: Codable, Sendable, Equatable {
         guard schema <= currentSchema else {
             throw StyleError.newerSchema(path, schema, currentSchema)
         }
-        do { return try JSONDecoder().decode(StyleManifest.self, from: data) } catch {
+        do { return try JSONDecoder().decode(StyleManifest.self, from: data) } catch let e as DecodingError {
+            throw StyleError.corrupt(path, describe(e))
+        } catch {
             throw StyleError.corrupt(path, "manifest does not match schema \(schema): \(error)")
+        }
+    }
+
+    /// "field 'base.sha256': missing" for a decoding error.
+    static func describe(_ error: DecodingError) -> String {
+        func field(_ path: [CodingKey], _ last: CodingKey? = nil) -> String {
+            let parts = (path + (last.map { [$0] } ?? [])).map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            let joined = parts.reduce("") { $0.isEmpty || $1.hasPrefix("[") ? $0 + $1 : $0 + "." + $1 }
+            return joined.isEmpty ? "the manifest" : "field '\(joined)'"
+        }
+        switch error {
+        case .keyNotFound(let key, let ctx): return "\(field(ctx.codingPath, key)): missing"
+        case .valueNotFound(_, let ctx): return "\(field(ctx.codingPath)): null where a value is needed"
+        case .typeMismatch(let type, let ctx): return "\(field(ctx.codingPath)): not a \(type == String.self ? "string" : "\(type)")"
+        case .dataCorrupted(let ctx): return "\(field(ctx.codingPath)): \(ctx.debugDescription)"
+        @unknown default: return "\(error)"
         }
     }
 }
@@ -126,13 +179,22 @@ public enum StyleError: Error, CustomStringConvertible, Equatable {
     case corrupt(String, String)
     case newerSchema(String, Int, Int)
     case baseMismatch(style: String, expected: StyleManifest.Base, got: String)
+    /// A style's recorded base file is no longer where it was, or no longer holds the same bytes.
+    case baseUnavailable(style: String, base: String, path: String?, reason: String)
+    /// An option that means nothing for the kind of style being added (e.g. a rank for a LoRA).
+    case optionNotForKind(option: String, kind: StyleManifest.Kind, why: String)
+    /// `styles import` of a folder that is missing or holds no model files.
+    case nothingToImport(String, reason: String)
+    /// A kind of style that needs a base (delta, recipe) was given none.
+    case needsBase(StyleManifest.Kind)
     case invalid(String)
 
     public var description: String {
         switch self {
         case .badName(let n):
-            return "'\(n)' is not a style name: use letters, digits, '-', '_' and '.', not a path (at most 100 characters)"
-        case .exists(let n): return "a style named '\(n)' exists; pass --force to replace it"
+            return "'\(n)' is not a style name: use letters and digits (any script) and punctuation, without spaces, '/', '\\', ':', "
+                + "'*', '?', '\"', '<', '>' or '|', not starting with '.' or '-' (at most 100 characters)"
+        case .exists(let n): return "a style named '\(n)' exists (replace it to overwrite)"
         case .notFound(let n, let s):
             return "no style named '\(n)'" + (s.isEmpty ? "" : "; did you mean \(s.map { "'\($0)'" }.joined(separator: ", "))?")
         case .corrupt(let what, let why): return "\(what): \(why)"
@@ -140,6 +202,12 @@ public enum StyleError: Error, CustomStringConvertible, Equatable {
             return "\(path): manifest schema \(got) is newer than this mumu reads (\(known)); update mumu"
         case .baseMismatch(let style, let expected, let got):
             return "style '\(style)' applies to base \(expected.name) (sha256 \(expected.sha256.prefix(12))…), not to this one (sha256 \(got.prefix(12))…)"
+        case .baseUnavailable(let style, let base, let path, let reason):
+            return "style '\(style)': base \(base)" + (path.map { " was at \($0), now \(reason)" } ?? " \(reason)") + ": give the base file"
+        case .optionNotForKind(let option, let kind, let why): return "\(option) does nothing for a \(kind.rawValue) style (\(why))"
+        case .nothingToImport(let dir, let reason): return "\(dir): nothing to import: \(reason)"
+        case .needsBase(let kind):
+            return "a \(kind.rawValue) style needs a base (the checkpoint it " + (kind == .recipe ? "is used with)" : "is a difference to)")
         case .invalid(let why): return why
         }
     }

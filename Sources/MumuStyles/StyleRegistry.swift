@@ -23,8 +23,12 @@ public final class StyleRegistry: @unchecked Sendable {
         return (environment["HOME"] ?? NSHomeDirectory()) + "/.local/share/mumu"
     }
 
-    public init(home: String? = nil) throws {
-        self.home = home ?? StyleRegistry.defaultHome()
+    /// Opens the registry at `home`; with `create` false (commands that only read: list, show, verify) nothing is
+    /// created, and a registry that does not exist reads as empty.
+    public init(home: String? = nil, create: Bool = true) throws {
+        // Absolute, so blob paths stay valid for code that resolves paths against another folder (recipes).
+        self.home = URL(fileURLWithPath: home ?? StyleRegistry.defaultHome()).standardized.path
+        guard create else { return }
         for dir in [stylesDir, blobsDir, tmpDir] {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw StyleError.invalid("cannot create the registry at \(self.home): \(error.localizedDescription)")
@@ -34,7 +38,7 @@ public final class StyleRegistry: @unchecked Sendable {
 
     // MARK: reading
 
-    public func manifestPath(_ name: String) -> String { stylesDir + "/" + name + ".json" }
+    public func manifestPath(_ name: String) -> String { stylesDir + "/" + StyleManifest.normalizedName(name) + ".json" }
     public func blobPath(_ sha256: String) -> String { blobsDir + "/" + sha256 }
 
     /// Every style, sorted by name. Manifests that cannot be read are returned in `problems`.
@@ -53,6 +57,7 @@ public final class StyleRegistry: @unchecked Sendable {
     }
 
     public func manifest(_ name: String) throws -> StyleManifest {
+        let name = StyleManifest.normalizedName(name)
         guard StyleManifest.validName(name) else { throw StyleError.badName(name) }
         let path = manifestPath(name)
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -87,7 +92,7 @@ public final class StyleRegistry: @unchecked Sendable {
 
     /// Copies a file into the blob store, hashing while copying; returns its SHA-256 and size.
     /// The blob appears under its hash only when complete (temporary file, fsync, rename).
-    public func storeBlob(copying path: String) throws -> (sha256: String, size: Int) {
+    public func storeBlob(copying path: String, progress: ((WorkProgress) -> Void)? = nil) throws -> (sha256: String, size: Int) {
         let input = open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw StyleError.invalid("\(path): cannot read: \(String(cString: strerror(errno)))") }
         defer { close(input) }
@@ -101,6 +106,9 @@ public final class StyleRegistry: @unchecked Sendable {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64)
         defer { buffer.deallocate() }
         var size = 0
+        var st = stat()
+        let total = fstat(input, &st) == 0 ? Int(st.st_size) : 0
+        progress?(WorkProgress(done: 0, total: total, unit: .bytes))
         while true {
             let n = read(input, buffer, chunk)
             if n < 0 { if errno == EINTR { continue }; throw StyleError.invalid("\(path): read failed: \(String(cString: strerror(errno)))") }
@@ -113,6 +121,7 @@ public final class StyleRegistry: @unchecked Sendable {
                 done += w
             }
             size += n
+            progress?(WorkProgress(done: size, total: max(total, size), unit: .bytes))
         }
         let digest = hasher.hexDigest()
         guard fsync(output) == 0 else { throw StyleError.invalid("\(tmp): fsync failed") }
@@ -172,9 +181,19 @@ public final class StyleRegistry: @unchecked Sendable {
         }
     }
 
-    public func remove(_ name: String) throws {
-        _ = try manifest(name)
-        guard unlink(manifestPath(name)) == 0 else { throw StyleError.invalid("\(manifestPath(name)): cannot remove") }
+    /// Removes a style; returns the styles that name it as their base (a full style other styles were added
+    /// against), which the caller warns about: lossless deltas among them cannot be used without that base.
+    @discardableResult
+    public func remove(_ name: String) throws -> [String] {
+        let m = try manifest(name)
+        guard unlink(manifestPath(name)) == 0 else { throw StyleError.invalid("style '\(name)': cannot remove its manifest \(manifestPath(name))") }
+        return dependents(of: m)
+    }
+
+    /// The styles whose base is `m` (by the hash of its weights, or by name).
+    public func dependents(of m: StyleManifest) -> [String] {
+        guard m.kind == .full, let weights = m.blob("weights") else { return [] }
+        return list().styles.filter { $0.name != m.name && ($0.base?.sha256 == weights.sha256 || $0.base?.name == m.name) }.map(\.name)
     }
 
     /// Re-hashes the blobs of the named styles (all when nil): returns one line per problem found

@@ -11,6 +11,7 @@ struct MergeCommand: ParsableCommand {
         mumu merge RECIPE.yaml -o OUT.safetensors
         mumu merge --method weighted_sum --a X --b Y --alpha 0.3 -o OUT.safetensors
         mumu merge --method ties --base B --models X,Y --density 0.3 -o OUT.safetensors
+        mumu merge --method lora --a MODEL --lora LORA.safetensors --strength 0.8 -o OUT.safetensors
         mumu merge --into-mumu FINETUNE --mumu DECODER --base SDXL_BASE -o OUT.safetensors
         Methods: \(MergeMethods.all.map(\.name).joined(separator: ", ")). Recipes and formulas: docs/merging.md.
         """)
@@ -21,6 +22,8 @@ struct MergeCommand: ParsableCommand {
     var output: String?
     @Flag(help: "Print the plan (inputs, hashes, architectures, keys per block, output size) without computing.")
     var dryRun = false
+    @Flag(help: "With --dry-run: the plan as JSON.")
+    var json = false
 
     @Option(help: "Inline: the method (weighted_sum, add_difference, ties, ...).")
     var method: String?
@@ -36,6 +39,8 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "Inline: lambda.") var lambda: Double?
     @Option(help: "Inline: seed (DARE).") var seed: Int?
     @Option(help: "Inline: vote (sum or count).") var vote: String?
+    @Option(help: "Inline, --method lora: the LoRA file baked into --a (or --base).") var lora: String?
+    @Option(help: "Inline, --method lora: the LoRA's strength (default 1).") var strength: Double?
 
     @Option(help: "A community fine-tune to put under MUMU: UNet = MUMU + (FINETUNE - base), MUMU's VAE and connector kept.")
     var intoMumu: String?
@@ -50,6 +55,27 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "ModelSpec title (default: the recipe's, else the output file name).")
     var title: String?
     @OptionGroup var out: OutputOptions
+
+    /// The checks that involve several flags.
+    func validate() throws {
+        if json && !dryRun { throw ValidationError("--json prints the plan: use it with --dry-run") }
+        if !dryRun && output == nil { throw ValidationError("give the output file with -o (or --dry-run)") }
+        if intoMumu != nil {
+            guard recipe == nil, method == nil else { throw ValidationError("--into-mumu takes no recipe or --method") }
+            guard mumu != nil, base != nil else { throw ValidationError("--into-mumu needs --mumu DECODER and --base SDXL_BASE") }
+        } else if recipe != nil {
+            guard method == nil else { throw ValidationError("give a recipe file or --method, not both") }
+        } else if method == nil {
+            throw ValidationError("give a recipe file, --method NAME or --into-mumu")
+        }
+        if method == "lora" {
+            guard lora != nil else { throw ValidationError("--method lora needs --lora FILE (and the model, --a or --base)") }
+            guard (a != nil) != (base != nil) else { throw ValidationError("--method lora bakes into one model: give --a or --base") }
+        } else {
+            if lora != nil { throw ValidationError("--lora applies to --method lora") }
+            if strength != nil { throw ValidationError("--strength applies to --method lora") }
+        }
+    }
 
     func run() throws {
         try runReportingErrors {
@@ -67,10 +93,10 @@ struct MergeCommand: ParsableCommand {
                 try OutputPath.check(output, overwrite: out.force)
             }
             let plan = try MergePlan(recipe: recipe, options: options)
-            for note in plan.notes { warn(note) }
+            if !json { for note in plan.notes { warn(note) } }
             let hashes = try MergeMetadata.inputHashes(plan)
             if dryRun {
-                printPlan(plan, hashes: hashes)
+                if json { print(JSONWriter.write(planJSON(plan, hashes: hashes))) } else { printPlan(plan, hashes: hashes) }
                 return
             }
             let bar = ProgressBar("merge", quiet: out.quiet)
@@ -88,16 +114,18 @@ struct MergeCommand: ParsableCommand {
 
     func makeRecipe() throws -> Recipe {
         let cwd = FileManager.default.currentDirectoryPath
-        if let intoMumu {
-            guard recipe == nil, method == nil else { throw ValidationError("--into-mumu takes no recipe or --method") }
-            guard let mumu, let base else { throw ValidationError("--into-mumu needs --mumu DECODER and --base SDXL_BASE") }
+        if let intoMumu, let mumu, let base {
             return Recipe.intoMumu(finetune: intoMumu, mumu: mumu, base: base, directory: cwd)
         }
-        if let recipe {
-            guard method == nil else { throw ValidationError("give a recipe file or --method, not both") }
-            return try Recipe.load(path: recipe)
-        }
+        if let recipe { return try Recipe.load(path: recipe) }
         guard let method else { throw ValidationError("give a recipe file, --method NAME or --into-mumu") }
+        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : cwd + "/" + p }
+        if method == "lora", let lora, let model = a ?? base {
+            // `{method: lora, model: a, lora: FILE, strength: S}`, the recipe a LoRA bake-in is.
+            var entries: [(String, RecipeValue)] = [("method", .string("lora")), ("model", .string("a")), ("lora", .string(absolute(lora)))]
+            if let strength { entries.append(("strength", .number(strength))) }
+            return Recipe(origin: "--method lora", directory: cwd, models: [("a", absolute(model))], merge: .map(entries))
+        }
         var modelList: [(String, String)] = []
         var entries: [(String, RecipeValue)] = [("method", .string(method))]
         for (name, path) in [("a", a), ("b", b), ("c", c), ("base", base)] {
@@ -123,8 +151,30 @@ struct MergeCommand: ParsableCommand {
         }
         if let seed { entries.append(("seed", .number(Double(seed)))) }
         if let vote { entries.append(("vote", .string(vote))) }
-        let absolute = modelList.map { ($0.0, $0.1.hasPrefix("/") ? $0.1 : cwd + "/" + $0.1) }
-        return Recipe(origin: "--method \(method)", directory: cwd, models: absolute, merge: .map(entries))
+        return Recipe(origin: "--method \(method)", directory: cwd, models: modelList.map { ($0.0, absolute($0.1)) }, merge: .map(entries))
+    }
+
+    /// The plan `printPlan` shows, as JSON (docs/merging.md has the fields).
+    func planJSON(_ plan: MergePlan, hashes: [String: FileHashes]) -> JSONValue {
+        let inputs: [JSONValue] = plan.inputs.filter { $0.format != "unused" }.map { input in
+            .object([("name", .string(input.name)), ("path", .string(input.path)), ("format", .string(input.format)),
+                     ("architecture", input.architecture.map(JSONValue.string) ?? .null), ("tensors", .int(input.infos.count)),
+                     ("sha256", hashes[input.name].map { .string($0.sha256) } ?? .null),
+                     ("autov2", hashes[input.name].map { .string($0.autoV2) } ?? .null)])
+        }
+        let dtypes = Dictionary(grouping: plan.outputs, by: { $0.dtype.rawValue }).mapValues(\.count)
+        return .object([
+            ("schema", .int(1)),
+            ("inputs", .array(inputs)),
+            ("output", .object([("tensors", .int(plan.outputs.count)), ("bytes", .int(plan.outputBytes)),
+                                ("architecture", plan.architecture.map { .string($0.name) } ?? .null),
+                                ("dtypes", .object(dtypes.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.int($0.value)) }))])),
+            ("keys_per_block", .object(plan.keysPerBlock.map { ("\($0.0)", JSONValue.int($0.1)) })),
+            ("copied", .int(plan.copied.count)),
+            ("left_out", .int(plan.skipped.count)),
+            ("input_tensors_read", .int(plan.reads.values.reduce(0) { $0 + $1.count })),
+            ("notes", .array(plan.notes.map { .string($0) })),
+        ])
     }
 
     func printPlan(_ plan: MergePlan, hashes: [String: FileHashes]) {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MumuFormats
 import MumuMerge
+import MumuStyles
 import MumuTensor
 
 /// Options shared by commands that write files.
@@ -76,40 +77,62 @@ struct ByteSize: ExpressibleByArgument {
     static var defaultCompletionKind: CompletionKind { .default }
 }
 
-/// A one-line progress bar on stderr when it is a terminal.
+/// Options of commands that report progress or print a summary: `--quiet` silences both (errors and warnings
+/// still print on stderr).
+struct QuietOption: ParsableArguments {
+    @Flag(name: .long, help: "No progress bar and no summary lines (errors and warnings still print).")
+    var quiet = false
+}
+
+/// The one progress bar: a line on stderr when it is a terminal, for every long job (merge, convert, synth,
+/// LoRA extraction, style copies, deltas, materialization, imports). Fed by the libraries' progress values.
 final class ProgressBar: @unchecked Sendable {
     private let label: String
     private let enabled: Bool
     private let start = Date()
     private let lock = NSLock()
     private var last = Date.distantPast
+    private var shown = false
 
     init(_ label: String, quiet: Bool) {
         self.label = label
         enabled = !quiet && isatty(2) != 0
     }
 
-    func update(_ p: StreamProgress) {
+    /// The merge executor's progress (merge, convert, synth).
+    func update(_ p: StreamProgress) { update(WorkProgress(p)) }
+
+    func update(_ p: WorkProgress) {
         guard enabled else { return }
         lock.lock(); defer { lock.unlock() }
         let now = Date()
-        guard now.timeIntervalSince(last) > 0.1 || p.tensorsDone == p.tensorsTotal else { return }
+        guard now.timeIntervalSince(last) > 0.1 || p.isFinished else { return }
         last = now
         let elapsed = now.timeIntervalSince(start)
-        let fraction = p.bytesTotal > 0 ? Double(p.bytesDone) / Double(p.bytesTotal) : 1
-        let rate = elapsed > 0 ? Double(p.bytesDone) / elapsed : 0
-        let eta = rate > 0 ? Double(p.bytesTotal - p.bytesDone) / rate : 0
+        let fraction = p.total > 0 ? min(1, Double(p.done) / Double(p.total)) : 1
+        let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
         let width = 24
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "\r%@ [%@] %d/%d tensors  %@/%@  %@/s  ETA %.0fs ",
-                          label, bar, p.tensorsDone, p.tensorsTotal, formatBytes(p.bytesDone), formatBytes(p.bytesTotal),
-                          formatBytes(Int(rate)), eta)
+        var counts: String
+        if p.unit == .bytes {
+            counts = "\(formatBytes(p.done))/\(formatBytes(p.total))  \(formatBytes(Int(elapsed > 0 ? Double(p.done) / elapsed : 0)))/s"
+        } else {
+            counts = "\(p.done)/\(p.total) \(p.unit.rawValue)"
+            if p.bytesTotal > 0 {
+                counts += "  \(formatBytes(p.bytesDone))/\(formatBytes(p.bytesTotal))  \(formatBytes(Int(elapsed > 0 ? Double(p.bytesDone) / elapsed : 0)))/s"
+            }
+        }
+        let line = String(format: "\r%@ [%@] %@  ETA %.0fs ", label, bar, counts, eta)
         FileHandle.standardError.write(Data(line.utf8))
+        shown = true
     }
 
+    /// Ends the bar's line (when one was drawn).
     func finish() {
         guard enabled else { return }
-        FileHandle.standardError.write(Data("\n".utf8))
+        lock.lock(); defer { lock.unlock() }
+        if shown { FileHandle.standardError.write(Data("\n".utf8)) }
+        shown = false
     }
 }

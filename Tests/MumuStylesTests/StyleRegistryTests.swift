@@ -286,7 +286,9 @@ final class StyleRegistryTests: XCTestCase {
         XCTAssertNil(withBase.added.first?.blob("lora")?.reference, "by copy")
     }
 
-    func loraFixture() throws -> String {
+    func loraFixture() throws -> String { try Self.loraFixture() }
+
+    static func loraFixture() throws -> String {
         // The LoRA bake fixtures are for sdxl-tiny, the architecture of these models.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         let path = root.appendingPathComponent("MumuMergeTests/Fixtures/lora/kohya_lora.safetensors").path

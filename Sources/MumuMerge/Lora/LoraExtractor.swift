@@ -81,14 +81,15 @@ public enum LoraExtractor {
     public static let clampQuantile: Float = 0.99
 
     public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, to path: String,
-                               threads: Int, overwrite: Bool) throws -> LoraExtractReport {
+                               threads: Int, overwrite: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
         try extract(base: base, tuned: tuned, rank: rank, convRank: convRank, to: path, threads: threads,
-                    overwrite: overwrite, dtype: .f16)
+                    overwrite: overwrite, dtype: .f16, progress: progress)
     }
 
     /// As above, with the factors (and alpha) written in `dtype` (F16, BF16 or F32; kohya's save_precision).
     public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, to path: String,
-                               threads: Int, overwrite: Bool, dtype: DType) throws -> LoraExtractReport {
+                               threads: Int, overwrite: Bool, dtype: DType,
+                               progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
         guard rank >= 1 else { throw LoraExtractError.badArgument("rank must be at least 1 (got \(rank))") }
         guard convRank >= 0 else {
             throw LoraExtractError.badArgument("conv rank must be at least 0 (0: no 3x3 conv modules; got \(convRank))")
@@ -122,9 +123,15 @@ public enum LoraExtractor {
         // Largest first, so the last module to finish is a small one.
         let order = modules.indices.sorted { (modules[$0].cost, modules[$1].name) > (modules[$1].cost, modules[$0].name) }
         let errors: [(residual: Double, norm: Double)]
+        // Progress: modules written of all, reported in order (0 first, the total last) from any worker.
+        let progressLock = Mutex()
+        var finished = 0
+        progress?(0, modules.count)
         do {
             let byOrder = try parallelMap(order.count, workers: workers) { j in
-                try extractModule(modules[order[j]], base: base, tuned: tuned, dtype: dtype, into: writer)
+                let e = try extractModule(modules[order[j]], base: base, tuned: tuned, dtype: dtype, into: writer)
+                if let progress { progressLock.locked { finished += 1; progress(finished, modules.count) } }
+                return e
             }
             var byModule = [(residual: Double, norm: Double)](repeating: (0, 0), count: modules.count)
             for (j, i) in order.enumerated() { byModule[i] = byOrder[j] }
