@@ -131,6 +131,8 @@ public final class GenerateJob {
     /// With `--encoder`: the parsed prompts, their prepared images and the image size.
     let multimodal: (prompt: MultimodalPrompt, negative: MultimodalPrompt, images: [PreparedImage], negativeImages: [PreparedImage], imageSize: Int)?
     let base: (path: String, name: String, sha256: String?)
+    /// What the checks decided that the user should hear (which of a style and a file of one name was taken).
+    public let checkNotes: [String]
     let manifests: [StyleManifest]
     let cache: HashCache
 
@@ -148,15 +150,19 @@ public final class GenerateJob {
         try settings.validate()
         self.settings = settings
 
-        registry = request.styles.isEmpty && request.checkpoint.map({ FileManager.default.fileExists(atPath: $0) }) ?? false
-            ? nil : try StyleRegistry(home: request.registryHome)
+        // The registry is read when styles are asked for, or when the checkpoint is a bare name (a style, maybe).
+        registry = request.styles.isEmpty && (request.checkpoint?.contains("/") ?? false)
+            ? nil : try StyleRegistry(home: request.registryHome, create: false)
         let registry = self.registry
         manifests = try request.styles.map { try registry!.manifest($0.name) }
         let labels = request.styles.map(\.label)
         if let dup = labels.first(where: { n in labels.filter { $0 == n }.count > 1 }) {
             throw GenerationError.invalidSettings("--style \(dup) is given twice")
         }
-        base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache)
+        final class Notes: @unchecked Sendable { var list: [String] = [] }
+        let notes = Notes()
+        base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache) { notes.list.append($0) }
+        checkNotes = notes.list
         for (flag, path) in [("--vae", request.vae), ("--text-encoders", request.textEncoders), ("--encoder", request.encoder)] {
             if let path, !fileExists(path) { throw GenerationError.invalidSettings("\(flag) \(path): no such file or folder") }
         }
@@ -234,29 +240,31 @@ public final class GenerateJob {
     }
 
     /// The base: `--checkpoint` (file, folder or full style), else the first style's own weights (full) or base.
-    static func resolveBase(_ spec: String?, manifests: [StyleManifest], registry: StyleRegistry?, cache: HashCache) throws
-        -> (path: String, name: String, sha256: String?)
+    static func resolveBase(_ spec: String?, manifests: [StyleManifest], registry: StyleRegistry?, cache: HashCache,
+                            note: @escaping (String) -> Void) throws -> (path: String, name: String, sha256: String?)
     {
         var isDir: ObjCBool = false
         if let spec {
+            // A bare name that is a registered full style is the style, even when a file or folder of that name is
+            // here (the registry says which it took); a path, or a name no style has, is the file or folder.
+            if !spec.contains("/"), let registry, let r = try? registry.resolveBaseChoice(spec, cache: cache, note: note), !r.isFile {
+                return (r.path, r.name, r.sha256)
+            }
             if FileManager.default.fileExists(atPath: spec, isDirectory: &isDir) {
                 let name = URL(fileURLWithPath: spec).deletingPathExtension().lastPathComponent
                 return (spec, name, isDir.boolValue ? nil : try cache.hashes(of: spec).sha256)
             }
-            guard let registry, let r = try? registry.resolveBase(spec, cache: cache) else {
-                throw GenerationError.invalidSettings("--checkpoint \(spec): no such file or folder, nor a registered full style")
-            }
-            return (r.path, r.name, r.sha256)
+            throw GenerationError.invalidSettings("checkpoint \(spec): no such file or folder, nor a registered full style")
         }
         guard let first = manifests.first, let registry else {
             throw GenerationError.invalidSettings("give a checkpoint (--checkpoint FILE) or a style (--style NAME)")
         }
         if first.kind == .full { return try registry.resolveBase(first.name, cache: cache) }
-        if let wanted = first.base {
-            if let full = registry.list().styles.first(where: { $0.kind == .full && $0.blob("weights")?.sha256 == wanted.sha256 }) {
-                return try registry.resolveBase(full.name, cache: cache)
-            }
-            throw GenerationError.invalidSettings("style '\(first.name)' applies to base \(wanted.name) (sha256 \(wanted.sha256.prefix(12))…), which is not registered as a full style: give that file with --checkpoint")
+        if first.base != nil {
+            // A registered full style with the base's hash, else the base file recorded when the style was added
+            // (checked by hash; the error says when it moved or changed).
+            let b = try registry.baseFile(of: first, given: nil, cache: cache, notes: note)
+            return (b.path, b.name, b.sha256)
         }
         throw GenerationError.invalidSettings("style '\(first.name)' records no base: give the checkpoint with --checkpoint")
     }
@@ -386,6 +394,7 @@ public final class GenerateRun {
             switch phase {
             case .announce:
                 report.checkpoint = job.base.path
+                for n in job.checkNotes { note(n) }
                 pending.append(.loading(job.base.path))
                 phase = .load
             case .load:
