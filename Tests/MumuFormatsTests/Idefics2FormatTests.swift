@@ -96,6 +96,7 @@ final class Idefics2FormatTests: XCTestCase {
         XCTAssertThrowsError(try ModelFile.open(dir)) { e in
             XCTAssertTrue("\(e)".contains("model.safetensors"), "\(e)")
         }
+        try writeTensors(dir + "/model.safetensors", [("model.text_model.norm.weight", [2], [1, 1])])
         try writeFile(Array("{\"model_type\": ".utf8), dir + "/config.json")
         XCTAssertThrowsError(try ModelFile.open(dir)) { e in
             XCTAssertTrue("\(e)".contains("config.json"), "\(e)")
@@ -113,6 +114,12 @@ final class Idefics2FormatTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("tok.json"), "\(e)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out"))
+        // A tokenizer.json is copied as is.
+        let tokenizer = "{\"version\": \"1.0\", \"model\": {\"type\": \"BPE\"}, \"added_tokens\": []}"
+        try writeFile(Array(tokenizer.utf8), dir + "/tokenizer.json")
+        let (files, _) = try synth.write(toFolder: dir + "/with-tokenizer", overwrite: false, tokenizer: dir + "/tokenizer.json")
+        XCTAssertEqual(files.last, "tokenizer.json")
+        XCTAssertEqual(try String(contentsOfFile: dir + "/with-tokenizer/tokenizer.json", encoding: .utf8), tokenizer)
         synth.components = ["vision", "nope"]
         XCTAssertThrowsError(try synth.write(toFolder: dir + "/out", overwrite: false))
     }

@@ -17,10 +17,15 @@ public final class TransformersFolder: TensorSource, @unchecked Sendable {
     public var tensors: [TensorInfo] { weights.tensors }
     public var metadata: [String: String] { weights.metadata }
 
-    /// Whether `folder` looks like a transformers model folder (not a diffusers pipeline).
+    /// Whether `folder` looks like a transformers model folder rather than a diffusers pipeline: a top-level
+    /// `config.json` and no `model_index.json` / `unet/` / `text_encoder/`, and either `model.safetensors` (or its
+    /// index) or a config naming a `model_type` (a diffusers component folder's config has `_class_name` instead).
     public static func looksLike(_ folder: String) -> Bool {
-        fileExists(folder + "/config.json") && !fileExists(folder + "/model_index.json")
-            && !isDirectory(folder + "/unet") && !isDirectory(folder + "/text_encoder")
+        guard fileExists(folder + "/config.json"), !fileExists(folder + "/model_index.json"),
+              !isDirectory(folder + "/unet"), !isDirectory(folder + "/text_encoder") else { return false }
+        if fileExists(folder + "/model.safetensors") || fileExists(folder + "/model.safetensors.index.json") { return true }
+        guard let file = try? MappedFile(path: folder + "/config.json"), let json = try? JSONParser.parse(file.all) else { return false }
+        return json["model_type"]?.stringValue != nil
     }
 
     public init(path folder: String) throws {
