@@ -252,13 +252,123 @@ def dumps(d):
     rows = ",\n".join("    " + c(r) for r in d["tensors"])
     return "{\n" + ",\n".join(head) + ',\n  "tensors":[\n' + rows + "\n  ]\n}\n"
 
+# --- Idefics2 (the MUMU encoder) -------------------------------------------------------------
+# Descriptors of kind "encoder": a transformers folder (config.json + model.safetensors or shards),
+# not an SDXL checkpoint. Names are Idefics2ForConditionalGeneration's state-dict keys (prefix
+# `model.`; an Idefics2Model folder's bare names are read with `model.` added). "kind" tells
+# SDXL-only code (merge, generate, styles) that this is no decoder; the family `idefics2` keeps it
+# apart from `sdxl` in merges. "config" holds the folder's config.json exactly as transformers'
+# save_pretrained writes it (so `mumu synth` writes a folder transformers loads). Components: the
+# perceiver resampler and lm_head are listed but optional (MUMU drops the perceiver; the encoder
+# returns hidden states, not logits). Every row is in merge block BASE.
+
+IDEFICS2_COMPONENTS = [("vision", "model.vision_model.", False),
+                       ("connector", "model.connector.modality_projection.", False),
+                       ("perceiver", "model.connector.perceiver_resampler.", True),
+                       ("text", "model.text_model.", False),
+                       ("lm_head", "lm_head.", True)]
+IDEFICS2_SUBCONFIG = {"vision": "vision_config", "text": "text_config", "perceiver": "perceiver_config"}
+
+IDEFICS2_ARCHS = [
+    {
+        # HuggingFaceM4/idefics2-8b's config.json (REFERENCE.md section 8): SigLIP-so400m (980 px, 27 layers),
+        # Mistral-7B with the three added tokens (vocabulary 32003); everything else transformers' defaults.
+        "name": "idefics2-8b", "title": "Idefics2-8b (MUMU's encoder: SigLIP vision, modality projection, Mistral-7B)",
+        "family": "idefics2", "kind": "encoder",
+        "modelspec": {"architecture": "idefics2-8b", "implementation": "transformers", "resolution": "980x980"},
+        "config": dict(vision_config=dict(hidden_size=1152, image_size=980, intermediate_size=4304,
+                                          num_attention_heads=16, num_hidden_layers=27, patch_size=14),
+                       text_config=dict(model_type="mistral", vocab_size=32003, max_position_embeddings=32768,
+                                        sliding_window=4096, rms_norm_eps=1e-05, pad_token_id=0,
+                                        tie_word_embeddings=False),
+                       perceiver_config=dict(resampler_n_latents=64, resampler_depth=3, resampler_n_heads=16,
+                                             resampler_head_dim=96, num_key_value_heads=4),
+                       image_token_id=32001, tie_word_embeddings=False),
+        # text: Mistral-7B's published 7,241,732,096 less its lm_head (32000 x 4096) plus 3 x 4096 for the added tokens.
+        "expect": {"text": 7_110_672_384},
+    },
+    {
+        # Small widths, for tests: the vocabulary stays 32003 (the real v1 tokenizer + the three added tokens
+        # works with it); image 28 px = a 2x2 grid of positions, so it differs from the encoder fixture
+        # (Tests/MumuEncoderTests/Fixtures/networks/tiny-idefics2, image 56) that inspect must not take for it.
+        "name": "idefics2-tiny", "title": "Idefics2-tiny (Idefics2 structure, small widths; tests)",
+        "family": "idefics2", "kind": "encoder",
+        "modelspec": {"architecture": "mumu-idefics2-tiny", "implementation": "transformers", "resolution": "28x28"},
+        "config": dict(vision_config=dict(hidden_size=32, image_size=28, intermediate_size=48, num_attention_heads=4,
+                                          num_hidden_layers=2, patch_size=14),
+                       text_config=dict(model_type="mistral", vocab_size=32003, hidden_size=64, intermediate_size=96,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                        max_position_embeddings=256, sliding_window=16, rms_norm_eps=1e-05,
+                                        pad_token_id=0, tie_word_embeddings=False),
+                       perceiver_config=dict(resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
+                                             resampler_head_dim=8, num_key_value_heads=1, hidden_size=64,
+                                             rms_norm_eps=1e-06),
+                       image_token_id=32001, tie_word_embeddings=False),
+        "expect": {},
+    },
+]
+
+
+def idefics2_config_json(kw, architectures):
+    """config.json as Idefics2ForConditionalGeneration.save_pretrained writes it (a diff against the defaults)."""
+    import tempfile
+    from transformers import Idefics2Config
+    cfg = Idefics2Config(**kw)
+    cfg.architectures = architectures
+    with tempfile.TemporaryDirectory() as d:
+        cfg.save_pretrained(d)
+        with open(os.path.join(d, "config.json"), encoding="utf-8") as f:
+            return json.load(f), cfg
+
+
+def build_idefics2_descriptor(a):
+    import torch
+    from transformers import Idefics2ForConditionalGeneration
+    config_json, cfg = idefics2_config_json(a["config"], ["Idefics2ForConditionalGeneration"])
+    with torch.device("meta"):
+        model = Idefics2ForConditionalGeneration(cfg)
+    state = model.state_dict()
+    comps, rows, counts = {}, [], {}
+    full = cfg.to_dict()
+    for comp, prefix, optional in IDEFICS2_COMPONENTS:
+        sub = IDEFICS2_SUBCONFIG.get(comp)
+        comps[comp] = {"prefix": prefix, "optional": optional, "config": full[sub] if sub else None}
+        counts[comp] = 0
+    for name, t in state.items():
+        owner = [c for c, p, _ in IDEFICS2_COMPONENTS if name.startswith(p)]
+        assert len(owner) == 1, (name, owner)
+        assert t.dtype.is_floating_point, (name, t.dtype)
+        rows.append([name, list(t.shape), owner[0], "BASE"])
+        counts[owner[0]] += t.numel()
+    rows.sort(key=lambda r: r[0])
+    assert len({r[0] for r in rows}) == len(rows)
+    for comp in counts:
+        assert counts[comp] > 0, (a["name"], comp)
+        want = a["expect"].get(comp)
+        note = "(no published figure asserted)" if want is None else ("expected %s  %s" % (f"{want:,}", "OK" if want == counts[comp] else "MISMATCH"))
+        print(f"    {a['name']:13s} {comp:9s} params {counts[comp]:>15,} {note}")
+        assert want is None or want == counts[comp], (a["name"], comp, counts[comp], want)
+    return {
+        "schema": 1,
+        "name": a["name"], "title": a["title"], "family": a["family"],
+        "detection_only": False,
+        "kind": a["kind"],
+        "modelspec": a["modelspec"],
+        "prediction": "none",
+        "config": config_json,
+        "components": comps,
+        "param_counts": counts,
+        "tensors": rows,
+    }
+
+
 
 def main():
     check = "--check" in sys.argv[1:]
     os.makedirs(OUT_DIR, exist_ok=True)
     bad = 0
-    for a in ARCHS:
-        d = build_descriptor(a)
+    for a in ARCHS + IDEFICS2_ARCHS:
+        d = build_idefics2_descriptor(a) if a.get("kind") == "encoder" else build_descriptor(a)
         text = dumps(d)
         assert json.loads(text) == json.loads(json.dumps(d))  # the writer is lossless
         path = os.path.join(OUT_DIR, a["name"] + ".json")

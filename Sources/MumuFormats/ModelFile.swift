@@ -1,14 +1,18 @@
 /// Opens whatever a user points at: a safetensors file, one shard of a sharded set (the whole set
 /// is opened), a `*.index.json`, a PyTorch `.ckpt` / `.pt` zip (read without executing pickle code),
-/// or a diffusers folder. The format is decided by content, not by file name.
+/// a diffusers folder, or a transformers model folder (config.json + model.safetensors or shards: Idefics2).
+/// The format is decided by content, not by file name.
 public enum ModelFile {
     public enum Format: String, Sendable {
         case safetensors, shardedSafetensors = "sharded-safetensors", ckpt, diffusers
+        /// A transformers model folder (`TransformersFolder`).
+        case transformers
     }
 
     public static func open(_ path: String) throws -> (source: TensorSource, format: Format) {
         guard fileExists(path) else { throw FormatError.io(path: path, reason: "no such file or folder") }
         if isDirectory(path) {
+            if TransformersFolder.looksLike(path) { return (try TransformersFolder(path: path), .transformers) }
             return (try DiffusersFolder(path: path), .diffusers)
         }
         if path.hasSuffix(".index.json") {

@@ -4,10 +4,10 @@ import MumuFormats
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Say what a checkpoint, LoRA, sharded set or diffusers folder is.",
+        abstract: "Say what a checkpoint, LoRA, sharded set, diffusers folder or transformers (Idefics2) folder is.",
         discussion: "Reads headers only (fast) unless --hash. The --json schema is in docs/formats.md.")
 
-    @Argument(help: "A .safetensors / .ckpt file, a *.index.json, or a diffusers folder.")
+    @Argument(help: "A .safetensors / .ckpt file, a *.index.json, a diffusers folder, or a transformers folder (Idefics2: config.json + model.safetensors or shards).")
     var path: String
     @Flag(help: "Print JSON (schema in docs/formats.md).")
     var json = false

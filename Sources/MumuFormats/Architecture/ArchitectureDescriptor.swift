@@ -28,9 +28,19 @@ public struct ArchitectureDescriptor: Sendable {
         public var elementCount: Int { shape.reduce(1, *) }
     }
 
+    /// What a model of this architecture is: the SDXL-family checkpoints mumu merges and renders from
+    /// (`decoder`, the default), or an encoder stored as a transformers folder (`encoder`: Idefics2), which
+    /// merge, generate and styles must not take for a decoder.
+    public enum Kind: String, Sendable {
+        case decoder, encoder
+    }
+
     public var name: String
     public var title: String
     public var family: String
+    public var kind: Kind
+    /// For `encoder` descriptors: the folder's `config.json` exactly as transformers writes it (nil otherwise).
+    public var folderConfig: JSONValue?
     /// Known so files can be recognised (and refused where they do not fit), not generated or merged.
     public var detectionOnly: Bool
     public var modelspecArchitecture: String
@@ -65,6 +75,23 @@ public struct ArchitectureDescriptor: Sendable {
         title = try field("title") { $0.stringValue }
         family = try field("family") { $0.stringValue }
         detectionOnly = try field("detection_only") { if case let .bool(b) = $0 { return b }; return nil }
+        if let k = json["kind"] {
+            guard let raw = k.stringValue, let parsed = Kind(rawValue: raw) else {
+                throw FormatError.malformed(path: source, reason: "descriptor field 'kind' must be \"decoder\" or \"encoder\"")
+            }
+            kind = parsed
+        } else {
+            kind = .decoder
+        }
+        if let c = json["config"], c != .null {
+            guard c.objectValue != nil else { throw FormatError.malformed(path: source, reason: "descriptor field 'config' is not an object") }
+            folderConfig = c
+        } else {
+            folderConfig = nil
+        }
+        if kind == .encoder && folderConfig == nil {
+            throw FormatError.malformed(path: source, reason: "an encoder descriptor needs 'config' (the folder's config.json)")
+        }
         let spec = try field("modelspec") { $0.objectValue != nil ? $0 : nil }
         modelspecArchitecture = spec["architecture"]?.stringValue ?? name
         modelspecImplementation = spec["implementation"]?.stringValue ?? "sgm"
@@ -120,4 +147,7 @@ public enum Architectures {
 
     /// Names for messages ("sdxl-base, sdxl-refiner, ...").
     public static var names: [String] { all.map(\.name) }
+
+    /// The SDXL-family architectures (decoders), for code that merges or renders.
+    public static var decoders: [ArchitectureDescriptor] { all.filter { $0.kind == .decoder } }
 }

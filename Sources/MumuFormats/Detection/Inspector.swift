@@ -92,7 +92,7 @@ public struct InspectReport: Sendable {
                 lines.append("  \(c.name.padding(13))\(c.status), \(c.tensors) tensors, \(groupDigits(c.parameters)) params (\(dt))")
             }
             let p = detection.prediction
-            lines.append("  prediction    \(p.type) (\(p.source))\(p.zeroTerminalSNR ? ", zero terminal SNR" : "")\(p.edm ? ", EDM" : "")")
+            if p.type != "none" { lines.append("  prediction    \(p.type) (\(p.source))\(p.zeroTerminalSNR ? ", zero terminal SNR" : "")\(p.edm ? ", EDM" : "")") }
             if !detection.extraTensors.isEmpty {
                 lines.append("  extra         \(detection.extraTensors.count) tensors outside the architecture, first: \(detection.extraTensors[0])")
             }
@@ -147,10 +147,14 @@ public enum Inspector {
         let names = source.tensors
         let lora = try LoraDetector.detect(source)
         let view = try SGMView.view(source, format: format, lenient: true)
-        let layout = lora?.layout ?? view.layout.rawValue
         let detection = ModelDetector.detect(view.source.tensors, metadata: source.metadata)
+        let layout = lora?.layout ?? (format == .transformers || detection.family == "idefics2" ? "transformers" : view.layout.rawValue)
         var size = 0
-        if isDirectory(path) {
+        if let sharded = source as? ShardedSafetensors {
+            size = sharded.fileBytes          // the whole set (every shard and the index), not the index file
+        } else if let folder = source as? TransformersFolder {
+            size = folder.weightFileBytes
+        } else if isDirectory(path) {
             size = source.tensors.reduce(0) { $0 + $1.byteCount }
         } else {
             size = FileIdentity(path: path)?.size ?? 0

@@ -40,6 +40,22 @@ public struct ModelDetection: Sendable {
 public enum ModelDetector {
     /// `shapes`: sgm-layout tensor name -> (shape, dtype). `metadata`: the file's metadata.
     public static func detect(_ tensors: [TensorInfo], metadata: [String: String]) -> ModelDetection {
+        // An Idefics2Model (no `model.` prefix) is read under Idefics2ForConditionalGeneration's names.
+        var bareIdefics2 = false
+        var tensors = tensors
+        if tensors.contains(where: { $0.name == "text_model.embed_tokens.weight" }),
+           tensors.contains(where: { $0.name == "vision_model.embeddings.patch_embedding.weight" }) {
+            bareIdefics2 = true
+            tensors = tensors.map { TensorInfo(name: "model." + $0.name, dtype: $0.dtype, shape: $0.shape) }
+        }
+        var detection = detectNames(tensors, metadata: metadata)
+        if bareIdefics2 {
+            detection.notes.append("tensor names without the 'model.' prefix (an Idefics2Model) are read as model.*")
+        }
+        return detection
+    }
+
+    static func detectNames(_ tensors: [TensorInfo], metadata: [String: String]) -> ModelDetection {
         let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var detection = ModelDetection(architecture: nil, prediction: prediction(byName, metadata))
         detection.tensorCount = tensors.count
@@ -106,14 +122,22 @@ public enum ModelDetector {
             }
             let missing = zip(best.descriptor.components, best.reports).filter { !$0.0.optional && $0.1.status == "absent" }.map(\.0.name)
             if !missing.isEmpty { detection.notes.append("components absent: \(missing.joined(separator: ", "))") }
-            if detection.prediction.source == "default" { detection.prediction.type = best.descriptor.prediction }
+            if detection.prediction.source == "default" || best.descriptor.prediction == "none" {
+                detection.prediction.type = best.descriptor.prediction
+                if best.descriptor.prediction == "none" { detection.prediction.source = "\(best.descriptor.name) is an encoder" }
+            }
             return detection
         }
 
         // Unknown: say why, naming the closest architecture and what differs.
         detection.family = family(byName)
+        if detection.family == "idefics2" {
+            detection.prediction = .init(type: "none", source: "an Idefics2 encoder", zeroTerminalSNR: false, edm: false)
+        }
         detection.inpainting = byName["model.diffusion_model.input_blocks.0.0.weight"]?.shape.dropFirst().first == 9
-        if let closest = candidates.max(by: { $0.explained < $1.explained }), closest.explained > 0 {
+        // An Idefics2 is compared with the Idefics2 descriptors only (SDXL behaviour unchanged).
+        let pool = detection.family == "idefics2" ? candidates.filter { $0.descriptor.family == "idefics2" } : candidates
+        if let closest = pool.max(by: { $0.explained < $1.explained }), closest.explained > 0 {
             var reason = "no known architecture matches; closest is \(closest.descriptor.name) (\(closest.explained) of \(tensors.count) tensors fit)"
             if !closest.mismatches.isEmpty {
                 reason += "; \(closest.mismatches.count) tensors have other shapes, first: \(closest.mismatches[0])"
@@ -132,6 +156,9 @@ public enum ModelDetector {
 
     /// Family by marker keys (REFERENCE 2), for files whose shapes match no descriptor.
     static func family(_ byName: [String: TensorInfo]) -> String? {
+        if byName["model.text_model.embed_tokens.weight"] != nil && byName["model.vision_model.embeddings.patch_embedding.weight"] != nil {
+            return "idefics2"
+        }
         if byName["conditioner.embedders.1.model.ln_final.weight"] != nil { return "sdxl" }
         if byName["conditioner.embedders.0.model.ln_final.weight"] != nil { return "sdxl-refiner" }
         if byName["model.diffusion_model.output_blocks.11.0.skip_connection.weight"] != nil { return "sd1" }

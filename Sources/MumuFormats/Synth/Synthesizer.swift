@@ -36,6 +36,12 @@ public struct Synthesizer {
     }
 
     public func metadata() -> [String: String] {
+        if architecture.kind == .encoder {
+            // transformers refuses safetensors whose metadata lacks format "pt"; no ModelSpec for an encoder folder.
+            var info: [(String, JSONValue)] = [("architecture", .string(architecture.name)), ("seed", .int(Int(truncatingIfNeeded: seed))), ("dtype", .string(dtype.rawValue))]
+            if let perturb { info.append(("perturb", .string(perturb.base.path.split(separator: "/").last.map(String.init) ?? perturb.base.path))) }
+            return ["format": "pt", "mumu.synth": JSONWriter.write(.object(info))]
+        }
         var m: [String: String] = [
             "modelspec.sai_model_spec": "1.0.1",
             "modelspec.architecture": architecture.modelspecArchitecture,
@@ -59,9 +65,76 @@ public struct Synthesizer {
         try plan().map { TensorInfo(name: $0.name, dtype: $0.dtype ?? dtype, shape: $0.shape) }
     }
 
+    /// transformers' name of a dtype in config.json.
+    static func transformersDType(_ d: DType) -> String? {
+        switch d {
+        case .bf16: return "bfloat16"
+        case .f16: return "float16"
+        case .f32: return "float32"
+        case .f8e4m3: return "float8_e4m3fn"
+        case .f8e5m2: return "float8_e5m2"
+        default: return nil
+        }
+    }
+
+    /// The files besides the weights of an encoder folder: `config.json` (the descriptor's, as transformers writes
+    /// it, with `dtype` set to the weights' dtype), `preprocessor_config.json` (Idefics2's image processor without
+    /// image splitting, plus `mumu_image_size`), and `tokenizer.json` when a tokenizer file is given (checked to be
+    /// JSON; copied as is).
+    public func folderFiles(tokenizer: String?, imageSize: Int = 448) throws -> [(name: String, contents: String)] {
+        guard architecture.kind == .encoder, case let .object(fields)? = architecture.folderConfig else {
+            throw FormatError.unsupported("architecture '\(architecture.name)' is not written as a folder (it is a single-file checkpoint: give -o FILE.safetensors)")
+        }
+        var config = fields.filter { $0.0 != "dtype" }
+        if let name = Self.transformersDType(dtype) {
+            let at = config.firstIndex { $0.0 > "dtype" } ?? config.count
+            config.insert(("dtype", .string(name)), at: at)
+        }
+        var files: [(name: String, contents: String)] = [("config.json", JSONWriter.write(.object(config)) + "\n")]
+        let half: JSONValue = .array([.double(0.5), .double(0.5), .double(0.5)])
+        let preprocessor: JSONValue = .object([
+            ("do_convert_rgb", .bool(true)), ("do_image_splitting", .bool(false)), ("do_normalize", .bool(true)), ("do_pad", .bool(true)),
+            ("do_rescale", .bool(true)), ("do_resize", .bool(true)), ("image_mean", half), ("image_processor_type", .string("Idefics2ImageProcessor")),
+            ("image_std", half), ("mumu_image_size", .int(imageSize)), ("resample", .int(2)), ("rescale_factor", .double(1.0 / 255.0)),
+            ("size", .object([("longest_edge", .int(980)), ("shortest_edge", .int(378))])),
+        ])
+        files.append(("preprocessor_config.json", JSONWriter.write(preprocessor) + "\n"))
+        if let tokenizer {
+            guard fileExists(tokenizer), !isDirectory(tokenizer) else { throw FormatError.io(path: tokenizer, reason: "no such file (--tokenizer takes a tokenizer.json)") }
+            let file = try MappedFile(path: tokenizer)
+            do {
+                let json = try JSONParser.parse(file.all)
+                guard json["model"]?.objectValue != nil else {
+                    throw FormatError.malformed(path: tokenizer, reason: "not a tokenizers tokenizer.json (no 'model' object)")
+                }
+            } catch let e as JSONParseError {
+                throw FormatError.malformed(path: tokenizer, reason: "not valid JSON: \(e)")
+            }
+            files.append(("tokenizer.json", String(decoding: file.all, as: UTF8.self)))
+        }
+        return files
+    }
+
+    /// Writes an encoder architecture (kind `encoder`) as a transformers folder at `path`: the weights in shards of at
+    /// most `maxShardSize` tensor bytes (one `model.safetensors` when they fit in one), streamed, plus `folderFiles`.
+    /// Returns the weight files written and their total tensor bytes.
+    @discardableResult
+    public func write(toFolder path: String, overwrite: Bool, maxShardSize: Int = 5_000_000_000, tokenizer: String? = nil,
+                      imageSize: Int = 448, progress: ((StreamProgress) -> Void)? = nil) throws -> (files: [String], bytes: Int) {
+        let files = try folderFiles(tokenizer: tokenizer, imageSize: imageSize)
+        let infos = try outputInfos()
+        let writer = try TransformersFolderWriter(path: path, tensors: infos, metadata: metadata(), maxShardSize: maxShardSize,
+                                                  files: files, overwrite: overwrite)
+        do { try write(to: writer, progress: progress) } catch { writer.abort(); throw error }
+        return (writer.weightFiles + files.map(\.name), infos.reduce(0) { $0 + $1.byteCount })
+    }
+
     /// Writes the model as a safetensors file at `path`; returns the file's size.
     @discardableResult
     public func write(toFile path: String, overwrite: Bool, progress: ((StreamProgress) -> Void)? = nil) throws -> Int {
+        guard architecture.kind == .decoder else {
+            throw FormatError.unsupported("architecture '\(architecture.name)' is an encoder, written as a transformers folder (write(toFolder:))")
+        }
         let writer = try SafetensorsWriter(path: path, tensors: try outputInfos(), metadata: metadata(), overwrite: overwrite)
         try write(to: writer, progress: progress)
         return writer.layout.totalSize
