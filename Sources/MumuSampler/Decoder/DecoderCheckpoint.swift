@@ -24,6 +24,9 @@ public final class DecoderCheckpoint: @unchecked Sendable {
         view = try SGMView.open(path)
         detection = ModelDetector.detect(view.source.tensors, metadata: view.original.metadata)
         descriptor = detection.architecture.flatMap(Architectures.named)
+        if descriptor?.kind == .encoder || detection.family == "idefics2" {
+            throw DecoderError.config(path: path, reason: "this is MUMU's encoder (an Idefics2 folder), not a decoder: give it as --encoder, and a mumu-decoder checkpoint as --checkpoint")
+        }
     }
 
     /// Whether the checkpoint holds any tensor of `component`.
