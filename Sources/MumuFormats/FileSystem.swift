@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -70,5 +71,19 @@ public enum OutputPath {
         let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         guard isDirectory(parent) else { throw FormatError.io(path: path, reason: "folder '\(parent)' does not exist") }
         guard access(parent, W_OK) == 0 else { throw FormatError.io(path: path, reason: "folder '\(parent)' is not writable") }
+    }
+
+    /// Renames a folder built under a temporary name into place (an existing one at `path` is replaced only with
+    /// `overwrite`, after the new one is complete).
+    public static func moveFolder(_ temporary: String, into path: String, overwrite: Bool) throws {
+        if fileExists(path) {
+            guard overwrite else { throw FormatError.io(path: path, reason: "appeared while writing; not overwritten (use --force)") }
+            let old = temporary + "-old"
+            try FileManager.default.moveItem(atPath: path, toPath: old)
+            try FileManager.default.moveItem(atPath: temporary, toPath: path)
+            try? FileManager.default.removeItem(atPath: old)
+        } else {
+            try FileManager.default.moveItem(atPath: temporary, toPath: path)
+        }
     }
 }

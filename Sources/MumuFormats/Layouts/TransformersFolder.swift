@@ -140,15 +140,7 @@ public final class TransformersFolderWriter: ModelSink, @unchecked Sendable {
                     throw FormatError.io(path: target, reason: "cannot write (\(error.localizedDescription))")
                 }
             }
-            if fileExists(path) {
-                guard overwrite else { throw FormatError.io(path: path, reason: "appeared while writing; not overwritten (use --force)") }
-                let old = temporary + "-old"
-                try FileManager.default.moveItem(atPath: path, toPath: old)
-                try FileManager.default.moveItem(atPath: temporary, toPath: path)
-                try? FileManager.default.removeItem(atPath: old)
-            } else {
-                try FileManager.default.moveItem(atPath: temporary, toPath: path)
-            }
+            try OutputPath.moveFolder(temporary, into: path, overwrite: overwrite)
             done = true
         } catch {
             abort()

@@ -53,11 +53,12 @@ public enum StreamExecutor {
                         throw FormatError.badTensor(path: "output", tensor: job.output.name,
                                                     reason: "produced \(offset) bytes, expected \(job.output.byteCount)")
                     }
-                    let p: StreamProgress = lock.locked {
+                    // Reported under the lock: callbacks come one at a time, in order (a caller may append to an
+                    // array or draw a bar without locking; keep them cheap).
+                    lock.locked {
                         done += 1; bytesDone += offset
-                        return StreamProgress(tensorsDone: done, tensorsTotal: jobs.count, bytesDone: bytesDone, bytesTotal: total)
+                        progress?(StreamProgress(tensorsDone: done, tensorsTotal: jobs.count, bytesDone: bytesDone, bytesTotal: total))
                     }
-                    progress?(p)
                 } catch {
                     lock.locked { if firstError == nil { firstError = error } }
                     return
