@@ -16,9 +16,10 @@
 //   mumu                     the command line (swift-argument-parser): parses, calls the libraries, prints
 import PackageDescription
 
-// Only the numerical kernels build with -Ounchecked (bounds and overflow checks off): a benchmark shows it matters
-// there (docs/benchmarks.md). Everything that reads user input builds with the default -O, so every
-// `precondition` runs in the binary that ships.
+// Only the numerical code builds with -Ounchecked (bounds and overflow checks off), where a benchmark shows it matters
+// (docs/benchmarks.md): the kernels (MumuTensor) and the networks (MumuSampler: with -O, loading SDXL's UNet peaks
+// 1.2 GB higher). Everything that parses user input (formats, recipes, styles, the encoder's images and tokenizer)
+// builds with the default -O, so every `precondition` and overflow trap runs in the binary that ships.
 let kernels: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 let cOptimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
 // Targets whose concurrency claims (`Sendable`, `nonisolated(unsafe)`) the Swift 6 checker verifies.
@@ -77,7 +78,7 @@ let package = Package(
         // The SDXL networks (tokenizer, CLIP-L, bigG, UNet, VAE), the samplers, the pipeline and its denoising
         // iterator, PNG output with A1111 infotext. Knows nothing of styles or merges.
         .target(name: "MumuSampler", dependencies: ["MumuFormats", "MumuTensor", "CBLAS", "CMumuKernels", "CPNG"],
-                swiftSettings: swift6,
+                swiftSettings: swift6 + kernels,
                 plugins: ["EmbedVocab"]),
         // MUMU's encoder: images and tokenizer for `<image:PATH>` prompts, SigLIP + Mistral (Idefics2), the connector.
         .target(name: "MumuEncoder",
