@@ -86,7 +86,7 @@ struct GenerateCommand: ParsableCommand {
             let job = try GenerateJob(request)
 
             // Ctrl-C stops before the next step (Interrupt owns the signal): only finished images are left.
-            let bar = StepBar(quiet: quiet || json)
+            let bar = ProgressBar("generate", quiet: quiet || json)
             let report: GenerateReport = try Interrupt.cooperatively {
                 let run = job.start()
                 while let event = try run.next() {
@@ -94,7 +94,7 @@ struct GenerateCommand: ParsableCommand {
                     case let .note(m): if !json { bar.clear(); warn(m) }
                     case let .loading(path): if !json { bar.clear(); print("loading \(path) (\(precision.rawValue))") }
                     case .render: break
-                    case let .step(render, step, total): bar.update(render, step, total)
+                    case let .step(render, step, total): bar.step(render, step, total)
                     case let .wrote(path): if !json { bar.clear(); print("wrote \(path)") }
                     }
                     if Interrupt.requested != nil {
@@ -125,33 +125,4 @@ struct GenerateCommand: ParsableCommand {
         return UInt64(given)
     }
 
-}
-
-/// A per-step progress line on stderr (s/it and ETA) when it is a terminal.
-final class StepBar {
-    private let enabled: Bool
-    private var started: Date?
-    private var render = ""
-    private var shown = false
-
-    init(quiet: Bool) { enabled = !quiet && isatty(2) != 0 }
-
-    func update(_ render: String, _ step: Int, _ total: Int) {
-        guard enabled else { return }
-        if render != self.render || started == nil { self.render = render; started = Date() }
-        let elapsed = Date().timeIntervalSince(started!)
-        let perStep = elapsed / Double(max(step, 1))
-        let width = 24, filled = step * width / max(total, 1)
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "\r%@ [%@] %d/%d  %.2f s/it  ETA %.0fs ", render, bar, step, total, perStep, perStep * Double(total - step))
-        FileHandle.standardError.write(Data(line.utf8))
-        shown = true
-        if step == total { started = nil }
-    }
-
-    func clear() {
-        guard enabled, shown else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
-        shown = false
-    }
 }

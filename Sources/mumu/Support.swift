@@ -85,7 +85,8 @@ struct QuietOption: ParsableArguments {
 }
 
 /// The one progress bar: a line on stderr when it is a terminal, for every long job (merge, convert, synth,
-/// LoRA extraction, style copies, deltas, materialization, imports). Fed by the libraries' progress values.
+/// LoRA extraction, style copies, deltas, materialization, imports) and the sampler steps of a render. Fed by the
+/// libraries' progress values.
 final class ProgressBar: @unchecked Sendable {
     private let label: String
     private let enabled: Bool
@@ -93,6 +94,8 @@ final class ProgressBar: @unchecked Sendable {
     private let lock = NSLock()
     private var last = Date.distantPast
     private var shown = false
+    private var stepLabel = ""
+    private var stepStart: Date?
 
     init(_ label: String, quiet: Bool) {
         self.label = label
@@ -126,6 +129,28 @@ final class ProgressBar: @unchecked Sendable {
         let line = String(format: "\r%@ [%@] %@  ETA %.0fs ", label, bar, counts, eta)
         FileHandle.standardError.write(Data(line.utf8))
         shown = true
+    }
+
+    /// Sampler steps of a render (generate): s/it and ETA; a new render label restarts the clock.
+    func step(_ render: String, _ step: Int, _ total: Int) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        if render != stepLabel || stepStart == nil { stepLabel = render; stepStart = Date() }
+        let perStep = Date().timeIntervalSince(stepStart!) / Double(max(step, 1))
+        let width = 24, filled = step * width / max(total, 1)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "\r%@ [%@] %d/%d  %.2f s/it  ETA %.0fs ", render, bar, step, total, perStep, perStep * Double(total - step))
+        FileHandle.standardError.write(Data(line.utf8))
+        shown = true
+        if step == total { stepStart = nil }
+    }
+
+    /// Erases the bar's line (before a message is printed under it).
+    func clear() {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        if shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        shown = false
     }
 
     /// Ends the bar's line (when one was drawn).
