@@ -19,7 +19,7 @@ public struct StyleChoice: Equatable, Sendable {
         guard let colon = text.lastIndex(of: ":") else { return StyleChoice(name: text) }
         let name = String(text[..<colon]), value = String(text[text.index(after: colon)...])
         guard !name.isEmpty, let s = Float(value), s.isFinite else {
-            throw GenerationError.invalidSettings("--style \(text): expected NAME or NAME:STRENGTH (a number, e.g. anime:0.8)")
+            throw GenerationError.invalidSettings("style '\(text)': expected NAME or NAME:STRENGTH (a number, e.g. anime:0.8)")
         }
         return StyleChoice(name: name, strength: s)
     }
@@ -143,7 +143,7 @@ public final class GenerateJob {
         if let c = request.conditioning {
             let batch = try ConditioningFile.peekBatch(c)
             if settings.images != 1 && settings.images != batch {
-                throw GenerationError.conditioning(path: c, reason: "it holds \(batch) conditioning rows; --images \(settings.images) does not match (leave --images out)")
+                throw GenerationError.conditioning(path: c, reason: "it holds \(batch) conditioning rows; \(settings.images) images per prompt do not match (leave the image count at 1)")
             }
             settings.images = batch
         }
@@ -157,31 +157,31 @@ public final class GenerateJob {
         manifests = try request.styles.map { try registry!.manifest($0.name) }
         let labels = request.styles.map(\.label)
         if let dup = labels.first(where: { n in labels.filter { $0 == n }.count > 1 }) {
-            throw GenerationError.invalidSettings("--style \(dup) is given twice")
+            throw GenerationError.invalidSettings("style \(dup) is asked for twice")
         }
         final class Notes: @unchecked Sendable { var list: [String] = [] }
         let notes = Notes()
         base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache) { notes.list.append($0) }
         checkNotes = notes.list
-        for (flag, path) in [("--vae", request.vae), ("--text-encoders", request.textEncoders), ("--encoder", request.encoder)] {
-            if let path, !fileExists(path) { throw GenerationError.invalidSettings("\(flag) \(path): no such file or folder") }
+        for (what, path) in [("VAE", request.vae), ("text encoders", request.textEncoders), ("encoder", request.encoder)] {
+            if let path, !fileExists(path) { throw GenerationError.invalidSettings("\(what) \(path): no such file or folder") }
         }
         // Multimodal prompts: parsed, their images read and sized, and the connector looked for, before any model.
         let prompt = try MultimodalPrompt(parsing: settings.prompt, workingDirectory: request.workingDirectory)
         let negative = try MultimodalPrompt(parsing: settings.negativePrompt, workingDirectory: request.workingDirectory)
         if let folder = request.encoder {
             guard request.conditioning == nil else {
-                throw GenerationError.invalidSettings("give --encoder or --conditioning, not both")
+                throw GenerationError.invalidSettings("give MUMU's encoder or a conditioning file, not both")
             }
             let size = try request.imageSize ?? MultimodalEncoder.folderImageSize(folder)
             multimodal = (prompt, negative, try MultimodalEncoder.prepareImages(prompt, imageSize: size),
                           try MultimodalEncoder.prepareImages(negative, imageSize: size), size)
             let view = try SGMView.open(base.path)
             guard view.source.tensors.contains(where: { $0.name.hasPrefix(MumuConnector.prefix) }) else {
-                throw GenerationError.invalidSettings("\(base.name) has no MUMU connector (connector.*): multimodal prompts need a mumu-decoder checkpoint (mumu merge --into-mumu makes one from a fine-tune)")
+                throw GenerationError.invalidSettings("\(base.name) has no MUMU connector (connector.*): multimodal prompts need a mumu-decoder checkpoint (a merge into MUMU makes one from a fine-tune)")
             }
         } else if prompt.hasImages || negative.hasImages {
-            throw GenerationError.invalidSettings("the prompt has <image:...> inside: give MUMU's encoder with --encoder DIR (an Idefics2 folder) and a mumu-decoder checkpoint")
+            throw GenerationError.invalidSettings("the prompt has <image:...> inside: it needs MUMU's encoder (an Idefics2 folder) and a mumu-decoder checkpoint")
         } else {
             multimodal = nil
         }
@@ -257,7 +257,7 @@ public final class GenerateJob {
             throw GenerationError.invalidSettings("checkpoint \(spec): no such file or folder, nor a registered full style")
         }
         guard let first = manifests.first, let registry else {
-            throw GenerationError.invalidSettings("give a checkpoint (--checkpoint FILE) or a style (--style NAME)")
+            throw GenerationError.invalidSettings("give a checkpoint or a style")
         }
         if first.kind == .full { return try registry.resolveBase(first.name, cache: cache) }
         if first.base != nil {
@@ -266,7 +266,7 @@ public final class GenerateJob {
             let b = try registry.baseFile(of: first, given: nil, cache: cache, notes: note)
             return (b.path, b.name, b.sha256)
         }
-        throw GenerationError.invalidSettings("style '\(first.name)' records no base: give the checkpoint with --checkpoint")
+        throw GenerationError.invalidSettings("style '\(first.name)' records no base: give the checkpoint")
     }
 
     /// The job as steps its caller drives (`GenerateRun.next()`); nothing is loaded until the first steps.

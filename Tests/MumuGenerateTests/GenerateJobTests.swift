@@ -255,7 +255,7 @@ final class GenerateJobTests: XCTestCase {
         r.output = dir.appendingPathComponent("borrowed.png").path
         r.checkpoint = unet
         // Without the borrowed parts, the error says what to give.
-        XCTAssertThrowsError(try GenerateJob(r).run()) { XCTAssertTrue("\($0)".contains("--vae FILE"), "\($0)") }
+        XCTAssertThrowsError(try GenerateJob(r).run()) { XCTAssertTrue("\($0)".contains("borrow one from another file (a VAE)"), "\($0)") }
         r.vae = vae
         r.textEncoders = texts
         let report = try GenerateJob(r).run()

@@ -117,7 +117,7 @@ final class MultimodalTests: XCTestCase {
         r.checkpoint = decoder
         r.workingDirectory = Self.imagesDir
         r.registryHome = dir.appendingPathComponent("registry").path
-        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("--encoder"), "\($0)") }
+        XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("needs MUMU's encoder"), "\($0)") }
         r.encoder = encoder
         r.checkpoint = DecoderFixtures.pipeline
         XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("no MUMU connector"), "\($0)") }

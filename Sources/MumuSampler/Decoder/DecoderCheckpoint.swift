@@ -25,7 +25,7 @@ public final class DecoderCheckpoint: @unchecked Sendable {
         detection = ModelDetector.detect(view.source.tensors, metadata: view.original.metadata)
         descriptor = detection.architecture.flatMap(Architectures.named)
         if descriptor?.kind == .encoder || detection.family == "idefics2" {
-            throw DecoderError.config(path: path, reason: "this is MUMU's encoder (an Idefics2 folder), not a decoder: give it as --encoder, and a mumu-decoder checkpoint as --checkpoint")
+            throw DecoderError.config(path: path, reason: "this is MUMU's encoder (an Idefics2 folder), not a decoder: give it as the encoder, and a mumu-decoder checkpoint as the checkpoint")
         }
     }
 
@@ -46,7 +46,7 @@ public final class DecoderCheckpoint: @unchecked Sendable {
             case .unet: what = "UNet (\(Self.prefixes[.unet]!)*)"
             case .vae: what = "VAE (\(Self.prefixes[.vae]!)*)"
             }
-            let borrow = component == .vae ? "; give one with --vae FILE" : component == .te1 || component == .te2 ? "; give them with --text-encoders FILE" : ""
+            let borrow = component == .vae ? "; borrow one from another file (a VAE)" : component == .te1 || component == .te2 ? "; borrow them from another checkpoint (text encoders)" : ""
             throw DecoderError.missingComponent(path: path, component: what,
                 detail: (present.isEmpty ? "no SDXL component found at all" : "it holds: " + present.joined(separator: ", ")) + borrow)
         }
