@@ -28,6 +28,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "amx_tiles.h"
 #include "simd_math.h"
 #define MUMU_X86 1
 #endif
@@ -472,20 +473,8 @@ TGT_BF16 static void pack_kv_bf16_avx(const mumu_attention_args *a, const float 
 // ---- AMX kernels ----------------------------------------------------------------------------------------
 #define TGT_AMX __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg;
 
 // Tiles 0..3: C (16 rows x 16 f32); 4: A (16 rows x 16 pairs); 5..7: B (16 pairs x 16 columns). All 16 x 64 B.
-TGT_AMX static void amx_config(void) {
-    tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
-    _tile_loadconfig(&cfg);
-}
 
 TGT_AMX static void qk_amx(const blk *b, const uint32_t *kb) {
     const int dp = b->dp;

@@ -23,6 +23,7 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
+#include "amx_tiles.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 #define MUMU_X86 1
@@ -322,21 +323,9 @@ TGT_AVX static void gemm_avx(int n, int k, const float *a, long lda, const uint3
 // ---- AMX path ------------------------------------------------------------------------------------
 #define TGT_AMX __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl,amx-tile,amx-bf16,prfchw")))
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg;
 
 // Tiles: 0..3 C (rows 0-15 x cols 0-15, rows 0-15 x 16-31, rows 16-31 x 0-15, rows 16-31 x 16-31),
 // 4, 5 A (rows 0-15, 16-31; 16 pairs each), 6, 7 B (16 pairs x cols 0-15, 16-31). All 16 rows x 64 bytes.
-TGT_AMX static void amx_config(void) {
-    tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
-    _tile_loadconfig(&cfg);
-}
 
 // AMX blocking: the packed A block holds mc rows x kco pairs (row stride amx_stride(kco) words) within
 // AMX_ABUDGET bytes, so it stays in L2 while every W panel passes; K beyond AMX_KCO_MAX pairs is done in slices.
