@@ -38,11 +38,7 @@ public final class EncodeJob {
     }
 
     public let request: Request
-    let prompt: MultimodalPrompt
-    let negative: MultimodalPrompt
-    let images: [PreparedImage]
-    let negativeImages: [PreparedImage]
-    let imageSize: Int
+    let prompts: MultimodalPrompts
     let imageSeconds: Double
 
     /// Checks everything before any model loads: the output path, the prompts and their images, the encoder folder
@@ -54,16 +50,11 @@ public final class EncodeJob {
             throw GenerationError.invalidSettings("the \(what) \(path) does not exist")
         }
         let t0 = Date()
-        prompt = try MultimodalPrompt(parsing: request.prompt, workingDirectory: request.workingDirectory)
-        negative = try MultimodalPrompt(parsing: request.negativePrompt, workingDirectory: request.workingDirectory)
-        imageSize = try request.imageSize ?? MultimodalEncoder.folderImageSize(request.encoder)
-        images = try MultimodalEncoder.prepareImages(prompt, imageSize: imageSize)
-        negativeImages = try MultimodalEncoder.prepareImages(negative, imageSize: imageSize)
+        prompts = try MultimodalPrompts(prompt: try MultimodalPrompt(parsing: request.prompt, workingDirectory: request.workingDirectory),
+                                        negative: try MultimodalPrompt(parsing: request.negativePrompt, workingDirectory: request.workingDirectory),
+                                        encoder: request.encoder, imageSize: request.imageSize)
         imageSeconds = Date().timeIntervalSince(t0)
-        let view = try SGMView.open(request.decoder)
-        guard view.source.tensors.contains(where: { $0.name.hasPrefix(MumuConnector.prefix) }) else {
-            throw GenerationError.invalidSettings("\(request.decoder) has no MUMU connector (connector.*): give a mumu-decoder checkpoint")
-        }
+        try MultimodalPrompts.requireConnector(request.decoder, name: request.decoder)
     }
 
     /// Encodes (the encoder is freed before the connector loads) and writes the file atomically.
@@ -73,26 +64,18 @@ public final class EncodeJob {
         report.stages.append(("images", imageSeconds))
         var t = Date()
         func lap(_ name: String) { report.stages.append((name, Date().timeIntervalSince(t))); t = Date() }
-        let (cond, uncond): (MultimodalEncoder.Encoded, MultimodalEncoder.Encoded) = try {
-            let encoder = try MultimodalEncoder(folder: request.encoder, precision: request.precision, imageSize: imageSize)
-            lap("load encoder")
-            let c = try encoder.encode(prompt, images: images)
-            let u = try encoder.encode(negative, images: negativeImages)
-            lap("encode")
-            return (c, u)
-        }()
+        let (cond, uncond) = try prompts.encode(precision: request.precision, negative: true, lap: lap)
         let connector = try MumuConnector(checkpoint: try DecoderCheckpoint(path: request.decoder), precision: request.precision)
-        let c = try connector.conditioning(cond.hidden), u = try connector.conditioning(uncond.hidden)
+        let c = try connector.conditioning(cond.hidden), u = try uncond.map { try connector.conditioning($0.hidden) }
         lap("connector")
-        let hashes = zip(prompt.imageWrittenPaths + negative.imageWrittenPaths, images + negativeImages).map { ($0, $1.sha256) }
         var metadata = ["mumu_prompt": request.prompt, "mumu_negative_prompt": request.negativePrompt,
                         "mumu_encoder": URL(fileURLWithPath: request.encoder).lastPathComponent,
-                        "mumu_image_size": String(imageSize)]
-        if !hashes.isEmpty { metadata["mumu_image_hashes"] = hashes.map { "\($0.0): \($0.1.prefix(12))" }.joined(separator: ", ") }
+                        "mumu_image_size": String(prompts.imageSize)]
+        metadata["mumu_image_hashes"] = prompts.imageHashesText
         try ConditioningFile.write(cond: c, uncond: u, to: request.output, metadata: metadata, overwrite: request.overwrite)
         report.tokens = cond.tokens
-        report.negativeTokens = uncond.tokens
-        report.images = hashes
+        report.negativeTokens = uncond?.tokens ?? 0
+        report.images = prompts.imageHashes
         return report
     }
 }

@@ -129,7 +129,7 @@ public final class GenerateJob {
     public let gridPath: String?
     let registry: StyleRegistry?
     /// With `--encoder`: the parsed prompts, their prepared images and the image size.
-    let multimodal: (prompt: MultimodalPrompt, negative: MultimodalPrompt, images: [PreparedImage], negativeImages: [PreparedImage], imageSize: Int)?
+    let multimodal: MultimodalPrompts?
     let base: (path: String, name: String, sha256: String?)
     /// What the checks decided that the user should hear (which of a style and a file of one name was taken).
     public let checkNotes: [String]
@@ -173,13 +173,8 @@ public final class GenerateJob {
             guard request.conditioning == nil else {
                 throw GenerationError.invalidSettings("give MUMU's encoder or a conditioning file, not both")
             }
-            let size = try request.imageSize ?? MultimodalEncoder.folderImageSize(folder)
-            multimodal = (prompt, negative, try MultimodalEncoder.prepareImages(prompt, imageSize: size),
-                          try MultimodalEncoder.prepareImages(negative, imageSize: size), size)
-            let view = try SGMView.open(base.path)
-            guard view.source.tensors.contains(where: { $0.name.hasPrefix(MumuConnector.prefix) }) else {
-                throw GenerationError.invalidSettings("\(base.name) has no MUMU connector (connector.*): multimodal prompts need a mumu-decoder checkpoint (a merge into MUMU makes one from a fine-tune)")
-            }
+            multimodal = try MultimodalPrompts(prompt: prompt, negative: negative, encoder: folder, imageSize: request.imageSize)
+            try MultimodalPrompts.requireConnector(base.path, name: base.name)
         } else if prompt.hasImages || negative.hasImages {
             throw GenerationError.invalidSettings("the prompt has <image:...> inside: it needs MUMU's encoder (an Idefics2 folder) and a mumu-decoder checkpoint")
         } else {
@@ -434,12 +429,10 @@ public final class GenerateRun {
         let request = job.request
         // MUMU's encoder first, freed before the decoder loads (Idefics2-8b in bf16 is 16 GB).
         var hidden: (cond: Tensor, uncond: Tensor?)?
-        if let m = job.multimodal, let folder = request.encoder {
-            let encoder = try MultimodalEncoder(folder: folder, precision: request.precision, imageSize: m.imageSize)
-            let c = try encoder.encode(m.prompt, images: m.images)
-            let u = job.settings.guided ? try encoder.encode(m.negative, images: m.negativeImages) : nil
+        if let m = job.multimodal {
+            let (c, u) = try m.encode(precision: request.precision, negative: job.settings.guided)
             hidden = (c.hidden, u?.hidden)
-            note("encoded the prompt with \(URL(fileURLWithPath: folder).lastPathComponent): \(c.tokens) tokens (\(c.imageTokens) from \(c.images.count) images)"
+            note("encoded the prompt with \(URL(fileURLWithPath: m.encoder).lastPathComponent): \(c.tokens) tokens (\(c.imageTokens) from \(c.images.count) images)"
                  + (u.map { ", negative \($0.tokens) tokens" } ?? ""))
         }
         let checkpoint = try DecoderCheckpoint(path: job.base.path)
@@ -539,10 +532,8 @@ public final class GenerateRun {
         info.extra += vaeInfo
         if let m = job.multimodal {
             // Each prompt image as written, with its file's SHA-256 (12 hex), so the prompt is reproducible.
-            let all = zip(m.prompt.imageWrittenPaths + m.negative.imageWrittenPaths, m.images + m.negativeImages)
-            let hashes = all.map { "\($0): \($1.sha256.prefix(12))" }
-            if !hashes.isEmpty { info.extra.append(("Image hashes", hashes.joined(separator: ", "))) }
-            info.extra.append(("Encoder", URL(fileURLWithPath: request.encoder ?? "").lastPathComponent))
+            if let hashes = m.imageHashesText { info.extra.append(("Image hashes", hashes)) }
+            info.extra.append(("Encoder", URL(fileURLWithPath: m.encoder).lastPathComponent))
         }
         if let c = request.conditioning { info.extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
         if s.spacing != .leading { info.extra.append(("Spacing", s.spacing.rawValue)) }
