@@ -299,7 +299,7 @@ final class NetworkTests: XCTestCase {
     func testMissingTensorIsNamed() throws {
         let dir = try NetworkFixtures.editedFolder { $0.name == "text_model.layers.1.mlp.up_proj.weight" ? nil : $0 }
         XCTAssertThrowsError(try Idefics2Encoder(folder: dir)) { error in
-            XCTAssertEqual(error as? EncoderError, .missingTensor(path: dir + "/model.safetensors", tensor: "text_model.layers.1.mlp.up_proj.weight"))
+            XCTAssertEqual(error as? DecoderError, .missingTensor(path: dir + "/model.safetensors", tensor: "text_model.layers.1.mlp.up_proj.weight"))
         }
         let vision = try NetworkFixtures.editedFolder { $0.name == "vision_model.post_layernorm.bias" ? nil : $0 }
         XCTAssertThrowsError(try Idefics2Encoder(folder: vision)) { error in
@@ -310,7 +310,7 @@ final class NetworkTests: XCTestCase {
         config = config.replacingOccurrences(of: "\"intermediate_size\": 96", with: "\"intermediate_size\": 100")
         let wrong = try NetworkFixtures.editedFolder(config: config)
         XCTAssertThrowsError(try Idefics2Encoder(folder: wrong)) { error in
-            XCTAssertEqual(error as? EncoderError, .wrongShape(path: wrong + "/model.safetensors",
+            XCTAssertEqual(error as? DecoderError, .wrongShape(path: wrong + "/model.safetensors",
                                                               tensor: "connector.modality_projection.gate_proj.weight",
                                                               expected: [100, 32], found: [96, 32]))
         }
@@ -322,7 +322,7 @@ final class NetworkTests: XCTestCase {
         norm[7] = .nan
         let dir = try NetworkFixtures.editedFolder(values: ["text_model.norm.weight": norm])
         XCTAssertThrowsError(try Idefics2Encoder(folder: dir)) { error in
-            XCTAssertEqual(error as? EncoderError, .nonFinite(path: dir + "/model.safetensors", tensor: "text_model.norm.weight", count: 1))
+            XCTAssertEqual(error as? DecoderError, .nonFinite(path: dir + "/model.safetensors", tensor: "text_model.norm.weight", count: 1))
         }
         var embedding = [Float](repeating: 0.5, count: 32003 * 64)
         embedding[100] = .infinity
@@ -330,7 +330,7 @@ final class NetworkTests: XCTestCase {
         let embedded = try NetworkFixtures.editedFolder(values: ["text_model.embed_tokens.weight": embedding])
         for precision in WeightPrecision.allCases {
             XCTAssertThrowsError(try Idefics2Encoder(folder: embedded, precision: precision)) { error in
-                XCTAssertEqual(error as? EncoderError, .nonFinite(path: embedded + "/model.safetensors", tensor: "text_model.embed_tokens.weight", count: 2))
+                XCTAssertEqual(error as? DecoderError, .nonFinite(path: embedded + "/model.safetensors", tensor: "text_model.embed_tokens.weight", count: 2))
             }
         }
     }
@@ -392,7 +392,7 @@ final class NetworkTests: XCTestCase {
         try NetworkFixtures.write(path, try source.tensors.filter { $0.name != "connector.layers.1.attn.to_v.weight" }
             .map { ($0, try source.tensor($0.name)) })
         XCTAssertThrowsError(try MumuConnector(path: path)) { error in
-            XCTAssertEqual(error as? EncoderError, .missingTensor(path: path, tensor: "connector.layers.1.attn.to_v.weight"))
+            XCTAssertEqual(error as? DecoderError, .missingTensor(path: path, tensor: "connector.layers.1.attn.to_v.weight"))
         }
     }
 }

@@ -74,7 +74,7 @@ public final class MumuConnector: @unchecked Sendable {
         let shape = try Self.shape(reader)
         self.shape = shape
         let w = shape.width
-        (projIn, layers, normOut, pooledProj) = try translatingErrors {
+        (projIn, layers, normOut, pooledProj) = try {
             let projIn = try reader.linear("proj_in", inputs: shape.inputs, outputs: w)
             var layers: [Layer] = []
             for i in 0..<shape.layers {
@@ -90,7 +90,7 @@ public final class MumuConnector: @unchecked Sendable {
             }
             return (projIn, layers, try reader.norm("norm_out", channels: w),
                     try reader.linear("pooled_proj", inputs: w, outputs: shape.pooled))
-        }
+        }()
     }
 
     /// The connector's widths and depth from the shapes of proj_in, layers.0.mlp.fc1, pooled_proj and the highest
@@ -114,10 +114,10 @@ public final class MumuConnector: @unchecked Sendable {
             throw EncoderError.connector(path: path, reason: "the connector has no layers (no connector.layers.N.* tensors)")
         }
         guard let fc1 = reader.shape("layers.0.mlp.fc1.weight") else {
-            throw EncoderError.missingTensor(path: path, tensor: Self.prefix + "layers.0.mlp.fc1.weight")
+            throw DecoderError.missingTensor(path: path, tensor: Self.prefix + "layers.0.mlp.fc1.weight")
         }
         guard let pooled = reader.shape("pooled_proj.weight") else {
-            throw EncoderError.missingTensor(path: path, tensor: Self.prefix + "pooled_proj.weight")
+            throw DecoderError.missingTensor(path: path, tensor: Self.prefix + "pooled_proj.weight")
         }
         guard fc1.count == 2, fc1[0] > 0, pooled.count == 2, pooled[0] > 0 else {
             throw EncoderError.connector(path: path, reason: "connector.layers.0.mlp.fc1.weight \(fc1) / connector.pooled_proj.weight \(pooled) are not matrices")

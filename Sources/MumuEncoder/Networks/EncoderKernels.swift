@@ -111,13 +111,13 @@ final class TokenEmbedding: @unchecked Sendable {
         self.rows = rows
         self.width = width
         guard reader.precision == .bf16 else {
-            f32 = try translatingErrors { try reader.floats(name, shape: [rows, width]) }
+            f32 = try reader.floats(name, shape: [rows, width])
             return
         }
         let full = reader.prefix + name
-        guard let found = reader.shape(name) else { throw EncoderError.missingTensor(path: reader.path, tensor: full) }
+        guard let found = reader.shape(name) else { throw DecoderError.missingTensor(path: reader.path, tensor: full) }
         guard found == [rows, width] else {
-            throw EncoderError.wrongShape(path: reader.path, tensor: full, expected: [rows, width], found: found)
+            throw DecoderError.wrongShape(path: reader.path, tensor: full, expected: [rows, width], found: found)
         }
         let count = rows * width
         var values = [UInt16](repeating: 0, count: count)
@@ -135,7 +135,7 @@ final class TokenEmbedding: @unchecked Sendable {
                 })
             }
         }
-        if bad > 0 { throw EncoderError.nonFinite(path: reader.path, tensor: full, count: bad) }
+        if bad > 0 { throw DecoderError.nonFinite(path: reader.path, tensor: full, count: bad) }
         bf16 = values
     }
 

@@ -32,7 +32,7 @@ public final class MistralModel: @unchecked Sendable {
         let c = config.hiddenSize, qw = config.heads * config.headDim, kvw = config.kvHeads * config.headDim
         let m = config.intermediateSize
         embedding = try TokenEmbedding(reader: reader, name: "embed_tokens.weight", rows: config.vocabulary, width: c)
-        (layers, norm) = try translatingErrors {
+        (layers, norm) = try {
             func weight(_ name: String) throws -> [Float] {
                 let values = try reader.floats(name, shape: [c])
                 return values
@@ -51,7 +51,7 @@ public final class MistralModel: @unchecked Sendable {
                                     down: try reader.linear(l + "mlp.down_proj", inputs: m, outputs: c, bias: false)))
             }
             return (layers, try weight("norm.weight"))
-        }
+        }()
     }
 
     /// Bytes held by the token embedding (f32 or bf16).

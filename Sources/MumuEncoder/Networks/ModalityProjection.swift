@@ -23,11 +23,9 @@ public final class ModalityProjection: @unchecked Sendable {
         self.intermediate = intermediate
         self.outputs = outputs
         self.activation = activation
-        (gate, up, down) = try translatingErrors {
-            (try reader.linear("gate_proj", inputs: inputs, outputs: intermediate, bias: false),
-             try reader.linear("up_proj", inputs: inputs, outputs: intermediate, bias: false),
-             try reader.linear("down_proj", inputs: intermediate, outputs: outputs, bias: false))
-        }
+        gate = try reader.linear("gate_proj", inputs: inputs, outputs: intermediate, bias: false)
+        up = try reader.linear("up_proj", inputs: inputs, outputs: intermediate, bias: false)
+        down = try reader.linear("down_proj", inputs: intermediate, outputs: outputs, bias: false)
     }
 
     /// x [n, inputs] -> [n, outputs].

@@ -38,7 +38,7 @@ public final class SigLIPVision: @unchecked Sendable {
     public init(reader: WeightReader, config: Idefics2Config.Vision) throws {
         self.config = config
         let d = config.hiddenSize, p = config.patchSize, s = config.patchesPerSide
-        (patchEmbedding, positionEmbedding, layers, postNorm) = try translatingErrors {
+        (patchEmbedding, positionEmbedding, layers, postNorm) = try {
             // Conv weight [D, C, p, p], reordered to [D, p, p, C]: the patch rows are built channels-last.
             let patch = try reader.conv("embeddings.patch_embedding", inputs: config.channels, outputs: d, kernel: p)
             let positions = try reader.floats("embeddings.position_embedding.weight", shape: [s * s, d])
@@ -55,7 +55,7 @@ public final class SigLIPVision: @unchecked Sendable {
                                     fc2: try reader.linear(l + "mlp.fc2", inputs: config.intermediateSize, outputs: d)))
             }
             return (patch, positions, layers, try reader.norm("post_layernorm", channels: d))
-        }
+        }()
         boundaries = Self.boundaries(s)
     }
 
