@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(name: "MumuStylesTests", dependencies: ["MumuStyles", "MumuMerge", "MumuFormats", "MumuTensor", "MumuTestSupport"]),
         .testTarget(name: "MumuSamplerTests", dependencies: ["MumuSampler", "MumuFormats", "MumuTensor", "MumuTestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "MumuGenerateTests", dependencies: ["MumuGenerate", "MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats",
+        .testTarget(name: "MumuGenerateTests", dependencies: ["MumuGenerate", "MumuEncoder", "MumuSampler", "MumuStyles", "MumuMerge", "MumuFormats",
                                                               "MumuTensor", "MumuTestSupport"]),
         .testTarget(name: "MumuEncoderTests", dependencies: ["MumuEncoder", "MumuSampler", "MumuFormats", "MumuTensor", "MumuTestSupport"],
                     resources: [.copy("Fixtures")]),

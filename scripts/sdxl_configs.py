@@ -241,6 +241,10 @@ SDXL_TINY_VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 
+# The shapes world's VAE (models/shapes): sdxl-tiny's with three levels, 4x downsampling (16x16 latents at 64x64).
+SDXL_TINY_VAE4X = dict(SDXL_TINY_VAE, block_out_channels=[16, 32, 64], down_block_types=["DownEncoderBlock2D"] * 3,
+                       up_block_types=["UpDecoderBlock2D"] * 3, sample_size=64)
+
 
 # --------------------------------------------------------------------------- model builders
 def _clip_kwargs(cfg):

@@ -76,7 +76,7 @@ STYLES = ["flat", "outline", "striped", "pixel", "pastel"]
 SUPERSAMPLE = 4          # flat/outline/striped/pastel are drawn at 4x and downsampled with BOX (area mean)
 OUTLINE_WIDTH = 0.025    # outline stroke width, fraction of the canvas side (3.2 px at 128)
 STRIPE_PERIOD = 0.07     # striped: period of the diagonal stripes, fraction of the canvas side (half shape color)
-PIXEL_FACTOR = 8         # pixel: render at size/8, nearest-neighbour upscale
+PIXEL_GRID = 16          # pixel: render at 16x16 (size/8 at 128), nearest-neighbour upscale
 PASTEL_MIX = 0.55        # pastel: every color (background too) mixed 55% toward white
 CROP_MARGIN = 0.02       # crops: bounding box grown by this fraction of the canvas side on every side
 RING_INNER = 0.55        # ring: inner radius / outer radius
@@ -259,7 +259,7 @@ def render(scene, style="flat", size=128):
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; styles: {', '.join(STYLES)}")
     if style == "pixel":
-        small = max(4, size // PIXEL_FACTOR)  # hard pixels: a low-res pixel takes a shape's color when >= half covered
+        small = min(size, PIXEL_GRID)  # hard pixels: a low-res pixel takes a shape's color when >= half covered
         return _render_hard(scene, small).resize((size, size), Image.NEAREST)
     pal = palette(style)
     S = size * SUPERSAMPLE
@@ -342,13 +342,109 @@ def hollowness(image, scene, style="flat", tol=None):
     return out
 
 
-HOLLOW_THRESHOLD = 0.7   # is_outline: mean fill fraction over the scene's shapes below this
+# Style classifiers (item 5). Each looks at one property a style fine-tune must have learned, per scene:
+#   outline   the shapes are hollow: little of the shape's color in the mask's interior
+#   striped   the interior holds both the shape's color and the background's
+#   pixel     the image is made of constant 4x4 blocks at 64 (the 16x16 grid): neighbour differences sit on
+#             block boundaries
+#   pastel    the scene's colors are nearer the pastel palette than the flat one
+# They are tuned on true renders (selftest) and must call the base's renders "not this style".
+
+def _erode(m, r):
+    """Boolean mask eroded by r pixels (a pixel survives when its (2r+1)^2 neighbourhood is inside)."""
+    out = m.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out &= np.roll(np.roll(m, dy, 0), dx, 1)
+    return out
+
+
+INTERIOR_ERODE = 0.016  # interior = flat mask eroded by 2x (else 1x) 0.016 of the canvas (1 px at 64, 2 px at 128)
+
+
+def interior_fill(image, scene, deep=False):
+    """Per shape with a non-empty interior: (fraction of interior pixels near the shape's color, fraction near
+    the background's), flat palette, tolerance CHECK_TOL."""
+    arr = np.asarray(image.convert("RGB"))
+    size = arr.shape[0]
+    bg = _color_hits(arr, BACKGROUNDS[scene["background"]])
+    out = []
+    for s in ordered(scene):
+        mask = shape_mask(s, size)
+        r = max(1, int(round(INTERIOR_ERODE * size)))
+        core = _erode(mask, 2 * r) if deep else None   # deep: eroded twice as far when that leaves 3 pixels
+        if core is None or core.sum() < 3:
+            core = _erode(mask, r)
+        n = int(core.sum())
+        if n < 3:
+            continue
+        shape_hits = _color_hits(arr, COLORS[s["color"]]) & core
+        out.append((float(shape_hits.sum()) / n, float((bg & core).sum()) / n))
+    return out
 
 
 def is_outline(image, scene):
-    """Style classifier sketch, outline vs flat: the scene's mean fill fraction (flat palette) < HOLLOW_THRESHOLD."""
-    f = hollowness(image, scene, "flat")
-    return sum(f) / len(f) < HOLLOW_THRESHOLD
+    """Hollow shapes: the (deep) interiors hold much more background than shape color (mean difference > 0.3)."""
+    f = interior_fill(image, scene, deep=True)
+    return bool(f) and np.mean([b - a for a, b in f]) > 0.3
+
+
+def is_striped(image, scene):
+    """Striped fill: the interiors hold both colors, each at least 0.2 on average, neither ahead by more than 0.3."""
+    f = interior_fill(image, scene)
+    if not f:
+        return False
+    a, b = np.mean([a for a, _ in f]), np.mean([b for _, b in f])
+    return a >= 0.2 and b >= 0.2 and abs(a - b) <= 0.3
+
+
+PIXEL_BOUNDARY = 0.6    # is_pixel: share of neighbour-difference energy on block boundaries
+
+
+def blockiness(image):
+    """Share of the absolute neighbour differences (horizontal and vertical) that cross a boundary of the
+    PIXEL_GRID blocks: 1 for a true pixel render, about 1/block for a smooth image."""
+    arr = np.asarray(image.convert("RGB")).astype(np.float32)
+    size = arr.shape[0]
+    block = size // PIXEL_GRID
+    dx = np.abs(np.diff(arr, axis=1)).sum(axis=(0, 2))   # per column boundary j|j+1
+    dy = np.abs(np.diff(arr, axis=0)).sum(axis=(1, 2))
+    on = (np.arange(size - 1) % block) == block - 1
+    total = dx.sum() + dy.sum()
+    return float((dx[on].sum() + dy[on].sum()) / total) if total > 0 else 0.0
+
+
+def is_pixel(image, scene=None):
+    return blockiness(image) >= PIXEL_BOUNDARY
+
+
+def is_pastel(image, scene):
+    """Per element (the background, outside every shape's large box, and each shape's flat-mask interior) the
+    median color is compared with its flat and pastel colors; elements whose two colors are close (white) do
+    not vote. Pastel when most votes are pastel."""
+    arr = np.asarray(image.convert("RGB")).astype(np.float32)
+    size = arr.shape[0]
+    pal = palette("pastel")
+    outside = np.ones((size, size), bool)
+    elements = []
+    for s in ordered(scene):
+        x0, y0, x1, y1 = shape_box({**s, "size": "large"}, size)
+        outside[int(y0):int(math.ceil(y1)), int(x0):int(math.ceil(x1))] = False
+        core = _erode(shape_mask(s, size), 1)
+        if core.any():
+            elements.append((core, COLORS[s["color"]]))
+    elements.append((outside, BACKGROUNDS[scene["background"]]))
+    votes = 0
+    for m, rgb in elements:
+        flat, pas = np.array(rgb, np.float32), np.array(pal(rgb), np.float32)
+        if np.abs(flat - pas).max() < 40:
+            continue
+        med = np.median(arr[m], axis=0)
+        votes += 1 if np.abs(med - pas).sum() < np.abs(med - flat).sum() else -1
+    return votes > 0
+
+
+STYLE_CLASSIFIERS = {"outline": is_outline, "striped": is_striped, "pixel": is_pixel, "pastel": is_pastel}
 
 
 def swap_colors(scene):
@@ -479,9 +575,11 @@ def cmd_selftest(a):
             neg_n += len(r2)
         print(f"{style:8s} {a.size}px: true scene passes {pos_ok}/{pos_n} shapes ({100 * pos_ok / pos_n:.1f}%); "
               f"swapped colors fail {neg_fail}/{neg_n} ({100 * neg_fail / neg_n:.1f}%)")
-    for style in ["flat", "outline"]:
-        n = sum(is_outline(render(scene_for_seed(s), style, a.size), scene_for_seed(s)) for s in seeds)
-        print(f"is_outline on {style:8s} renders: {n}/{len(seeds)} scenes called outline")
+    print("style classifiers (scenes called the style, per rendered style):")
+    renders = {st: [(render(scene_for_seed(s), st, a.size), scene_for_seed(s)) for s in seeds] for st in STYLES}
+    for name, fn in STYLE_CLASSIFIERS.items():
+        row = ", ".join(f"{st} {sum(bool(fn(img, sc)) for img, sc in renders[st])}/{len(seeds)}" for st in STYLES)
+        print(f"  is_{name:8s} {row}")
 
 
 def main(argv=None):

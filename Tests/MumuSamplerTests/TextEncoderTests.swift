@@ -58,10 +58,12 @@ final class TextEncoderTests: XCTestCase {
         XCTAssertNil(encoded.pooled)
         XCTAssertThrowsError(try te1.run(ids: ids, pooled: true)) { XCTAssertTrue("\($0)".contains("no text projection"), "\($0)") }
 
-        // One row alone gives that row of the batch.
+        // One row alone gives that row of the batch, up to f32 rounding: OpenBLAS picks its kernel and blocking by
+        // the product's shape (one row or two), so sums run in another order (1.2e-6 seen on an AVX2-only CPU;
+        // the states are O(1)).
         let single = try te1.encode(ids: [ids[1].map { Int($0) }])
         let row = Array(out.penultimate.data[(77 * 16)...])
-        XCTAssertLessThan(zip(single.penultimate.data, row).map { abs($0 - $1) }.max()!, 1e-6)
+        XCTAssertLessThan(zip(single.penultimate.data, row).map { abs($0 - $1) }.max()!, 4e-6)
     }
 
     func testBigGMatchesTransformers() throws {

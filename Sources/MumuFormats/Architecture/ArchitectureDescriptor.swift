@@ -140,7 +140,7 @@ public enum Architectures {
             // The descriptors are generated and tested; a broken one is a build defect, reported once.
             do { return try ArchitectureDescriptor(json: try JSONParser.parse(file.json), source: "formats/\(file.name).json") }
             catch { print("mumu: internal descriptor formats/\(file.name).json is invalid: \(error)"); return nil }
-        }
+        }.sorted { $0.name < $1.name }   // by name, so a descriptor that extends another (sdxl-tiny-vae4x) comes after it
     }()
 
     public static func named(_ name: String) -> ArchitectureDescriptor? { all.first { $0.name == name } }

@@ -20,6 +20,20 @@ public struct RGBImage: Equatable, Sendable {
                   pixels: [UInt8](repeating: fill, count: max(0, width) * max(0, height) * 3))
     }
 
+    /// The image scaled up by an integer factor, each pixel a factor x factor block (nearest neighbour: small
+    /// images shown large without blurring them).
+    public func enlarged(_ factor: Int) -> RGBImage {
+        let k = max(1, factor), w = width * k
+        var out = [UInt8](repeating: 0, count: w * height * k * 3)
+        for y in 0..<(height * k) {
+            for x in 0..<w {
+                let src = 3 * ((y / k) * width + x / k), dst = 3 * (y * w + x)
+                out[dst] = pixels[src]; out[dst + 1] = pixels[src + 1]; out[dst + 2] = pixels[src + 2]
+            }
+        }
+        return RGBImage(width: w, height: height * k, pixels: out)
+    }
+
     /// Throws unless the size is positive and `pixels` holds exactly width x height x 3 bytes.
     public func validate(_ what: String = "image") throws {
         guard width > 0, height > 0 else {

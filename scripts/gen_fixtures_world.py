@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Fixtures for the Swift port of the shapes world's checker (Tests/MumuTestSupport/WorldChecker.swift).
+
+Writes Tests/MumuGenerateTests/Fixtures/world/:
+  heldout.json   the first COUNT held-out prompts (docs/world.md: scene seed 10^9 + i, 1 + i % 3 shapes) with
+                 what the checker needs: per shape its colors (flat, pastel), its region (the large-size box
+                 as world.check slices it) and its flat mask at 64x64 (hex, row-major, 4 bits a hex digit,
+                 most significant first); the background's colors; the constants the checker uses.
+  renders/       true renders of the first RENDERS held-out scenes in every style (PNG), and in
+  verdicts.json  world.py's verdicts on them: check() per shape (flat and the style's palette), interior
+                 fills, blockiness and every style classifier. The Swift checker must agree exactly.
+
+    python3 scripts/gen_fixtures_world.py
+"""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import world  # noqa: E402
+
+OUT = os.path.join(ROOT, "Tests", "MumuGenerateTests", "Fixtures", "world")
+SIZE = 64
+COUNT = 24
+RENDERS = 12
+
+
+def mask_hex(m):
+    bits = np.packbits(m.reshape(-1).astype(np.uint8))
+    return bits.tobytes().hex()
+
+
+def region(s):
+    x0, y0, x1, y1 = world.shape_box({**s, "size": "large"}, SIZE)
+    return [int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))]
+
+
+def scene_record(i, sc):
+    pastel = world.palette("pastel")
+    return {
+        "index": i, "seed": world.HELDOUT_BASE + i, "caption": world.caption(sc),
+        "background": sc["background"], "background_rgb": list(world.BACKGROUNDS[sc["background"]]),
+        "background_pastel": list(pastel(world.BACKGROUNDS[sc["background"]])),
+        "shapes": [{**s, "rgb": list(world.COLORS[s["color"]]), "pastel": list(pastel(world.COLORS[s["color"]])),
+                    "region": region(s), "mask": mask_hex(world.shape_mask(s, SIZE))}
+                   for s in world.ordered(sc)],
+    }
+
+
+def main():
+    os.makedirs(os.path.join(OUT, "renders"), exist_ok=True)
+    scenes = world.heldout_scenes(COUNT)
+    constants = {"size": SIZE, "check": {k: list(v) for k, v in world.CHECK_STYLE.items()},
+                 "check_tolerance": world.CHECK_TOL, "interior_erode": world.INTERIOR_ERODE,
+                 "pixel_grid": world.PIXEL_GRID, "pixel_boundary": world.PIXEL_BOUNDARY}
+    with open(os.path.join(OUT, "heldout.json"), "w") as f:
+        json.dump({"generator": "scripts/gen_fixtures_world.py", "constants": constants,
+                   "prompts": [scene_record(i, sc) for i, sc in enumerate(scenes)]}, f, indent=1)
+    verdicts = []
+    for i in range(RENDERS):
+        sc = scenes[i]
+        for style in world.STYLES:
+            img = world.render(sc, style, SIZE)
+            name = f"{i:02d}-{style}.png"
+            img.save(os.path.join(OUT, "renders", name))
+            verdicts.append({
+                "index": i, "style": style, "file": name,
+                "check_flat": [bool(x) for x in world.check(img, sc, "flat")],
+                "check_style": [bool(x) for x in world.check(img, sc, style)],
+                "interior": [[round(a, 6), round(b, 6)] for a, b in world.interior_fill(img, sc)],
+                "interior_deep": [[round(a, 6), round(b, 6)] for a, b in world.interior_fill(img, sc, deep=True)],
+                "blockiness": round(world.blockiness(img), 6),
+                "classifiers": {k: bool(fn(img, sc)) for k, fn in world.STYLE_CLASSIFIERS.items()},
+            })
+    with open(os.path.join(OUT, "verdicts.json"), "w") as f:
+        json.dump(verdicts, f, indent=1)
+    print(f"wrote {OUT}: {COUNT} prompts, {len(verdicts)} renders")
+
+
+if __name__ == "__main__":
+    main()

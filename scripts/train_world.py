@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Trains the shapes world's models on this CPU (issue 14; docs/world.md, models/shapes/README.md).
+
+    python3 scripts/train_world.py vae                 # the tiny VAE on every style            (~12 min)
+    python3 scripts/train_world.py base                # UNet + both text encoders, flat style  (~50 min)
+    python3 scripts/train_world.py finetune --style outline   # (striped, pixel, pastel)        (~8 min each)
+    python3 scripts/train_world.py export              # models/shapes/*.safetensors (f16)
+
+Every run is seeded (torch, the data seeds, the noise) and writes its state and a log under --work
+(default /tmp/mumu-world); `export` turns the work folder into the shipped files. Rebuilding the
+shipped weights is: vae, base, finetune for each style, export. Runs on 2 threads; torch's CPU
+results vary slightly between machines and versions, so a rebuild is close to, not bit-identical
+with, the committed files.
+
+The architecture is sdxl-tiny (scripts/sdxl_configs.py: SDXL's block structure, both CLIP text encoders
+with CLIP's full vocabulary, a 4-channel VAE with SDXL's 8x downsampling) at 64x64 images (8x8 latents):
+at 128x128 one AdamW step of 64 images took 1.75 s here, too slow for the hour per run the issue allows.
+The text encoders train with the UNet from scratch (nothing pretrained exists on these machines).
+
+Training follows diffusers' SDXL text-to-image recipe: epsilon prediction on SDXL's scaled-linear
+1000-step schedule, the penultimate hidden states of both encoders as context, bigG's projected pooled
+output, time ids (64, 64, 0, 0, 64, 64), 10% of captions dropped to zero conditioning (what an empty
+negative prompt gives in diffusers and mumu), min-SNR-5 loss weighting and a small noise offset
+(0.05) so that plain backgrounds keep their colors, EMA weights (0.999) as the result.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import sdxl_configs as C  # noqa: E402
+import world  # noqa: E402
+
+SIZE = 64
+LATENT = SIZE // 4
+SCALING = 0.13025          # SDXL's VAE scaling factor; the trained VAE is rescaled to it (see fix_latent_scale)
+STYLES = ["outline", "striped", "pixel", "pastel"]
+MODELS = os.path.join(ROOT, "models", "shapes")
+
+
+def log(work, name, msg):
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    with open(os.path.join(work, name + ".log"), "a") as f:
+        f.write(line + "\n")
+
+
+# --------------------------------------------------------------------------- data
+def _render(args):
+    seed, style = args
+    return np.asarray(world.render(world.scene_for_seed(seed), style, SIZE), np.uint8)
+
+
+def images(work, style, start, count):
+    """uint8 [N, 64, 64, 3] of training seeds start..start+count-1 in a style, cached under work."""
+    path = os.path.join(work, f"images-{style}-{start}-{count}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    from multiprocessing import Pool
+    with Pool(2) as pool:
+        arr = np.stack(pool.map(_render, [(s, style) for s in range(start, start + count)], chunksize=256))
+    np.save(path, arr)
+    return arr
+
+
+def to_tensor(u8):
+    return torch.from_numpy(u8).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def clip_tokenizers(work):
+    """transformers CLIPTokenizers over CLIP's vocabulary (derived from vocab/ as the fixtures do):
+    CLIP-L pads with <|endoftext|>, bigG with "!" (id 0), both to 77 tokens."""
+    from transformers import CLIPTokenizer
+    import gen_fixtures_tokenizer as T
+    folder = os.path.join(work, "clip-tokenizer")
+    if not os.path.exists(os.path.join(folder, "merges.txt")):
+        os.makedirs(folder, exist_ok=True)
+        T.derive(folder)
+    l = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    g = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), pad_token="!")
+    return l, g
+
+
+def token_ids(tokenizers, captions):
+    out = []
+    for tok in tokenizers:
+        out.append(torch.tensor(tok(captions, padding="max_length", max_length=77, truncation=True)["input_ids"]))
+    return out
+
+
+# --------------------------------------------------------------------------- models
+def build_unet():
+    return C.build("unet", C.SDXL_TINY_UNET)
+
+
+def build_text_encoders():
+    return C.build("clip", C.SDXL_TINY_TE1), C.build("clip_proj", C.SDXL_TINY_TE2)
+
+
+# The VAE is sdxl-tiny's with three levels instead of four (C.SDXL_TINY_VAE4X, formats/sdxl-tiny-vae4x.json: 4x
+# downsampling, 16x16 latents at 64x64). At 8x a small shape (10 px) falls on one or two latent pixels; a
+# four-level tiny VAE trained here for 18 minutes reconstructed only colored blobs (mean |err| 16/255).
+VAE_CONFIG = C.SDXL_TINY_VAE4X
+
+
+def build_vae():
+    return C.build("vae", VAE_CONFIG)
+
+
+def encode_text(te1, te2, ids1, ids2):
+    h1 = te1(ids1, output_hidden_states=True).hidden_states[-2]
+    o2 = te2(ids2, output_hidden_states=True)
+    return torch.cat([h1, o2.hidden_states[-2]], -1), o2.text_embeds
+
+
+def time_ids(n):
+    return torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]] * n, dtype=torch.float32)
+
+
+def scheduler():
+    from diffusers import DDPMScheduler
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type="epsilon")
+
+
+class EMA:
+    def __init__(self, params, decay=0.999):
+        self.params = list(params)
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow, self.params):
+            s.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    def state(self):
+        return [s.clone() for s in self.shadow]
+
+
+def lr_at(step, steps, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# --------------------------------------------------------------------------- VAE
+@torch.no_grad()
+def fix_latent_scale(vae, u8):
+    """Rescale the latent space so that SCALING * latent has unit std (what SDXL's pipeline assumes):
+    the encoder's quant_conv mean rows scale by k, its log-variance rows shift by 2 log k, and
+    post_quant_conv's input columns scale by 1/k. The decoder's output is unchanged."""
+    mean = vae.encode(to_tensor(u8[:2048])).latent_dist.mean
+    k = 1.0 / (SCALING * mean.std().item())
+    qc, pq = vae.quant_conv, vae.post_quant_conv
+    lc = qc.out_channels // 2
+    qc.weight[:lc] *= k
+    qc.bias[:lc] *= k
+    qc.bias[lc:] += 2 * math.log(k)
+    pq.weight /= k
+    return k
+
+
+def cmd_vae(a):
+    torch.manual_seed(a.seed)
+    data = np.concatenate([images(a.work, s, 200_000 + i * a.per_style, a.per_style)
+                           for i, s in enumerate(world.STYLES)])
+    vae = build_vae()
+    if a.resume:
+        vae.load_state_dict(resume_vae_state(a.work))
+    opt = torch.optim.AdamW(vae.parameters(), lr=a.lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(a.seed)
+    t0 = time.time()
+    for step in range(a.steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, a.steps, a.lr, 50)
+        idx = torch.randint(len(data), (a.batch,), generator=g)
+        x = to_tensor(data[idx.numpy()])
+        if a.crop < SIZE:  # random crops on the latent grid (multiples of 8), a quarter of the pixels at 32
+            oy, ox = (torch.randint(0, (SIZE - a.crop) // 8 + 1, (2,), generator=g) * 8).tolist()
+            x = x[:, :, oy:oy + a.crop, ox:ox + a.crop]
+        post = vae.encode(x).latent_dist
+        z = post.mean if a.deterministic else post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        r = vae.decode(z).sample
+        # Shapes cover a few percent of the pixels: weight them (pixels unlike the corner's background color)
+        # 1 + fg_weight, or the decoder learns backgrounds and draws every shape as the same blob.
+        w = 1 + a.fg_weight * ((x - x[:, :, :1, :1]).abs().amax(1, keepdim=True) > 0.1).float()
+        rec = ((r - x) ** 2 * w).mean() + 0.5 * ((r - x).abs() * w).mean()
+        loss = rec + a.kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 or step == a.steps - 1:
+            log(a.work, "vae", f"step {step} rec {rec.item():.5f} kl {post.kl().mean().item():.1f} {time.time() - t0:.0f}s")
+    vae.eval()
+    k = fix_latent_scale(vae, data)
+    with torch.no_grad():
+        x = to_tensor(data[::50])
+        r = vae.decode(vae.encode(x).latent_dist.mean).sample
+        err = (r - x).abs().mul(127.5)
+    log(a.work, "vae", f"done {time.time() - t0:.0f}s latent rescale {k:.4f} reconstruction mean |err| {err.mean():.2f}/255 "
+        f"p99 {err.flatten().quantile(0.99):.1f}/255")
+    prior = resume_vae_record(a.work) if a.resume else {"seconds": 0, "steps": 0}
+    torch.save({"vae": vae.state_dict(), "seconds": prior["seconds"] + time.time() - t0, "loss": rec.item(),
+                "steps": prior.get("steps", 700) + a.steps}, os.path.join(a.work, "vae.pt"))
+
+
+VAE_FILE = os.path.join(MODELS, "vae.safetensors")
+
+
+def vae_sgm_names(state):
+    """{diffusers name: bare sgm name} of the VAE (A1111's VAE-file naming: encoder.*, decoder.*, quant_conv.*)."""
+    import sdxl_keys as K
+    return K.name_map("vae", list(state))
+
+
+def resume_vae_state(work):
+    """The VAE to continue from: the work folder's, else the shipped models/shapes/vae.safetensors (f16)."""
+    path = os.path.join(work, "vae.pt")
+    if os.path.exists(path):
+        return torch.load(path)["vae"]
+    from safetensors.torch import load_file
+    shipped = load_file(VAE_FILE)
+    template = build_vae().state_dict()
+    out = {}
+    for n, sgm in vae_sgm_names(template).items():
+        out[n] = shipped[sgm].float().reshape(template[n].shape)
+    return out
+
+
+def resume_vae_record(work):
+    path = os.path.join(work, "vae.pt")
+    if os.path.exists(path):
+        return torch.load(path)
+    from safetensors import safe_open
+    with safe_open(VAE_FILE, "pt") as f:
+        meta = json.loads(f.metadata()["mumu.world"])
+    return {"seconds": meta["seconds"], "steps": meta["steps"]}
+
+
+# --------------------------------------------------------------------------- UNet training
+@torch.no_grad()
+def latents(work, vae, style, start, count):
+    """(mean, std) of the VAE posterior for the images of the seeds, cached."""
+    path = os.path.join(work, f"latents-{style}-{start}-{count}.pt")
+    if os.path.exists(path):
+        return torch.load(path)
+    u8 = images(work, style, start, count)
+    means, stds = [], []
+    for i in range(0, len(u8), 512):
+        d = vae.encode(to_tensor(u8[i:i + 512])).latent_dist
+        means.append(d.mean)
+        stds.append(d.std)
+    out = (torch.cat(means), torch.cat(stds))
+    torch.save(out, path)
+    return out
+
+
+def captions(start, count):
+    return [world.caption(world.scene_for_seed(s)) for s in range(start, start + count)]
+
+
+def load_vae(work):
+    """The work folder's VAE, else the shipped models/shapes/vae.safetensors."""
+    vae = build_vae()
+    vae.load_state_dict(resume_vae_state(work))
+    return vae.eval()
+
+
+def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay):
+    sched = scheduler()
+    acp = sched.alphas_cumprod
+    snr = acp / (1 - acp)
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
+    ema = EMA(trainable, ema_decay) if ema_decay else None
+    g = torch.Generator().manual_seed(a.seed)
+    n = len(mean)
+    tid = time_ids(a.batch)
+    t0 = time.time()
+    avg = None
+    for step in range(steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, steps, lr, a.warmup)
+        idx = torch.randint(n, (a.batch,), generator=g)
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * SCALING
+        noise = torch.randn(z0.shape, generator=g) + a.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=g)
+        t = torch.randint(0, 1000, (a.batch,), generator=g)
+        zt = sched.add_noise(z0, noise, t)
+        ctx, pooled = encode_text(te1, te2, ids1[idx], ids2[idx])
+        drop = (torch.rand(a.batch, generator=g) < a.uncond).float()
+        ctx = ctx * (1 - drop)[:, None, None]
+        pooled = pooled * (1 - drop)[:, None]
+        pred = unet(zt, t, encoder_hidden_states=ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": tid}).sample
+        w = torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        if ema:
+            ema.update(step)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            log(a.work, name, f"step {step} loss {avg:.4f} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s")
+        if (step + 1) % 500 == 0 or step == steps - 1:
+            if ema:
+                saved = [p.detach().clone() for p in trainable]
+                with torch.no_grad():
+                    for p, s in zip(trainable, ema.shadow):
+                        p.copy_(s)
+            torch.save({"unet": unet.state_dict(), "te1": te1.state_dict(), "te2": te2.state_dict(),
+                        "step": step + 1, "seconds": time.time() - t0, "loss": avg},
+                       os.path.join(a.work, name + ".pt"))
+            if ema:
+                with torch.no_grad():
+                    for p, s in zip(trainable, saved):
+                        p.copy_(s)
+    return time.time() - t0, avg
+
+
+def cmd_base(a):
+    torch.set_num_threads(a.threads)
+    vae = load_vae(a.work)
+    mean, std = latents(a.work, vae, "flat", 0, a.count)
+    ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
+    torch.manual_seed(a.seed)
+    unet = build_unet()
+    te1, te2 = build_text_encoders()
+    trainable = list(unet.parameters()) + list(te1.parameters()) + list(te2.parameters())
+    secs, loss = train_unet(a, "base", unet, te1, te2, trainable, mean, std, ids1, ids2, a.steps, a.lr, 0.999)
+    log(a.work, "base", f"done {secs:.0f}s loss {loss:.4f}")
+
+
+def cmd_finetune(a):
+    torch.set_num_threads(a.threads)
+    vae = load_vae(a.work)
+    mean, std = latents(a.work, vae, a.style, 0, a.count)
+    ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
+    torch.manual_seed(a.seed)
+    base = torch.load(os.path.join(a.work, "base.pt"))
+    unet = build_unet()
+    te1, te2 = build_text_encoders()
+    unet.load_state_dict(base["unet"])
+    te1.load_state_dict(base["te1"])
+    te2.load_state_dict(base["te2"])
+    for p in list(te1.parameters()) + list(te2.parameters()):
+        p.requires_grad_(False)
+    secs, loss = train_unet(a, a.style, unet, te1, te2, list(unet.parameters()), mean, std, ids1, ids2,
+                            a.steps, a.lr, 0)
+    log(a.work, a.style, f"done {secs:.0f}s loss {loss:.4f}")
+
+
+# --------------------------------------------------------------------------- export
+def sgm_state(unet_sd, vae_sd, te1_sd, te2_sd):
+    import sdxl_keys as K
+    out = {}
+    out.update(K.diffusers_to_sgm("unet", unet_sd))
+    out.update(K.diffusers_to_sgm("vae", vae_sd))
+    out.update(K.diffusers_to_sgm("te1", te1_sd))
+    out.update(K.diffusers_to_sgm("te2", te2_sd))
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in out.items()}
+
+
+def cmd_export(a):
+    from safetensors.torch import save_file
+    os.makedirs(a.out, exist_ok=True)
+    ck = torch.load(os.path.join(a.work, "vae.pt"))
+    vae = ck["vae"]
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in
+          __import__("sdxl_keys").diffusers_to_sgm("vae", vae, prefix="").items()}
+    meta = {"modelspec.title": "shapes VAE", "mumu.world": json.dumps(
+        {"size": SIZE, "steps": ck.get("steps"), "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)})}
+    save_file(sd, os.path.join(a.out, "vae.safetensors.tmp"), metadata=meta)
+    os.replace(os.path.join(a.out, "vae.safetensors.tmp"), os.path.join(a.out, "vae.safetensors"))
+    print(f"{os.path.join(a.out, 'vae.safetensors')}: {os.path.getsize(os.path.join(a.out, 'vae.safetensors')) / 1e6:.1f} MB")
+    for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))]:
+        ck = torch.load(os.path.join(a.work, name + ".pt"))
+        sd = sgm_state(ck["unet"], vae, ck["te1"], ck["te2"])
+        meta = {"modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": f"shapes {name}",
+                "mumu.world": json.dumps({"size": SIZE, "style": "flat" if name == "base" else name,
+                                          "steps": ck["step"], "seconds": round(ck["seconds"]),
+                                          "loss": round(ck["loss"], 5)})}
+        path = os.path.join(a.out, ("base" if name == "base" else name) + ".safetensors")
+        save_file(sd, path + ".tmp", metadata=meta)
+        os.replace(path + ".tmp", path)
+        print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, steps, lr, batch):
+        sp.add_argument("--work", default="/tmp/mumu-world")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--steps", type=int, default=steps)
+        sp.add_argument("--lr", type=float, default=lr)
+        sp.add_argument("--batch", type=int, default=batch)
+        sp.add_argument("--threads", type=int, default=2)
+
+    v = sub.add_parser("vae", help="train the VAE on every style")
+    common(v, 700, 1e-3, 32)
+    v.add_argument("--per-style", type=int, default=3000)
+    v.add_argument("--kl", type=float, default=1e-6)
+    v.add_argument("--fg-weight", type=float, default=4.0, help="extra loss weight of pixels that are not background")
+    v.add_argument("--crop", type=int, default=SIZE, help="train on random crops of this side (a multiple of 8)")
+    v.add_argument("--resume", action="store_true", help="start from the work folder's vae.pt")
+    v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
+    b = sub.add_parser("base", help="train UNet + text encoders on the flat style")
+    common(b, 4000, 5e-4, 64)
+    b.add_argument("--count", type=int, default=40000)
+    f = sub.add_parser("finetune", help="fine-tune the base's UNet on another style")
+    common(f, 600, 1e-4, 64)
+    f.add_argument("--style", required=True, choices=STYLES)
+    f.add_argument("--count", type=int, default=8000)
+    for sp in (b, f):
+        sp.add_argument("--warmup", type=int, default=100)
+        sp.add_argument("--uncond", type=float, default=0.1)
+        sp.add_argument("--noise-offset", type=float, default=0.05)
+    e = sub.add_parser("export", help="write models/shapes/*.safetensors from the work folder")
+    e.add_argument("--work", default="/tmp/mumu-world")
+    e.add_argument("--out", default=MODELS)
+    a = p.parse_args(argv)
+    os.makedirs(a.work, exist_ok=True)
+    if hasattr(a, "threads"):
+        torch.set_num_threads(a.threads)
+    {"vae": cmd_vae, "base": cmd_base, "finetune": cmd_finetune, "export": cmd_export}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
