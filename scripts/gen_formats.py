@@ -142,20 +142,14 @@ ARCHS = [
                    "te2": ("clip_proj", C.SDXL_TINY_TE2), "vae": ("vae", C.SDXL_TINY_VAE)},
         "expect": {},
     },
-    {
-        # The shapes world's models (models/shapes, scripts/train_world.py): sdxl-tiny with a three-level VAE
-        # (4x downsampling), trained at 64x64.
-        "name": "sdxl-tiny-vae4x", "title": "SDXL-tiny with a 4x VAE (the shapes world, models/shapes)",
-        "family": "sdxl", "detection_only": False,
-        "modelspec": {"architecture": "mumu-sdxl-tiny-vae4x", "implementation": "sgm", "resolution": "64x64"},
-        "prediction": "epsilon",
-        "components": [("unet", SGM_PREFIX["unet"], False), ("te1", SGM_PREFIX["te1"], False),
-                       ("te2", SGM_PREFIX["te2"], False), ("vae", SGM_PREFIX["vae"], False)],
-        "models": {"unet": ("unet", C.SDXL_TINY_UNET), "te1": ("clip", C.SDXL_TINY_TE1),
-                   "te2": ("clip_proj", C.SDXL_TINY_TE2), "vae": ("vae", C.SDXL_TINY_VAE4X)},
-        "expect": {},
-    },
 ]
+
+# The shapes world's models (models/shapes, scripts/train_world.py): sdxl-tiny with a three-level VAE (4x
+# downsampling), trained at 64x64.
+_tiny = next(a for a in ARCHS if a["name"] == "sdxl-tiny")
+ARCHS.append({**_tiny, "name": "sdxl-tiny-vae4x", "title": "SDXL-tiny with a 4x VAE (the shapes world, models/shapes)",
+              "modelspec": {**_tiny["modelspec"], "architecture": "mumu-sdxl-tiny-vae4x", "resolution": "64x64"},
+              "models": {**_tiny["models"], "vae": ("vae", C.SDXL_TINY_VAE4X)}})
 
 
 def connector_shapes(cfg):
