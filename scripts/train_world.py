@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Trains the shapes world's models on this CPU (issue 14; docs/world.md, models/shapes/README.md).
 
-    python3 scripts/train_world.py vae                 # the tiny VAE on every style            (~12 min)
-    python3 scripts/train_world.py base                # UNet + both text encoders, flat style  (~50 min)
-    python3 scripts/train_world.py finetune --style outline   # (striped, pixel, pastel)        (~8 min each)
+    python3 scripts/train_world.py vae [--resume]      # the tiny VAE on every style (models/shapes/README.md: its runs)
+    python3 scripts/train_world.py base                # UNet + both text encoders, flat style
+    python3 scripts/train_world.py finetune --style outline   # (striped, pixel, pastel)
     python3 scripts/train_world.py export              # models/shapes/*.safetensors (f16)
 
 Every run is seeded (torch, the data seeds, the noise) and writes its state and a log under --work
@@ -13,8 +13,8 @@ results vary slightly between machines and versions, so a rebuild is close to, n
 with, the committed files.
 
 The architecture is sdxl-tiny (scripts/sdxl_configs.py: SDXL's block structure, both CLIP text encoders
-with CLIP's full vocabulary, a 4-channel VAE with SDXL's 8x downsampling) at 64x64 images (8x8 latents):
-at 128x128 one AdamW step of 64 images took 1.75 s here, too slow for the hour per run the issue allows.
+with CLIP's full vocabulary) with a three-level 4x VAE (formats/sdxl-tiny-vae4x.json), at 64x64 images (16x16
+latents); docs/world-models.md says why.
 The text encoders train with the UNet from scratch (nothing pretrained exists on these machines).
 
 Training follows diffusers' SDXL text-to-image recipe: epsilon prediction on SDXL's scaled-linear
@@ -253,8 +253,10 @@ def resume_vae_record(work):
 # --------------------------------------------------------------------------- UNet training
 @torch.no_grad()
 def latents(work, vae, style, start, count):
-    """(mean, std) of the VAE posterior for the images of the seeds, cached."""
-    path = os.path.join(work, f"latents-{style}-{start}-{count}.pt")
+    """(mean, std) of the VAE posterior for the images of the seeds, cached per VAE (by a digest of its weights)."""
+    import hashlib
+    digest = hashlib.sha1(b"".join(v.detach().numpy().tobytes() for v in vae.state_dict().values())).hexdigest()[:10]
+    path = os.path.join(work, f"latents-{style}-{start}-{count}-{digest}.pt")
     if os.path.exists(path):
         return torch.load(path)
     u8 = images(work, style, start, count)
@@ -419,10 +421,10 @@ def main(argv=None):
     v.add_argument("--resume", action="store_true", help="start from the work folder's vae.pt")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
     b = sub.add_parser("base", help="train UNet + text encoders on the flat style")
-    common(b, 4000, 5e-4, 64)
+    common(b, 3600, 5e-4, 32)
     b.add_argument("--count", type=int, default=40000)
     f = sub.add_parser("finetune", help="fine-tune the base's UNet on another style")
-    common(f, 600, 1e-4, 64)
+    common(f, 1000, 1e-4, 32)
     f.add_argument("--style", required=True, choices=STYLES)
     f.add_argument("--count", type=int, default=8000)
     for sp in (b, f):
