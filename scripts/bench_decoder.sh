@@ -22,7 +22,7 @@ echo "== bench_decoder.sh $(date -u +%FT%TZ), $(nproc) cores, threads $threads, 
 echo "== GEMM rates on SDXL shapes (mumu bench gemm)"
 "$mumu" bench gemm --repeat 3
 for size in $sizes; do
-    # Analytic FLOPs of one SDXL UNet pass (REFERENCE.md section 2), times the batch of 2; mumu prints what it counted.
+    # Analytic FLOPs of one SDXL UNet pass (docs/benchmarks.md), times the batch of 2; mumu prints what it counted.
     flops=$(python3 -c "print(2 * {512: 1.59e12, 1024: 6.76e12}.get($size, 0))")
     echo "== UNet ${size}x${size}, batch 2: diffusers (torch $(python3 -c 'import torch; print(torch.__version__)'), f32 then bf16)"
     FLOPS=$flops t python3 scripts/bench_decoder_diffusers.py "$dir/base.safetensors" "$dir" "$size" 2 "$threads"

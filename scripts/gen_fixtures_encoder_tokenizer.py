@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fixtures for MumuEncoder's tokenizer and prompt tests (Tests/MumuEncoderTests/Fixtures/tokenizer/).
 
-Builds the real Idefics2 tokenizer the way REFERENCE.md section 8 says: Mistral's v1 sentencepiece model from
+Builds the real Idefics2 tokenizer from public parts: Mistral's v1 sentencepiece model from
 mistral-common, converted by transformers 5 (LlamaTokenizer, legacy=False, add_bos_token=True) plus the three
 added special tokens, saved as tokenizer.json. Then tokenizes a corpus of strings with
 PreTrainedTokenizerFast(tokenizer_file=...) and writes corpus.json: [{"text": ..., "ids": [...]}, ...].

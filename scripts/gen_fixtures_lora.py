@@ -33,7 +33,7 @@ Output: Tests/MumuFormatsTests/Fixtures/lora/
                             the target's shape (HF q/k/v shape for te2); for the DoRA files instead
                             "<stem>.base/<kohya>" = the base weight W used and "<stem>.merged/<kohya>" = W'.
 
-Conventions (REFERENCE.md section 3 and the sources named there):
+Conventions (kohya-ss sd-scripts networks/lora.py, LyCORIS, PEFT; docs/merging.md):
   kohya names: `lora_unet_` + sgm module path (dots -> _), `lora_te1_` / `lora_te2_` + HF CLIP
     module path; `.lora_down.weight`, `.lora_up.weight`, `.alpha` (rank-0, file dtype);
     scale = alpha / rank.
@@ -45,7 +45,7 @@ Conventions (REFERENCE.md section 3 and the sources named there):
     `lora_magnitude_vector` [out]. W' = dora_scale * (W + s*dW) / ||W + s*dW||, the norm taken
     per output row (over all other axes) when dora_scale.shape[0] == out, else per input column
     (over out and kernel axes); no epsilon in the expected values (LyCORIS/ComfyUI add the
-    dtype's eps to the norm). Strength m: W + m*(W' - W) (REFERENCE; LyCORIS itself rescales
+    dtype's eps to the norm). Strength m: W + m*(W' - W) (docs/merging.md; LyCORIS itself rescales
     the magnitude instead, identical at m = 1 which is what the expected values use).
   PEFT: scale = lora_alpha / r from `lora_adapter_metadata` ("unet.r", "unet.lora_alpha",
     "text_encoder.r", ...: one flat JSON object, keys "<component>.<LoraConfig field>", written

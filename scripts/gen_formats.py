@@ -20,7 +20,7 @@ Schema (schema 1):
   (F32/F16/BF16 all occur in real files). "optional": true for tensors some real files
   carry and others do not.
   param_counts = sum of numel over the non-optional rows of each component (all of them
-  floating point), i.e. the numbers usually quoted (REFERENCE.md section 2).
+  floating point), i.e. the numbers usually quoted (the diffusers / transformers models' counts).
 
 Decisions on optional tensors:
   * CLIP-L `text_model.embeddings.position_ids` [1,77] I64: optional. transformers < 4.31
@@ -43,7 +43,7 @@ Decisions on optional tensors:
     DDPM schedule buffers (`betas`, `alphas_cumprod`, `alphas_cumprod_prev`,
     `sqrt_alphas_cumprod`, ..., `posterior_*`, [1000] each) and `model_ema.*`; SDXL files
     may carry `denoiser.*`; `v_pred`/`ztsnr`/`edm_vpred.*` marker keys flag prediction
-    variants (REFERENCE.md section 2).
+    variants (docs/formats.md, "Detection").
 
 Merge blocks: BASE for text encoders and the MUMU connector, VAE for the VAE; UNet:
 input_blocks.N -> IN%02d, middle_block -> M00, output_blocks.N -> OUT%02d, `out.` -> the last
@@ -106,7 +106,7 @@ ARCHS = [
                        ("vae", SGM_PREFIX["vae"], False)],
         "models": {"unet": ("unet", C.SDXL_REFINER_UNET), "te2": ("clip_proj", C.CLIP_BIGG),
                    "vae": ("vae", C.SDXL_VAE)},
-        # refiner UNet: no figure in REFERENCE.md; 2,259,526,660 is what the published
+        # refiner UNet: no commonly quoted figure; 2,259,526,660 is what the published
         # config instantiates to (also found in an unrelated public project's pinned values)
         "expect": {"unet": 2_259_526_660, "te2": 694_659_840, "vae": 83_653_863},
     },
@@ -278,7 +278,7 @@ IDEFICS2_SUBCONFIG = {"vision": "vision_config", "text": "text_config", "perceiv
 
 IDEFICS2_ARCHS = [
     {
-        # HuggingFaceM4/idefics2-8b's config.json (REFERENCE.md section 8): SigLIP-so400m (980 px, 27 layers),
+        # HuggingFaceM4/idefics2-8b's config.json (on the Hugging Face Hub): SigLIP-so400m (980 px, 27 layers),
         # Mistral-7B with the three added tokens (vocabulary 32003); everything else transformers' defaults.
         "name": "idefics2-8b", "title": "Idefics2-8b (MUMU's encoder: SigLIP vision, modality projection, Mistral-7B)",
         "family": "idefics2", "kind": "encoder",

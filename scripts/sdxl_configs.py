@@ -7,7 +7,7 @@ kept where they appear in the published file only when they matter for parsing):
   stabilityai/stable-diffusion-xl-base-1.0     unet/, vae/, text_encoder/, text_encoder_2/
   stabilityai/stable-diffusion-xl-refiner-1.0  unet/, text_encoder_2/ (vae identical to base)
   stable-diffusion-v1-5/stable-diffusion-v1-5  unet/, vae/, text_encoder/
-The parameter counts asserted in gen_formats.py (REFERENCE.md section 2) check that
+The parameter counts asserted in gen_formats.py (the usually quoted ones, docs/formats.md) check that
 the structural fields are right.
 
 SDXL_TINY_* are this project's own tiny test architecture (same block structure as

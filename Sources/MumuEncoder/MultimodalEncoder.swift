@@ -4,9 +4,10 @@ import MumuSampler
 import MumuTensor
 
 /// MUMU's encoder for prompts with `<image:PATH>` inside: an Idefics2 folder's tokenizer and networks turn a prompt
-/// into the final normed hidden states [T, hidden] (REFERENCE 7-8: BOS, the text's tokens, and per image
-/// `<fake_token_around_image>` + one `<image>` per 14x14 patch + `<fake_token_around_image>`, whose `<image>`
-/// embeddings are the projected patches). The connector (in the decoder file) then makes them conditioning.
+/// into the final normed hidden states [T, hidden] (as transformers' processing_idefics2.py and modeling_idefics2.py;
+/// docs/multimodal-inputs.md: BOS, the text's tokens, and per image `<fake_token_around_image>` + one `<image>` per
+/// 14x14 patch + `<fake_token_around_image>`, whose `<image>` embeddings are the projected patches). The connector
+/// (in the decoder file) then makes them conditioning.
 ///
 /// Loading order matters on a 24 GB machine: Idefics2-8b in bf16 is 16 GB, so callers encode every prompt, drop
 /// the encoder, and only then load the decoder (`GenerateJob` and `mumu encode` do).

@@ -105,10 +105,10 @@ public final class AppliedStyle {
     }
 }
 
-/// One resident pipeline and the styles put on it in turn (DESIGN: the shared sampler). A LoRA-type style is kept
-/// unmerged (each targeted layer adds strength · scale · up(down x), as diffusers/PEFT run LoRAs), so switching costs
-/// nothing; every other kind (full, delta, recipe, LoHa/LoKr) is patched into the weights and restored from the
-/// mapped base checkpoint afterwards.
+/// One resident pipeline and the styles put on it in turn (the shared sampler of docs/styles.md). A LoRA-type style
+/// is kept unmerged (each targeted layer adds strength · scale · up(down x), as diffusers/PEFT run LoRAs), so
+/// switching costs nothing; every other kind (full, delta, recipe, LoHa/LoKr) is patched into the weights and
+/// restored from the mapped base checkpoint afterwards.
 public final class StyledPipeline {
     public let pipeline: SDXLPipeline
     public let resident: ResidentDecoder

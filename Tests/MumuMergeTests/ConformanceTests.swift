@@ -5,7 +5,7 @@ import MumuTensor
 import XCTest
 
 /// Every case of Fixtures/merge/cases.json (scripts/gen_fixtures_merge.py: sd-mecha 1.1.8 where it has
-/// the method, torch references of REFERENCE 4 otherwise) run through the real recipe reader, planner
+/// the method, torch references of docs/merging.md otherwise) run through the real recipe reader, planner
 /// and executor, written to a file and read back.
 /// Tolerances: f16 outputs within 1 ulp of f16 (the references round the same f32 formula; a one-ulp flip
 /// happens where our f32 result differs from torch's in the last f32 bit, e.g. fused vs unfused products

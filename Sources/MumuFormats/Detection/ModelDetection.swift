@@ -154,7 +154,8 @@ public enum ModelDetector {
         return detection
     }
 
-    /// Family by marker keys (REFERENCE 2), for files whose shapes match no descriptor.
+    /// Family by marker keys (as diffusers' `infer_diffusers_model_type`; docs/formats.md, "Detection"), for files
+    /// whose shapes match no descriptor.
     static func family(_ byName: [String: TensorInfo]) -> String? {
         if byName["model.text_model.embed_tokens.weight"] != nil && byName["model.vision_model.embeddings.patch_embedding.weight"] != nil {
             return "idefics2"

@@ -4,7 +4,7 @@ import Dispatch
 import Glibc
 #endif
 
-/// The hashes the ecosystem uses to identify model files (REFERENCE 5):
+/// The hashes the ecosystem uses to identify model files (docs/formats.md, "Hashes"):
 /// - SHA256 of the whole file; AutoV2 (A1111's "Model hash") is its first 10 hex digits;
 /// - AutoV1 (A1111's legacy hash): SHA256 of the 64 KiB at offset 1 MiB, first 8 hex digits;
 /// - for safetensors, SHA256 of the tensor data only (header excluded): ModelSpec's `hash_sha256`

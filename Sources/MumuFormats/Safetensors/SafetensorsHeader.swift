@@ -1,8 +1,8 @@
 import MumuTensor
 
 /// A parsed and validated safetensors header: the tensors with their data offsets, and the metadata.
-/// Validation follows the reference implementation's order (REFERENCE 1), plus explicit rejection of
-/// duplicate names and NUL bytes in names.
+/// Validation follows the reference implementation's order (huggingface/safetensors, safetensors/src/tensor.rs;
+/// docs/formats.md), plus explicit rejection of duplicate names and NUL bytes in names.
 public struct SafetensorsHeader: Sendable {
     public struct Entry: Sendable, Equatable {
         public var info: TensorInfo

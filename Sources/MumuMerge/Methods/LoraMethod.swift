@@ -1,7 +1,7 @@
 import MumuFormats
 
 /// `{method: lora, model: X, lora: FILE, strength: S}`: bakes a LoRA-family file into X
-/// (LoraPatchSet: kohya LoRA / LoCon / LoHa / LoKr, PEFT, DoRA; REFERENCE 3).
+/// (LoraPatchSet: kohya LoRA / LoCon / LoHa / LoKr, PEFT, DoRA; docs/merging.md, "LoRA bake-in").
 enum LoraBake {
     static let lora = Parameter<String>.path("lora", help: "the LoRA file")
     static let strength = Parameter<Float>("strength", default: 1, help: "multiplier (A1111's <lora:name:strength>)")

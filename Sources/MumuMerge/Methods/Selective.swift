@@ -1,6 +1,7 @@
 import Foundation
 
-/// Task-vector methods over a base and a list of models: TIES, DARE, DARE-TIES (REFERENCE 4).
+/// Task-vector methods over a base and a list of models: TIES, DARE, DARE-TIES (as mergekit and
+/// sd-mecha compute them; docs/merging.md, "Methods").
 /// The kernel's inputs are [base, m_1, ..., m_n]; d_i = m_i - base.
 
 /// TIES' sign election.

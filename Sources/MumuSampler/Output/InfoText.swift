@@ -2,7 +2,8 @@ import Foundation
 import MumuFormats
 
 /// AUTOMATIC1111's "infotext": the generation parameters it stores in a PNG text chunk keyed `parameters`
-/// (REFERENCE.md section 5) and that other tools (Civitai, Forge, ComfyUI readers) parse:
+/// (its modules/processing.py, `create_infotext`; docs/generating.md, "Output") and that other tools (Civitai,
+/// Forge, ComfyUI readers) parse:
 ///
 ///     {prompt}
 ///     Negative prompt: {negative prompt}

@@ -1,10 +1,11 @@
 import Foundation
 
 /// SDXL's noise schedule and the step sigmas a sampler walks, as diffusers' `EulerDiscreteScheduler.set_timesteps`
-/// computes them (REFERENCE.md section 6): training betas scaled_linear from 0.00085 to 0.012 over 1000 steps,
-/// sigma(t) = sqrt((1 - ᾱ_t) / ᾱ_t), timesteps spaced `leading` (SDXL's default, steps_offset 1), `trailing`
-/// or `linspace`, sigmas interpolated linearly in t, optionally replaced by Karras' sigmas (rho 7, between the
-/// first and last spaced sigma, timesteps mapped back through the log-sigma table), and a final 0.
+/// computes them (docs/generating.md, "Samplers and schedules"): training betas scaled_linear from 0.00085 to
+/// 0.012 over 1000 steps, sigma(t) = sqrt((1 - ᾱ_t) / ᾱ_t), timesteps spaced `leading` (SDXL's default,
+/// steps_offset 1), `trailing` or `linspace`, sigmas interpolated linearly in t, optionally replaced by Karras'
+/// sigmas (rho 7, between the first and last spaced sigma, timesteps mapped back through the log-sigma table),
+/// and a final 0.
 public struct NoiseSchedule: Sendable, Equatable {
     public enum Spacing: String, Sendable, CaseIterable { case leading, trailing, linspace }
 

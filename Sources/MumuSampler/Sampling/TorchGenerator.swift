@@ -2,7 +2,8 @@ import Foundation
 
 /// PyTorch's CPU random generator (`torch.Generator("cpu").manual_seed(seed)`), so `randn` draws the same
 /// normal values torch does: what diffusers uses for SDXL's initial latents and ancestral noise on CPU, so a
-/// user reproduces a diffusers image with mumu from its seed (REFERENCE.md section 6).
+/// user reproduces a diffusers image with mumu from its seed (docs/architecture.md, "Seeds as torch draws
+/// them").
 ///
 /// The engine is the 32-bit Mersenne Twister (mt19937) seeded with the low 32 bits of the seed, as torch's
 /// `CPUGeneratorImpl`. `randn` follows ATen's `normal_fill` for float tensors of at least 16 values: every
