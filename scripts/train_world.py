@@ -180,7 +180,12 @@ def cmd_vae(a):
     vae = build_vae()
     if a.resume:
         vae.load_state_dict(resume_vae_state(a.work))
-    opt = torch.optim.AdamW(vae.parameters(), lr=a.lr, weight_decay=0.0)
+    if a.decoder_only:  # the latent space stays what the UNets were trained on: encoder and quant_conv frozen
+        if not a.resume:
+            sys.exit("--decoder-only continues a trained VAE: give --resume")
+        for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(a.seed)
     t0 = time.time()
     for step in range(a.steps):
@@ -205,7 +210,7 @@ def cmd_vae(a):
         if step % 25 == 0 or step == a.steps - 1:
             log(a.work, "vae", f"step {step} rec {rec.item():.5f} kl {post.kl().mean().item():.1f} {time.time() - t0:.0f}s")
     vae.eval()
-    k = fix_latent_scale(vae, data)
+    k = 1.0 if a.decoder_only else fix_latent_scale(vae, data)
     with torch.no_grad():
         x = to_tensor(data[::50])
         r = vae.decode(vae.encode(x).latent_dist.mean).sample
@@ -281,18 +286,19 @@ def load_vae(work):
     return vae.eval()
 
 
-def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay):
+def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay, start=0, seconds=0.0):
+    """Steps start..steps-1 (a resumed run continues the schedule; its data draws are seeded by seed + start)."""
     sched = scheduler()
     acp = sched.alphas_cumprod
     snr = acp / (1 - acp)
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
     ema = EMA(trainable, ema_decay) if ema_decay else None
-    g = torch.Generator().manual_seed(a.seed)
+    g = torch.Generator().manual_seed(a.seed + start)
     n = len(mean)
     tid = time_ids(a.batch)
-    t0 = time.time()
+    t0 = time.time() - seconds
     avg = None
-    for step in range(steps):
+    for step in range(start, steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, steps, lr, a.warmup)
         idx = torch.randint(n, (a.batch,), generator=g)
@@ -340,8 +346,17 @@ def cmd_base(a):
     torch.manual_seed(a.seed)
     unet = build_unet()
     te1, te2 = build_text_encoders()
+    start, seconds = 0, 0.0
+    if a.resume:
+        state = resume_state(a.work, "base")
+        unet.load_state_dict(state["unet"])
+        te1.load_state_dict(state["te1"])
+        te2.load_state_dict(state["te2"])
+        start, seconds = state["step"], state["seconds"]
+        log(a.work, "base", f"resuming at step {start} ({seconds:.0f}s so far)")
     trainable = list(unet.parameters()) + list(te1.parameters()) + list(te2.parameters())
-    secs, loss = train_unet(a, "base", unet, te1, te2, trainable, mean, std, ids1, ids2, a.steps, a.lr, 0.999)
+    secs, loss = train_unet(a, "base", unet, te1, te2, trainable, mean, std, ids1, ids2, a.steps, a.lr, 0.999,
+                            start=start, seconds=seconds)
     log(a.work, "base", f"done {secs:.0f}s loss {loss:.4f}")
 
 
@@ -362,6 +377,27 @@ def cmd_finetune(a):
     secs, loss = train_unet(a, a.style, unet, te1, te2, list(unet.parameters()), mean, std, ids1, ids2,
                             a.steps, a.lr, 0)
     log(a.work, a.style, f"done {secs:.0f}s loss {loss:.4f}")
+
+
+def wip_path(name):
+    return os.path.join(MODELS, f"{name}-wip.safetensors")
+
+
+def resume_state(work, name):
+    """A training run's state to continue: the work folder's <name>.pt, else the shipped work-in-progress file
+    models/shapes/<name>-wip.safetensors (diffusers names under unet./te1./te2., f16; `export --wip`)."""
+    path = os.path.join(work, name + ".pt")
+    if os.path.exists(path):
+        return torch.load(path)
+    from safetensors import safe_open
+    out = {"unet": {}, "te1": {}, "te2": {}}
+    with safe_open(wip_path(name), "pt") as f:
+        meta = json.loads(f.metadata()["mumu.world"])
+        for k in f.keys():
+            part, rest = k.split(".", 1)
+            out[part][rest] = f.get_tensor(k).float()
+    out.update(step=meta["steps"], seconds=meta["seconds"], loss=meta["loss"])
+    return out
 
 
 # --------------------------------------------------------------------------- export
@@ -389,6 +425,15 @@ def cmd_export(a):
     print(f"{os.path.join(a.out, 'vae.safetensors')}: {os.path.getsize(os.path.join(a.out, 'vae.safetensors')) / 1e6:.1f} MB")
     for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))]:
         ck = torch.load(os.path.join(a.work, name + ".pt"))
+        if a.wip:  # a run still going: its state, to continue from in another session (train_world.py NAME --resume)
+            sd = {f"{part}.{k}": v.detach().to(torch.float16).contiguous() for part in ("unet", "te1", "te2")
+                  for k, v in ck[part].items()}
+            meta = {"mumu.world": json.dumps({"steps": ck["step"], "seconds": round(ck["seconds"]),
+                                              "loss": round(ck["loss"], 5), "state": "work in progress"})}
+            save_file(sd, wip_path(name) + ".tmp", metadata=meta)
+            os.replace(wip_path(name) + ".tmp", wip_path(name))
+            print(f"{wip_path(name)}: {os.path.getsize(wip_path(name)) / 1e6:.1f} MB (step {ck['step']})")
+            continue
         sd = sgm_state(ck["unet"], vae, ck["te1"], ck["te2"])
         meta = {"modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": f"shapes {name}",
                 "mumu.world": json.dumps({"size": SIZE, "style": "flat" if name == "base" else name,
@@ -419,10 +464,12 @@ def main(argv=None):
     v.add_argument("--fg-weight", type=float, default=4.0, help="extra loss weight of pixels that are not background")
     v.add_argument("--crop", type=int, default=SIZE, help="train on random crops of this side (a multiple of 8)")
     v.add_argument("--resume", action="store_true", help="start from the work folder's vae.pt")
+    v.add_argument("--decoder-only", action="store_true", help="train the decoder only (the latent space stays)")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
     b = sub.add_parser("base", help="train UNet + text encoders on the flat style")
     common(b, 3600, 5e-4, 32)
     b.add_argument("--count", type=int, default=40000)
+    b.add_argument("--resume", action="store_true", help="continue the work folder's run, else models/shapes/base-wip")
     f = sub.add_parser("finetune", help="fine-tune the base's UNet on another style")
     common(f, 1000, 1e-4, 32)
     f.add_argument("--style", required=True, choices=STYLES)
@@ -434,6 +481,7 @@ def main(argv=None):
     e = sub.add_parser("export", help="write models/shapes/*.safetensors from the work folder")
     e.add_argument("--work", default="/tmp/mumu-world")
     e.add_argument("--out", default=MODELS)
+    e.add_argument("--wip", action="store_true", help="write unfinished runs as models/shapes/NAME-wip.safetensors")
     a = p.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)
     if hasattr(a, "threads"):
