@@ -411,18 +411,24 @@ def sgm_state(unet_sd, vae_sd, te1_sd, te2_sd):
     return {k: v.detach().to(torch.float16).contiguous() for k, v in out.items()}
 
 
+def write_vae(a, ck):
+    from safetensors.torch import save_file
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in
+          __import__("sdxl_keys").diffusers_to_sgm("vae", ck["vae"], prefix="").items()}
+    meta = {"modelspec.title": "shapes VAE", "mumu.world": json.dumps(
+        {"size": SIZE, "steps": ck.get("steps"), "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)})}
+    path = os.path.join(a.out, "vae.safetensors")
+    save_file(sd, path + ".tmp", metadata=meta)
+    os.replace(path + ".tmp", path)
+    print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB")
+
+
 def cmd_export(a):
     from safetensors.torch import save_file
     os.makedirs(a.out, exist_ok=True)
-    ck = torch.load(os.path.join(a.work, "vae.pt"))
-    vae = ck["vae"]
-    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in
-          __import__("sdxl_keys").diffusers_to_sgm("vae", vae, prefix="").items()}
-    meta = {"modelspec.title": "shapes VAE", "mumu.world": json.dumps(
-        {"size": SIZE, "steps": ck.get("steps"), "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)})}
-    save_file(sd, os.path.join(a.out, "vae.safetensors.tmp"), metadata=meta)
-    os.replace(os.path.join(a.out, "vae.safetensors.tmp"), os.path.join(a.out, "vae.safetensors"))
-    print(f"{os.path.join(a.out, 'vae.safetensors')}: {os.path.getsize(os.path.join(a.out, 'vae.safetensors')) / 1e6:.1f} MB")
+    vae = resume_vae_state(a.work)       # the work folder's VAE, else the shipped one (then left as it is)
+    if os.path.exists(os.path.join(a.work, "vae.pt")):
+        write_vae(a, torch.load(os.path.join(a.work, "vae.pt")))
     for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))]:
         ck = torch.load(os.path.join(a.work, name + ".pt"))
         if a.wip:  # a run still going: its state, to continue from in another session (train_world.py NAME --resume)
@@ -435,7 +441,7 @@ def cmd_export(a):
             print(f"{wip_path(name)}: {os.path.getsize(wip_path(name)) / 1e6:.1f} MB (step {ck['step']})")
             continue
         sd = sgm_state(ck["unet"], vae, ck["te1"], ck["te2"])
-        meta = {"modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": f"shapes {name}",
+        meta = {"modelspec.architecture": "mumu-sdxl-tiny-vae4x", "modelspec.title": f"shapes {name}",
                 "mumu.world": json.dumps({"size": SIZE, "style": "flat" if name == "base" else name,
                                           "steps": ck["step"], "seconds": round(ck["seconds"]),
                                           "loss": round(ck["loss"], 5)})}
