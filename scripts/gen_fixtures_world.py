@@ -14,7 +14,6 @@ Writes Tests/MumuGenerateTests/Fixtures/world/:
 """
 
 import json
-import math
 import os
 import sys
 
@@ -36,11 +35,6 @@ def mask_hex(m):
     return bits.tobytes().hex()
 
 
-def region(s):
-    x0, y0, x1, y1 = world.shape_box({**s, "size": "large"}, SIZE)
-    return [int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))]
-
-
 def scene_record(i, sc):
     pastel = world.palette("pastel")
     return {
@@ -48,7 +42,7 @@ def scene_record(i, sc):
         "background": sc["background"], "background_rgb": list(world.BACKGROUNDS[sc["background"]]),
         "background_pastel": list(pastel(world.BACKGROUNDS[sc["background"]])),
         "shapes": [{**s, "rgb": list(world.COLORS[s["color"]]), "pastel": list(pastel(world.COLORS[s["color"]])),
-                    "region": region(s), "mask": mask_hex(world.shape_mask(s, SIZE))}
+                    "region": list(world.check_region(s, SIZE)), "mask": mask_hex(world.shape_mask(s, SIZE))}
                    for s in world.ordered(sc)],
     }
 

@@ -411,20 +411,23 @@ def sgm_state(unet_sd, vae_sd, te1_sd, te2_sd):
     return {k: v.detach().to(torch.float16).contiguous() for k, v in out.items()}
 
 
-def write_vae(a, ck):
+def save(sd, path, meta, note=""):
+    """Writes a safetensors file through a temporary name and prints its size."""
     from safetensors.torch import save_file
+    save_file(sd, path + ".tmp", metadata=meta)
+    os.replace(path + ".tmp", path)
+    print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB{note}")
+
+
+def write_vae(a, ck):
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in
           __import__("sdxl_keys").diffusers_to_sgm("vae", ck["vae"], prefix="").items()}
     meta = {"modelspec.title": "shapes VAE", "mumu.world": json.dumps(
         {"size": SIZE, "steps": ck.get("steps"), "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)})}
-    path = os.path.join(a.out, "vae.safetensors")
-    save_file(sd, path + ".tmp", metadata=meta)
-    os.replace(path + ".tmp", path)
-    print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB")
+    save(sd, os.path.join(a.out, "vae.safetensors"), meta)
 
 
 def cmd_export(a):
-    from safetensors.torch import save_file
     os.makedirs(a.out, exist_ok=True)
     vae = resume_vae_state(a.work)       # the work folder's VAE, else the shipped one (then left as it is)
     if os.path.exists(os.path.join(a.work, "vae.pt")):
@@ -436,19 +439,14 @@ def cmd_export(a):
                   for k, v in ck[part].items()}
             meta = {"mumu.world": json.dumps({"steps": ck["step"], "seconds": round(ck["seconds"]),
                                               "loss": round(ck["loss"], 5), "state": "work in progress"})}
-            save_file(sd, wip_path(name) + ".tmp", metadata=meta)
-            os.replace(wip_path(name) + ".tmp", wip_path(name))
-            print(f"{wip_path(name)}: {os.path.getsize(wip_path(name)) / 1e6:.1f} MB (step {ck['step']})")
+            save(sd, wip_path(name), meta, f" (step {ck['step']})")
             continue
         sd = sgm_state(ck["unet"], vae, ck["te1"], ck["te2"])
         meta = {"modelspec.architecture": "mumu-sdxl-tiny-vae4x", "modelspec.title": f"shapes {name}",
                 "mumu.world": json.dumps({"size": SIZE, "style": "flat" if name == "base" else name,
                                           "steps": ck["step"], "seconds": round(ck["seconds"]),
                                           "loss": round(ck["loss"], 5)})}
-        path = os.path.join(a.out, ("base" if name == "base" else name) + ".safetensors")
-        save_file(sd, path + ".tmp", metadata=meta)
-        os.replace(path + ".tmp", path)
-        print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB")
+        save(sd, os.path.join(a.out, name + ".safetensors"), meta)
 
 
 def main(argv=None):

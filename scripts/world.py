@@ -308,6 +308,13 @@ def _color_hits(arr, rgb, tol=CHECK_TOL):
     return np.all(np.abs(arr.astype(np.int16) - np.array(rgb, np.int16)) <= tol, axis=-1)
 
 
+def check_region(s, size):
+    """(x0, y0, x1, y1) integer pixel bounds of the region check() looks in: the large-size box on the shape's
+    anchor (slices clip it to the canvas)."""
+    x0, y0, x1, y1 = shape_box({**s, "size": "large"}, size)
+    return int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))
+
+
 def check(image, scene, style="flat", tol=None, min_frac=None):
     """Per shape (reading order) True when the region around its anchor (the large-size box, 0.30 of the canvas,
     centered on the anchor) holds at least min_frac x (the pixel count of the shape drawn flat at its size)
@@ -319,27 +326,12 @@ def check(image, scene, style="flat", tol=None, min_frac=None):
     pal = palette(style)
     res = []
     for s in ordered(scene):
-        x0, y0, x1, y1 = shape_box({**s, "size": "large"}, size)
-        region = arr[int(y0):int(math.ceil(y1)), int(x0):int(math.ceil(x1))]
+        x0, y0, x1, y1 = check_region(s, size)
+        region = arr[y0:y1, x0:x1]
         hits = int(_color_hits(region, pal(COLORS[s["color"]]), tol).sum())
         expected = int(shape_mask(s, size).sum())
         res.append(hits >= min_frac * expected)
     return res
-
-
-def hollowness(image, scene, style="flat", tol=None):
-    """Style classifier sketch: per shape, (pixels of its color inside its filled mask) / (mask pixels).
-    Flat ~1, outline low (~0.3-0.5), striped ~0.5. Use fill_fraction < 0.6 for 'hollow'."""
-    tol = CHECK_STYLE[style][0] if tol is None else tol
-    arr = np.asarray(image.convert("RGB"))
-    size = arr.shape[0]
-    pal = palette(style)
-    out = []
-    for s in ordered(scene):
-        m = shape_mask(s, size)
-        hits = _color_hits(arr, pal(COLORS[s["color"]]), tol) & m
-        out.append(float(hits.sum()) / max(1, int(m.sum())))
-    return out
 
 
 # Style classifiers (item 5). Each looks at one property a style fine-tune must have learned, per scene:
@@ -428,8 +420,8 @@ def is_pastel(image, scene):
     outside = np.ones((size, size), bool)
     elements = []
     for s in ordered(scene):
-        x0, y0, x1, y1 = shape_box({**s, "size": "large"}, size)
-        outside[int(y0):int(math.ceil(y1)), int(x0):int(math.ceil(x1))] = False
+        x0, y0, x1, y1 = check_region(s, size)
+        outside[y0:y1, x0:x1] = False
         core = _erode(shape_mask(s, size), 1)
         if core.any():
             elements.append((core, COLORS[s["color"]]))
