@@ -3,12 +3,17 @@
 
     python3 scripts/eval_world.py --name base -- --checkpoint models/shapes/base.safetensors
     python3 scripts/eval_world.py --name outline -- --checkpoint models/shapes/base.safetensors --style outline --home H
+    python3 scripts/eval_world.py --name mumu-replace --multimodal replace -- \
+        --checkpoint models/shapes/mumu-decoder.safetensors --encoder models/shapes/encoder
 
 Renders held-out prompt i (scene seed 10^9 + i, 1 + i % 3 shapes; docs/world.md) with **mumu's own CLI**
 (`mumu generate`, the arguments after `--`, plus the prompt, 64x64, 20 steps, euler, cfg 7, noise seed
 10^9 + i), then runs world.py's checker and every style classifier on each image. Prints one JSON line:
 color/position pass rate over the named shapes (flat palette and the --palette one), the share of images each
-style classifier claims, and the time. Two mumu processes run at once with one BLAS thread each (2 cores).
+style classifier claims, the share of shapes whose kind world.shape_of names right, the same two figures for
+each prompt's first shape (the crop's, with --multimodal), and the time. `--multimodal FORM` (insert, replace, insert_all, replace_all) writes
+the prompts in MUMU's bootstrap forms instead (world.multimodal_prompt): the first shape's crop (every shape's
+with _all) cut from the scene's true flat render, written as a PNG beside the images. Two mumu processes run at once with one BLAS thread each (2 cores).
 """
 
 import argparse
@@ -44,15 +49,29 @@ def main():
     p.add_argument("--out", default="/tmp/mumu-world-eval")
     p.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"))
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--multimodal", choices=["insert", "replace", "insert_all", "replace_all"],
+                   help="prompts with crops of the scene's shapes (needs an --encoder among the mumu arguments)")
     a = p.parse_args(argv)
     out = os.path.join(a.out, a.name)
     os.makedirs(out, exist_ok=True)
     scenes = world.heldout_scenes(a.count)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
+    def prompt(i):
+        if not a.multimodal:
+            return world.caption(scenes[i])
+        truth = world.render(scenes[i], "flat", SIZE)
+        chosen = range(len(scenes[i]["shapes"])) if a.multimodal.endswith("_all") else [0]
+        paths = {}
+        for j, crop in enumerate(world.crops(truth, scenes[i], SIZE)):
+            if j in chosen:
+                paths[j] = os.path.join(out, f"{i:04d}-crop{j}.png")
+                crop.save(paths[j])
+        return world.multimodal_prompt(scenes[i], paths, a.multimodal.replace("_all", ""))
+
     def render(i):
         path = os.path.join(out, f"{i:04d}.png")
-        cmd = [a.mumu, "generate", world.caption(scenes[i]), *extra, "--width", str(SIZE), "--height", str(SIZE),
+        cmd = [a.mumu, "generate", prompt(i), *extra, "--width", str(SIZE), "--height", str(SIZE),
                "--steps", str(a.steps), "--cfg", str(a.cfg), "--seed", str(world.HELDOUT_BASE + i), "--quiet",
                "--force", "-o", path]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -64,7 +83,7 @@ def main():
     with ThreadPoolExecutor(a.jobs) as pool:
         paths = list(pool.map(render, range(a.count)))
     seconds = time.time() - t0
-    shapes_ok = shapes_n = 0
+    shapes_ok = shapes_n = named = first = first_color = 0
     per_count = {1: [0, 0], 2: [0, 0], 3: [0, 0]}
     styles = {k: 0 for k in world.STYLE_CLASSIFIERS}
     for i, path in enumerate(paths):
@@ -75,11 +94,17 @@ def main():
         shapes_n += len(r)
         per_count[len(r)][0] += sum(r)
         per_count[len(r)][1] += len(r)
+        kinds = world.shape_of(img, sc, "pastel" if a.palette == "pastel" else "flat")
+        named += sum(k == s["shape"] for k, s in zip(kinds, world.ordered(sc)))
+        first += kinds[0] == world.ordered(sc)[0]["shape"]
+        first_color += r[0]
         for k, fn in world.STYLE_CLASSIFIERS.items():
             styles[k] += bool(fn(img, sc))
-    res = {"name": a.name, "args": extra, "prompts": a.count, "steps": a.steps, "cfg": a.cfg,
+    res = {"name": a.name, "args": extra, "prompts": a.count, "multimodal": a.multimodal, "steps": a.steps, "cfg": a.cfg,
            "color_position": round(shapes_ok / shapes_n, 4), "shapes": shapes_n,
            "by_shape_count": {k: round(v[0] / v[1], 4) for k, v in per_count.items() if v[1]},
+           "shape_named": round(named / shapes_n, 4),
+           "first_shape": {"color_position": round(first_color / a.count, 4), "shape_named": round(first / a.count, 4)},
            "style_share": {k: round(v / a.count, 4) for k, v in styles.items()},
            "seconds": round(seconds, 1), "images": out}
     print(json.dumps(res))

@@ -2,6 +2,7 @@
 """Trains the shapes world's models on this CPU (issue 14; docs/world.md, models/shapes/README.md).
 
     python3 scripts/train_world.py vae [--resume]      # the tiny VAE on every style (models/shapes/README.md: its runs)
+    python3 scripts/train_world.py vae-eval            # its round trip on unseen scenes (docs/world-models.md's table)
     python3 scripts/train_world.py base                # UNet + both text encoders, flat style
     python3 scripts/train_world.py finetune --style outline   # (striped, pixel, pastel)
     python3 scripts/train_world.py export              # models/shapes/*.safetensors (f16)
@@ -28,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -222,6 +224,37 @@ def cmd_vae(a):
                 "steps": prior.get("steps", 700) + a.steps}, os.path.join(a.work, "vae.pt"))
 
 
+@torch.no_grad()
+def cmd_vae_eval(a):
+    """The VAE's round trip (posterior mean, decoded) on scenes it never trained on: per style 100 scenes (seeds
+    5,000-5,099) through world.py's checker (the style's palette) and the style classifiers, and the 200 held-out
+    flat scenes. The table of docs/world-models.md."""
+    from PIL import Image
+    torch.set_num_threads(a.threads)
+    vae = load_vae(a.work)
+
+    def round_trip(u8):
+        x = to_tensor(u8)
+        r = vae.decode(vae.encode(x).latent_dist.mean).sample
+        err = (r - x).abs().mul(127.5).mean().item()
+        return [Image.fromarray(v) for v in r.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()], err
+
+    out = {}
+    for style in world.STYLES:
+        scenes = [world.scene_for_seed(s) for s in range(5000, 5100)]
+        u8 = np.stack([np.asarray(world.render(sc, style, SIZE)) for sc in scenes])
+        images, err = round_trip(u8)
+        ok = sum(sum(world.check(im, sc, style)) for im, sc in zip(images, scenes))
+        n = sum(len(sc["shapes"]) for sc in scenes)
+        claims = {k: sum(bool(fn(im, sc)) for im, sc in zip(images, scenes)) for k, fn in world.STYLE_CLASSIFIERS.items()}
+        out[style] = {"mean_abs_err": round(err, 2), "shapes": f"{ok}/{n}", "classifiers": claims}
+    scenes = world.heldout_scenes(200)
+    images, err = round_trip(np.stack([np.asarray(world.render(sc, "flat", SIZE)) for sc in scenes]))
+    ok = sum(sum(world.check(im, sc)) for im, sc in zip(images, scenes))
+    out["heldout_flat"] = {"mean_abs_err": round(err, 2), "shapes": f"{ok}/{sum(len(sc['shapes']) for sc in scenes)}"}
+    print(json.dumps(out, indent=1))
+
+
 VAE_FILE = os.path.join(MODELS, "vae.safetensors")
 
 
@@ -258,9 +291,11 @@ def resume_vae_record(work):
 # --------------------------------------------------------------------------- UNet training
 @torch.no_grad()
 def latents(work, vae, style, start, count):
-    """(mean, std) of the VAE posterior for the images of the seeds, cached per VAE (by a digest of its weights)."""
+    """(mean, std) of the VAE posterior for the images of the seeds, cached per encoder (a digest of the weights the
+    latents depend on: encoder and quant_conv, so training the decoder alone keeps the cache)."""
     import hashlib
-    digest = hashlib.sha1(b"".join(v.detach().numpy().tobytes() for v in vae.state_dict().values())).hexdigest()[:10]
+    digest = hashlib.sha1(b"".join(v.detach().numpy().tobytes() for k, v in vae.state_dict().items()
+                                   if k.startswith(("encoder.", "quant_conv.")))).hexdigest()[:10]
     path = os.path.join(work, f"latents-{style}-{start}-{count}-{digest}.pt")
     if os.path.exists(path):
         return torch.load(path)
@@ -442,11 +477,22 @@ def cmd_export(a):
             save(sd, wip_path(name), meta, f" (step {ck['step']})")
             continue
         sd = sgm_state(ck["unet"], vae, ck["te1"], ck["te2"])
+        record = {"size": SIZE, "style": "flat" if name == "base" else name, "steps": ck["step"],
+                  "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)}
         meta = {"modelspec.architecture": "mumu-sdxl-tiny-vae4x", "modelspec.title": f"shapes {name}",
-                "mumu.world": json.dumps({"size": SIZE, "style": "flat" if name == "base" else name,
-                                          "steps": ck["step"], "seconds": round(ck["seconds"]),
-                                          "loss": round(ck["loss"], 5)})}
-        save(sd, os.path.join(a.out, name + ".safetensors"), meta)
+                "mumu.world": json.dumps(record)}
+        if name == "base":
+            save(sd, os.path.join(a.out, name + ".safetensors"), meta)
+            continue
+        # A style: the full fine-tune stays in the work folder; what ships is mumu's LoRA extraction of it
+        # (models/shapes/README.md: four full UNets do not fit the 60 MB budget).
+        full = os.path.join(a.work, name + "-full.safetensors")
+        save(sd, full, meta)
+        out = os.path.join(a.out, name + ".safetensors")
+        subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
+                        "--rank", str(a.style_rank), "--conv-rank", str(a.style_rank), "--quiet", "--force", "-o", out],
+                       check=True)
+        print(f"{out}: rank {a.style_rank} (linear and 3x3 conv) LoRA of {full}, {os.path.getsize(out) / 1e6:.1f} MB")
 
 
 def main(argv=None):
@@ -470,6 +516,9 @@ def main(argv=None):
     v.add_argument("--resume", action="store_true", help="start from the work folder's vae.pt")
     v.add_argument("--decoder-only", action="store_true", help="train the decoder only (the latent space stays)")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
+    ve = sub.add_parser("vae-eval", help="the VAE's round trip on unseen scenes of every style (checker, classifiers)")
+    ve.add_argument("--work", default="/tmp/mumu-world")
+    ve.add_argument("--threads", type=int, default=2)
     b = sub.add_parser("base", help="train UNet + text encoders on the flat style")
     common(b, 3600, 5e-4, 32)
     b.add_argument("--count", type=int, default=40000)
@@ -486,11 +535,13 @@ def main(argv=None):
     e.add_argument("--work", default="/tmp/mumu-world")
     e.add_argument("--out", default=MODELS)
     e.add_argument("--wip", action="store_true", help="write unfinished runs as models/shapes/NAME-wip.safetensors")
+    e.add_argument("--style-rank", type=int, default=8, help="rank of the styles' LoRA extractions (linear and conv)")
+    e.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"), help="the mumu binary (lora extract)")
     a = p.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)
     if hasattr(a, "threads"):
         torch.set_num_threads(a.threads)
-    {"vae": cmd_vae, "base": cmd_base, "finetune": cmd_finetune, "export": cmd_export}[a.cmd](a)
+    {"vae": cmd_vae, "vae-eval": cmd_vae_eval, "base": cmd_base, "finetune": cmd_finetune, "export": cmd_export}[a.cmd](a)
 
 
 if __name__ == "__main__":

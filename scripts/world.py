@@ -195,12 +195,12 @@ def ground_truth(scene, size, style="flat"):
             "shapes": out}
 
 
-def shape_mask(s, size):
-    """Boolean (size, size) mask of the shape's filled (flat) area, anti-aliased coverage > 0.5."""
+def shape_mask(s, size, coverage=0.5):
+    """Boolean (size, size) mask of the shape's filled (flat) area: anti-aliased coverage > `coverage`."""
     img = Image.new("L", (size * SUPERSAMPLE, size * SUPERSAMPLE), 0)
     _draw_shape(ImageDraw.Draw(img), s, size * SUPERSAMPLE, 255, hollow=False)
     img = img.resize((size, size), Image.BOX)
-    return np.asarray(img) > 127
+    return np.asarray(img) > int(255 * coverage)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,6 +332,52 @@ def check(image, scene, style="flat", tol=None, min_frac=None):
         expected = int(shape_mask(s, size).sum())
         res.append(hits >= min_frac * expected)
     return res
+
+
+def _shift(m, dy, dx):
+    """m moved by (dy, dx) pixels, zero-filled (no wrap-around)."""
+    out = np.zeros_like(m)
+    h, w = m.shape
+    out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = m[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    return out
+
+
+SHAPE_COVERAGE = 0.75   # shape_of's templates: pixels a shape covers this much (about what a color check at 48 sees)
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def shape_of(image, scene, style="flat"):
+    """Per shape (reading order): which of SHAPES best explains the pixels of its named color in its check region
+    (None when there are none): the largest intersection over union between those pixels and each kind's flat mask
+    at the shape's size, moved so its centroid sits on the pixels' centroid, best of that place and its eight
+    one-pixel neighbours (a shape drawn a little off its anchor still compares; rounding the centroids alone
+    misplaced a 10-pixel square by a pixel a side, enough to call it a circle). The color check does not see a shape's kind; a multimodal prompt's crop stands for one."""
+    tol = CHECK_STYLE[style][0]
+    arr = np.asarray(image.convert("RGB"))
+    size = arr.shape[0]
+    pal = palette(style)
+    out = []
+    for s in ordered(scene):
+        x0, y0, x1, y1 = check_region(s, size)
+        hits = np.zeros((size, size), bool)
+        hits[y0:y1, x0:x1] = _color_hits(arr[y0:y1, x0:x1], pal(COLORS[s["color"]]), tol)
+        if not hits.any():
+            out.append(None)
+            continue
+        ys, xs = np.nonzero(hits)
+        best, best_iou = None, -1.0
+        for kind in SHAPES:
+            m = shape_mask({**s, "shape": kind}, size, SHAPE_COVERAGE)
+            my, mx = np.nonzero(m)
+            dy, dx = int(round(ys.mean() - my.mean())), int(round(xs.mean() - mx.mean()))
+            iou = max(_iou(_shift(m, dy + ey, dx + ex), hits) for ey in (-1, 0, 1) for ex in (-1, 0, 1))
+            if iou > best_iou:
+                best, best_iou = kind, iou
+        out.append(best)
+    return out
 
 
 # Style classifiers (item 5). Each looks at one property a style fine-tune must have learned, per scene:

@@ -51,8 +51,18 @@ public struct ShippedModels: Sendable {
         case "vae": return "the VAE runs of models/shapes/README.md (\(train) vae ...), then \(train) export"
         case "base": return "\(train) base && \(train) export"
         case "outline", "striped", "pixel", "pastel": return "\(train) finetune --style \(stem) && \(train) export"
+        case _ where stem == "mumu-decoder" || stem.hasPrefix("encoder/") || stem.hasPrefix("crops/"):
+            return "python3 scripts/train_world_mumu.py train && python3 scripts/train_world_mumu.py export"
         default: return "\(train) export (models/shapes/README.md lists every step)"
         }
+    }
+
+    /// A shipped folder (`encoder`): its path after checking every file SHA256SUMS lists under it.
+    public func folderPath(_ name: String) throws -> String {
+        let files = sums.keys.filter { $0.hasPrefix(name + "/") }.sorted()
+        guard !files.isEmpty else { throw Error.unlisted(folder: folder, name: name + "/") }
+        for file in files { _ = try path(file) }
+        return folder + "/" + name
     }
 
     /// The file's path after checking that it exists and has the listed SHA-256.

@@ -16,47 +16,18 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "The shapes world's trained models (models/shapes/README.md).")
     var models = "models/shapes"
 
-    /// Held-out prompts of the shapes world (scripts/world.py heldout: scene seeds 10^9 + i, never trained on).
-    static let shapesPrompts = [
-        "a large green ring at the bottom right, on a purple background",
-        "a large orange star on the left and a large red circle at the bottom, on a white background",
-        "a small purple square on the right and a large black ring at the bottom left, on a gray background",
-        "a large yellow ring at the top and a small white circle in the center, on a green background",
-        "a large green triangle on the left, a small white circle in the center and a small yellow square at the bottom right, on a gray background",
-        "a small purple square on the right, on a gray background",
-    ]
-    static let shapesSeeds: [UInt64] = [1_000_000_000, 1_000_000_001, 1_000_000_004, 1_000_000_007, 1_000_000_008, 1_000_000_006]
-
-    /// Renders the shapes world's prompts on its base model and lays them out 4x enlarged with their numbers.
-    func shapesWorld(_ folder: String) throws {
-        let shipped = try ShippedModels(folder: models)
-        let base = try shipped.path("base.safetensors")
-        print("1. the shapes world's base model (\(base), trained on this kind of CPU: docs/world-models.md)")
-        print("   text to image, 64x64, 20 steps, held-out prompts (never seen in training):")
-        var tiles: [(image: RGBImage, caption: String)] = []
-        for (i, (prompt, seed)) in zip(Self.shapesPrompts, Self.shapesSeeds).enumerated() {
-            let out = folder + "/shapes-\(i + 1).png"
-            try GenerateCommand.parse([prompt, "--checkpoint", base, "--width", "64", "--height", "64", "--steps", "20",
-                                       "--seed", String(seed), "--quiet", "--force", "-o", out]).run()
-            print("   \(i + 1). \(prompt)")
-            tiles.append((try PNG.read(out).image.enlarged(4), "\(i + 1)"))
-        }
-        let sheet = folder + "/shapes-base.png"
-        try PNG.write(try ContactSheet.make(tiles, columns: 3), text: [], to: sheet, overwrite: true)
-        print("   grid: \(sheet)\n")
-    }
-
     func run() throws {
         try runReportingErrors {
             let folder = dir ?? (NSTemporaryDirectory() + "mumu-demo-\(getpid())")
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            // The shapes world's models land one by one (docs/world-models.md); the demo shows those that ship.
-            if try ShippedModels(folder: models).sums["base.safetensors"] != nil {
-                try shapesWorld(folder)
-                print("The rest runs on tiny synthesized models (random weights), until the shapes world's fine-tunes land:\n")
-            } else {
-                print("(the shapes world's base model is not trained yet: docs/world-models.md; this demo runs on tiny synthesized models with random weights)\n")
+            // The shapes world's models (docs/world-models.md); each part of its demo runs when its files ship.
+            let shipped = try ShippedModels(folder: models)
+            if shipped.sums["base.safetensors"] != nil {
+                try ShapesDemo(shipped: shipped, folder: folder).run()
+                print("Demo files are in \(folder).")
+                return
             }
+            print("(\(models) has no base model: this demo runs on tiny synthesized models with random weights)\n")
             let base = folder + "/tiny-base.safetensors"
             let tuned = folder + "/tiny-finetune.safetensors"
             guard let arch = Architectures.named("sdxl-tiny") else { throw FormatError.unsupported("sdxl-tiny descriptor missing") }

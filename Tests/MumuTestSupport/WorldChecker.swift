@@ -17,10 +17,19 @@ public enum World {
         public var region: [Int]
         /// Row-major, side `size`.
         public var mask: [Bool]
+        /// world.shape_of's templates (the fixture's first prompts only): per kind, the shape drawn as that kind.
+        public var templates: [String: [Bool]]?
     }
 
+    /// world.SHAPES, in its order (shape_of keeps the first of equal matches).
+    public static let shapeKinds = ["circle", "square", "triangle", "star", "ring"]
+
     public struct Scene: Sendable {
-        public var index: Int, seed: Int, caption: String, background: String
+        public var index: Int, seed: Int, caption: String
+        /// MUMU's replace form: the first shape's crop (`<image:crops/NN-0.png>`, relative to `World.fixtures`)
+        /// in place of its words.
+        public var replace: String
+        public var background: String
         public var backgroundRGB: [Int], backgroundPastel: [Int]
         public var shapes: [Shape]
     }
@@ -51,10 +60,11 @@ public enum World {
             let shapes = (p["shapes"] as! [[String: Any]]).map { s -> Shape in
                 Shape(shape: s["shape"] as! String, color: s["color"] as! String, position: s["position"] as! String,
                       size: s["size"] as! String, rgb: s["rgb"] as! [Int], pastel: s["pastel"] as! [Int],
-                      region: s["region"] as! [Int], mask: unpack(s["mask"] as! String, count: size * size))
+                      region: s["region"] as! [Int], mask: unpack(s["mask"] as! String, count: size * size),
+                      templates: (s["templates"] as? [String: String])?.mapValues { unpack($0, count: size * size) })
             }
             return Scene(index: p["index"] as! Int, seed: p["seed"] as! Int, caption: p["caption"] as! String,
-                         background: p["background"] as! String, backgroundRGB: p["background_rgb"] as! [Int],
+                         replace: p["replace"] as! String, background: p["background"] as! String, backgroundRGB: p["background_rgb"] as! [Int],
                          backgroundPastel: p["background_pastel"] as! [Int], shapes: shapes)
         }
         return (constants, scenes)
@@ -97,6 +107,55 @@ public enum World {
                 let expected = s.mask.reduce(0) { $0 + ($1 ? 1 : 0) }
                 return Double(count) >= frac * Double(expected)
             }
+        }
+
+        /// world.shape_of: per shape, the kind whose template best explains the pixels of its named color in its
+        /// region (intersection over union, the template's centroid moved onto the pixels', best of that place and
+        /// its eight one-pixel neighbours); nil without pixels of that color or without templates.
+        public func shapeOf(_ image: RGBImage, _ scene: Scene, palette: String = "flat") -> [String?] {
+            let tol = constants.check[palette]!.0
+            let n = image.width
+            return scene.shapes.map { s -> String? in
+                let h = hits(image, palette == "pastel" ? s.pastel : s.rgb, tol)
+                var found = [Bool](repeating: false, count: n * n)
+                for y in max(0, s.region[1])..<min(n, s.region[3]) {
+                    for x in max(0, s.region[0])..<min(n, s.region[2]) where h[y * n + x] { found[y * n + x] = true }
+                }
+                guard let templates = s.templates, let (cy, cx) = centroid(found, n) else { return nil }
+                var best: String?, bestIoU = -1.0
+                for kind in World.shapeKinds {
+                    let t = templates[kind]!
+                    let (ty, tx) = centroid(t, n)!
+                    let dy = Int((cy - ty).rounded(.toNearestOrEven)), dx = Int((cx - tx).rounded(.toNearestOrEven))
+                    var iou = -1.0
+                    for ey in -1...1 {
+                        for ex in -1...1 { iou = max(iou, intersectionOverUnion(shift(t, n, dy + ey, dx + ex), found)) }
+                    }
+                    if iou > bestIoU { best = kind; bestIoU = iou }
+                }
+                return best
+            }
+        }
+
+        func centroid(_ m: [Bool], _ n: Int) -> (Double, Double)? {
+            var sy = 0, sx = 0, count = 0
+            for i in 0..<(n * n) where m[i] { sy += i / n; sx += i % n; count += 1 }
+            return count == 0 ? nil : (Double(sy) / Double(count), Double(sx) / Double(count))
+        }
+
+        /// The mask moved by (dy, dx), zero-filled.
+        func shift(_ m: [Bool], _ n: Int, _ dy: Int, _ dx: Int) -> [Bool] {
+            var out = [Bool](repeating: false, count: n * n)
+            for y in 0..<n where (0..<n).contains(y - dy) {
+                for x in 0..<n where (0..<n).contains(x - dx) { out[y * n + x] = m[(y - dy) * n + x - dx] }
+            }
+            return out
+        }
+
+        func intersectionOverUnion(_ a: [Bool], _ b: [Bool]) -> Double {
+            var both = 0, either = 0
+            for i in a.indices { both += a[i] && b[i] ? 1 : 0; either += a[i] || b[i] ? 1 : 0 }
+            return Double(both) / Double(either)
         }
 
         /// A mask eroded by r pixels (outside the canvas counts as outside the mask).

@@ -1,0 +1,175 @@
+import Foundation
+import MumuGenerate
+import MumuSampler
+
+/// `mumu demo` on the shapes world's trained models (models/shapes, docs/world-models.md): text to image on the
+/// base, the style fine-tunes, a merge of two of them, a rank-8 extraction beside its source, and multimodal
+/// prompts on the tiny MUMU with and without a fine-tune under it. Each part runs when the files it needs ship
+/// (SHA256SUMS lists them); every step is the CLI command it prints, run in process.
+struct ShapesDemo {
+    let shipped: ShippedModels
+    let folder: String
+
+    static let styles = ["outline", "striped", "pixel", "pastel"]
+
+    /// Held-out prompts of the shapes world (scripts/world.py heldout: scene seeds 10^9 + i, never trained on).
+    static let prompts = [
+        "a large green ring at the bottom right, on a purple background",
+        "a large orange star on the left and a large red circle at the bottom, on a white background",
+        "a small purple square on the right and a large black ring at the bottom left, on a gray background",
+        "a large yellow ring at the top and a small white circle in the center, on a green background",
+        "a large green triangle on the left, a small white circle in the center and a small yellow square at the bottom right, on a gray background",
+        "a small purple square on the right, on a gray background",
+    ]
+    static let seeds: [UInt64] = [1_000_000_000, 1_000_000_001, 1_000_000_004, 1_000_000_007, 1_000_000_008, 1_000_000_006]
+
+    func has(_ names: String...) -> Bool { names.allSatisfy { shipped.sums[$0] != nil } }
+
+    /// The command as a user would type it, with the demo folder's paths shortened.
+    func show(_ command: String, _ args: [String]) {
+        let words = args.map { $0.contains(" ") || $0.contains("<") ? "\"\($0)\"" : $0 }
+        print("   mumu \(command) " + words.joined(separator: " ").replacingOccurrences(of: folder + "/", with: ""))
+    }
+
+    /// `mumu generate` at the world's settings (64x64, 20 steps, euler, cfg 7); returns the image 4x enlarged.
+    func render(_ prompt: String, seed: UInt64, _ model: [String], to name: String, quiet: Bool = true) throws -> RGBImage {
+        let out = folder + "/" + name + ".png"
+        let args = [prompt] + model + ["--width", "64", "--height", "64", "--steps", "20", "--seed", String(seed), "--force", "-o", out]
+        if !quiet { show("generate", args) }
+        try GenerateCommand.parse(args + ["--quiet"]).run()
+        return try PNG.read(out).image.enlarged(4)
+    }
+
+    func sheet(_ tiles: [(image: RGBImage, caption: String)], columns: Int, name: String) throws {
+        let path = folder + "/" + name + ".png"
+        try PNG.write(try ContactSheet.make(tiles, columns: columns), text: [], to: path, overwrite: true)
+        print("   grid: \(path)\n")
+    }
+
+    func run() throws {
+        let base = try shipped.path("base.safetensors")
+        try baseSection(base)
+        let styles = Self.styles.filter { has("\($0).safetensors") }
+        if !styles.isEmpty { try stylesSection(base, styles) }
+        if has("outline.safetensors", "pastel.safetensors") { try mergeSection(base) }
+        if let style = styles.first { try rankSection(base, style) }
+        if has("mumu-decoder.safetensors", "encoder/config.json") { try multimodalSection(base, styles.first) }
+    }
+
+    func baseSection(_ base: String) throws {
+        print("1. the shapes world's base model (\(base), trained on this kind of CPU: docs/world-models.md)")
+        print("   text to image, 64x64, 20 steps, held-out prompts (never seen in training):")
+        var tiles: [(image: RGBImage, caption: String)] = []
+        for (i, (prompt, seed)) in zip(Self.prompts, Self.seeds).enumerated() {
+            tiles.append((try render(prompt, seed: seed, ["--checkpoint", base], to: "base-\(i + 1)", quiet: i > 0), "\(i + 1)"))
+            print("   \(i + 1). \(prompt)")
+        }
+        try sheet(tiles, columns: 3, name: "shapes-base")
+    }
+
+    /// The fine-tunes ship as LoRAs (models/shapes/README.md says why): registered as styles, rendered on the base.
+    func stylesSection(_ base: String, _ styles: [String]) throws {
+        print("2. the style fine-tunes, registered as styles and rendered on the one resident base:")
+        let home = folder + "/registry"
+        for style in styles {
+            let args = [style, "--from", try shipped.path("\(style).safetensors"), "--home", home, "--force"]
+            show("styles add", args)
+            try StylesCommand.Add.parse(args + ["--quiet"]).run()
+        }
+        var tiles: [(image: RGBImage, caption: String)] = []
+        for (i, (prompt, seed)) in zip(Self.prompts, Self.seeds).prefix(3).enumerated() {
+            let args = [prompt, "--checkpoint", base] + styles.flatMap { ["--style", $0] } + ["--home", home, "--width", "64",
+                        "--height", "64", "--steps", "20", "--seed", String(seed), "--force", "-o", folder + "/styles-\(i + 1).png"]
+            if i == 0 { show("generate", args) }
+            try GenerateCommand.parse(args + ["--quiet"]).run()
+            tiles.append((try PNG.read(folder + "/base-\(i + 1).png").image.enlarged(4), "base"))
+            for style in styles {
+                tiles.append((try PNG.read(folder + "/styles-\(i + 1)-\(style).png").image.enlarged(4), style))
+            }
+        }
+        try sheet(tiles, columns: styles.count + 1, name: "shapes-styles")
+    }
+
+    /// Two fine-tunes baked into the base, then merged half and half, beside their parents.
+    func mergeSection(_ base: String) throws {
+        print("3. a merge of two fine-tunes (outline and pastel baked into the base, then a weighted sum at 0.5):")
+        for style in ["outline", "pastel"] {
+            let args = ["--method", "lora", "--a", base, "--lora", try shipped.path("\(style).safetensors"),
+                        "--force", "-o", folder + "/\(style)-full.safetensors"]
+            show("merge", args)
+            try MergeCommand.parse(args + ["--quiet"]).run()
+        }
+        let args = ["--method", "weighted_sum", "--a", folder + "/outline-full.safetensors", "--b", folder + "/pastel-full.safetensors",
+                    "--alpha", "0.5", "--force", "-o", folder + "/outline-pastel.safetensors"]
+        show("merge", args)
+        try MergeCommand.parse(args + ["--quiet"]).run()
+        var tiles: [(image: RGBImage, caption: String)] = []
+        for (i, (prompt, seed)) in zip(Self.prompts, Self.seeds).prefix(3).enumerated() {
+            for name in ["outline-full", "outline-pastel", "pastel-full"] {
+                tiles.append((try render(prompt, seed: seed, ["--checkpoint", folder + "/\(name).safetensors"], to: "\(name)-\(i + 1)"),
+                              name.replacingOccurrences(of: "-full", with: "")))
+            }
+        }
+        try sheet(tiles, columns: 3, name: "shapes-merge")
+    }
+
+    /// A rank-8 LoRA extracted from a fine-tune, beside the fine-tune it came from.
+    func rankSection(_ base: String, _ style: String) throws {
+        print("4. a rank-8 LoRA extracted from the \(style) fine-tune, beside the fine-tune:")
+        let full = folder + "/\(style)-full.safetensors"
+        if !FileManager.default.fileExists(atPath: full) {
+            let args = ["--method", "lora", "--a", base, "--lora", try shipped.path("\(style).safetensors"), "--force", "-o", full]
+            show("merge", args)
+            try MergeCommand.parse(args + ["--quiet"]).run()
+        }
+        let rank8 = folder + "/\(style)-rank8.safetensors"
+        let extract = ["--base", base, "--tuned", full, "--rank", "8", "--conv-rank", "8", "--force", "-o", rank8]
+        show("lora extract", extract)
+        try LoraCommand.Extract.parse(extract + ["--quiet"]).run()
+        let home = folder + "/registry"
+        let add = ["\(style)-rank8", "--from", rank8, "--home", home, "--force"]
+        show("styles add", add)
+        try StylesCommand.Add.parse(add + ["--quiet"]).run()
+        var tiles: [(image: RGBImage, caption: String)] = []
+        for (i, (prompt, seed)) in zip(Self.prompts, Self.seeds).prefix(3).enumerated() {
+            tiles.append((try PNG.read(folder + "/base-\(i + 1).png").image.enlarged(4), "base"))
+            tiles.append((try render(prompt, seed: seed, ["--checkpoint", full], to: "\(style)-full-\(i + 1)"), style))
+            tiles.append((try render(prompt, seed: seed, ["--checkpoint", base, "--style", "\(style)-rank8", "--home", home], to: "\(style)-rank8-\(i + 1)"), "rank 8"))
+        }
+        try sheet(tiles, columns: 3, name: "shapes-rank8")
+    }
+
+    /// MUMU's multimodal prompts: a shape's crop inside the prompt, on the tiny MUMU and with a fine-tune under it.
+    func multimodalSection(_ base: String, _ style: String?) throws {
+        print("5. multimodal prompts on the tiny MUMU (an Idefics2-architecture encoder, the connector, the base UNet + a LoRA):")
+        let decoder = try shipped.path("mumu-decoder.safetensors")
+        let encoder = try shipped.folderPath("encoder")
+        var decoders = [("mumu", decoder)]
+        if let style {
+            let full = folder + "/\(style)-full.safetensors"
+            let args = ["--into-mumu", full, "--mumu", decoder, "--base", base, "--force", "-o", folder + "/mumu-\(style).safetensors"]
+            show("merge", args)
+            try MergeCommand.parse(args + ["--quiet"]).run()
+            decoders.append(("mumu + \(style)", folder + "/mumu-\(style).safetensors"))
+        }
+        var tiles: [(image: RGBImage, caption: String)] = []
+        for (i, crop) in Self.crops.enumerated() {
+            let image = try shipped.path("crops/\(crop.file)")
+            let prompt = crop.prompt.replacingOccurrences(of: "CROP", with: image)
+            tiles.append((try PNG.read(image).image.enlarged(4), "prompt image"))
+            for (j, (label, file)) in decoders.enumerated() {
+                tiles.append((try render(prompt, seed: crop.seed, ["--checkpoint", file, "--encoder", encoder],
+                                         to: "mumu-\(i + 1)-\(j)", quiet: !(i == 0)), label))
+            }
+            print("   \(i + 1). \(prompt)")
+        }
+        try sheet(tiles, columns: decoders.count + 1, name: "shapes-multimodal")
+    }
+
+    /// Crops of shapes from held-out scenes' true renders (written by scripts/train_world_mumu.py export), in the
+    /// bootstrap's replace form: the crop stands for the shape's size, color and shape words.
+    static let crops: [(file: String, prompt: String, seed: UInt64)] = [
+        ("orange-star.png", "a <image:CROP> on the left and a small blue square at the top right, on a white background", 1_000_000_101),
+        ("green-ring.png", "a <image:CROP> in the center, on a black background", 1_000_000_102),
+    ]
+}
