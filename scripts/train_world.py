@@ -465,9 +465,10 @@ def write_vae(a, ck):
 def cmd_export(a):
     os.makedirs(a.out, exist_ok=True)
     vae = resume_vae_state(a.work)       # the work folder's VAE, else the shipped one (then left as it is)
-    if os.path.exists(os.path.join(a.work, "vae.pt")):
+    if os.path.exists(os.path.join(a.work, "vae.pt")) and (not a.only or "vae" in a.only.split(",")):
         write_vae(a, torch.load(os.path.join(a.work, "vae.pt")))
-    for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))]:
+    for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))
+                 and (not a.only or s in a.only.split(","))]:
         ck = torch.load(os.path.join(a.work, name + ".pt"))
         if a.wip:  # a run still going: its state, to continue from in another session (train_world.py NAME --resume)
             sd = {f"{part}.{k}": v.detach().to(torch.float16).contiguous() for part in ("unet", "te1", "te2")
@@ -535,6 +536,7 @@ def main(argv=None):
     e.add_argument("--work", default="/tmp/mumu-world")
     e.add_argument("--out", default=MODELS)
     e.add_argument("--wip", action="store_true", help="write unfinished runs as models/shapes/NAME-wip.safetensors")
+    e.add_argument("--only", help="comma-separated models to export (vae, base, outline, ...; default: every one trained)")
     e.add_argument("--style-rank", type=int, default=8, help="rank of the styles' LoRA extractions (linear and conv)")
     e.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"), help="the mumu binary (lora extract)")
     a = p.parse_args(argv)

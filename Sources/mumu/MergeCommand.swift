@@ -119,39 +119,18 @@ struct MergeCommand: ParsableCommand {
         }
         if let recipe { return try Recipe.load(path: recipe) }
         guard let method else { throw ValidationError("give a recipe file, --method NAME or --into-mumu") }
-        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : cwd + "/" + p }
-        if method == "lora", let lora, let model = a ?? base {
-            // `{method: lora, model: a, lora: FILE, strength: S}`, the recipe a LoRA bake-in is.
-            var entries: [(String, RecipeValue)] = [("method", .string("lora")), ("model", .string("a")), ("lora", .string(absolute(lora)))]
-            if let strength { entries.append(("strength", .number(strength))) }
-            return Recipe(origin: "--method lora", directory: cwd, models: [("a", absolute(model))], merge: .map(entries))
-        }
-        var modelList: [(String, String)] = []
-        var entries: [(String, RecipeValue)] = [("method", .string(method))]
-        for (name, path) in [("a", a), ("b", b), ("c", c), ("base", base)] {
-            guard let path else { continue }
-            modelList.append((name, path))
-            entries.append((name, .string(name)))
-        }
-        if let models {
-            let paths = models.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-            var names: [RecipeValue] = []
-            for (i, p) in paths.enumerated() { modelList.append(("m\(i + 1)", p)); names.append(.string("m\(i + 1)")) }
-            entries.append(("models", .list(names)))
-        }
-        if let weights {
-            let values = try weights.split(separator: ",").map { w -> RecipeValue in
+        var inline = InlineMerge(method: method)
+        (inline.a, inline.b, inline.c, inline.base) = (a, b, c, base)
+        inline.models = models?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } ?? []
+        inline.weights = try weights.map {
+            try $0.split(separator: ",").map { w in
                 guard let v = Double(w.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--weights: '\(w)' is not a number") }
-                return .number(v)
+                return v
             }
-            entries.append(("weights", .list(values)))
         }
-        for (name, value) in [("alpha", alpha), ("beta", beta), ("density", density), ("lambda", lambda)] {
-            if let value { entries.append((name, .number(value))) }
-        }
-        if let seed { entries.append(("seed", .number(Double(seed)))) }
-        if let vote { entries.append(("vote", .string(vote))) }
-        return Recipe(origin: "--method \(method)", directory: cwd, models: modelList.map { ($0.0, absolute($0.1)) }, merge: .map(entries))
+        (inline.alpha, inline.beta, inline.density, inline.lambda) = (alpha, beta, density, lambda)
+        (inline.seed, inline.vote, inline.lora, inline.strength) = (seed, vote, lora, strength)
+        return Recipe.inline(inline, directory: cwd)
     }
 
     /// The plan `printPlan` shows, as JSON (docs/merging.md has the fields).
