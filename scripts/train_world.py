@@ -255,7 +255,7 @@ def cmd_vae_eval(a):
     print(json.dumps(out, indent=1))
 
 
-VAE_FILE = os.path.join(MODELS, "vae.safetensors")
+BASE_FILE = os.path.join(MODELS, "base.safetensors")   # the world's VAE ships inside it (first_stage_model.*)
 
 
 def vae_sgm_names(state):
@@ -265,16 +265,16 @@ def vae_sgm_names(state):
 
 
 def resume_vae_state(work):
-    """The VAE to continue from: the work folder's, else the shipped models/shapes/vae.safetensors (f16)."""
+    """The VAE to continue from: the work folder's, else the shipped one (base.safetensors' first_stage_model.*, f16)."""
     path = os.path.join(work, "vae.pt")
     if os.path.exists(path):
         return torch.load(path)["vae"]
     from safetensors.torch import load_file
-    shipped = load_file(VAE_FILE)
+    shipped = load_file(BASE_FILE)
     template = build_vae().state_dict()
     out = {}
     for n, sgm in vae_sgm_names(template).items():
-        out[n] = shipped[sgm].float().reshape(template[n].shape)
+        out[n] = shipped["first_stage_model." + sgm].float().reshape(template[n].shape)
     return out
 
 
@@ -283,8 +283,8 @@ def resume_vae_record(work):
     if os.path.exists(path):
         return torch.load(path)
     from safetensors import safe_open
-    with safe_open(VAE_FILE, "pt") as f:
-        meta = json.loads(f.metadata()["mumu.world"])
+    with safe_open(BASE_FILE, "pt") as f:
+        meta = json.loads(f.metadata()["mumu.vae"])
     return {"seconds": meta["seconds"], "steps": meta["steps"]}
 
 
@@ -315,7 +315,7 @@ def captions(start, count):
 
 
 def load_vae(work):
-    """The work folder's VAE, else the shipped models/shapes/vae.safetensors."""
+    """The work folder's VAE, else the shipped one (base.safetensors' first_stage_model.*)."""
     vae = build_vae()
     vae.load_state_dict(resume_vae_state(work))
     return vae.eval()
@@ -450,23 +450,21 @@ def save(sd, path, meta, note=""):
     """Writes a safetensors file through a temporary name and prints its size."""
     from safetensors.torch import save_file
     save_file(sd, path + ".tmp", metadata=meta)
+    os.chmod(path + ".tmp", 0o644)  # save_file writes 0600
     os.replace(path + ".tmp", path)
     print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB{note}")
 
 
-def write_vae(a, ck):
-    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in
-          __import__("sdxl_keys").diffusers_to_sgm("vae", ck["vae"], prefix="").items()}
-    meta = {"modelspec.title": "shapes VAE", "mumu.world": json.dumps(
-        {"size": SIZE, "steps": ck.get("steps"), "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)})}
-    save(sd, os.path.join(a.out, "vae.safetensors"), meta)
+def vae_record(work):
+    """The VAE's training record (steps, seconds, last loss) as the shipped files' `mumu.vae` metadata."""
+    ck = resume_vae_record(work)
+    return json.dumps({"steps": ck.get("steps"), "seconds": round(ck["seconds"]),
+                       **({"loss": round(ck["loss"], 5)} if "loss" in ck else {})})
 
 
 def cmd_export(a):
     os.makedirs(a.out, exist_ok=True)
-    vae = resume_vae_state(a.work)       # the work folder's VAE, else the shipped one (then left as it is)
-    if os.path.exists(os.path.join(a.work, "vae.pt")) and (not a.only or "vae" in a.only.split(",")):
-        write_vae(a, torch.load(os.path.join(a.work, "vae.pt")))
+    vae = resume_vae_state(a.work)       # the work folder's VAE, else the shipped one
     for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))
                  and (not a.only or s in a.only.split(","))]:
         ck = torch.load(os.path.join(a.work, name + ".pt"))
@@ -481,7 +479,7 @@ def cmd_export(a):
         record = {"size": SIZE, "style": "flat" if name == "base" else name, "steps": ck["step"],
                   "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)}
         meta = {"modelspec.architecture": "mumu-sdxl-tiny-vae4x", "modelspec.title": f"shapes {name}",
-                "mumu.world": json.dumps(record)}
+                "mumu.world": json.dumps(record), "mumu.vae": vae_record(a.work)}
         if name == "base":
             save(sd, os.path.join(a.out, name + ".safetensors"), meta)
             continue
@@ -491,9 +489,9 @@ def cmd_export(a):
         save(sd, full, meta)
         out = os.path.join(a.out, name + ".safetensors")
         subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
-                        "--rank", str(a.style_rank), "--conv-rank", str(a.style_rank), "--quiet", "--force", "-o", out],
+                        "--rank", str(a.style_rank), "--conv-rank", str(a.style_conv_rank), "--quiet", "--force", "-o", out],
                        check=True)
-        print(f"{out}: rank {a.style_rank} (linear and 3x3 conv) LoRA of {full}, {os.path.getsize(out) / 1e6:.1f} MB")
+        print(f"{out}: rank {a.style_rank} (3x3 convs {a.style_conv_rank}) LoRA of {full}, {os.path.getsize(out) / 1e6:.2f} MB")
 
 
 def main(argv=None):
@@ -523,7 +521,7 @@ def main(argv=None):
     b = sub.add_parser("base", help="train UNet + text encoders on the flat style")
     common(b, 3600, 5e-4, 32)
     b.add_argument("--count", type=int, default=40000)
-    b.add_argument("--resume", action="store_true", help="continue the work folder's run, else models/shapes/base-wip")
+    b.add_argument("--resume", action="store_true", help="continue the work folder's run (else models/shapes/base-wip.safetensors, when a paused run ships one)")
     f = sub.add_parser("finetune", help="fine-tune the base's UNet on another style")
     common(f, 1000, 1e-4, 32)
     f.add_argument("--style", required=True, choices=STYLES)
@@ -536,8 +534,12 @@ def main(argv=None):
     e.add_argument("--work", default="/tmp/mumu-world")
     e.add_argument("--out", default=MODELS)
     e.add_argument("--wip", action="store_true", help="write unfinished runs as models/shapes/NAME-wip.safetensors")
-    e.add_argument("--only", help="comma-separated models to export (vae, base, outline, ...; default: every one trained)")
-    e.add_argument("--style-rank", type=int, default=8, help="rank of the styles' LoRA extractions (linear and conv)")
+    e.add_argument("--only", help="comma-separated models to export (base, outline, ...; default: every one trained)")
+    e.add_argument("--style-rank", type=int, default=8, help="rank of the styles' LoRA extractions")
+    e.add_argument("--style-conv-rank", type=int, default=8,
+                   help="their rank on 3x3 convolutions (docs/world-models.md: with 0, kohya's default, the rank-8 "
+                        "LoRA keeps none of the outline and pastel styles; 8 keeps most of pastel, at 6.6%% of the "
+                        "fine-tune's size)")
     e.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"), help="the mumu binary (lora extract)")
     a = p.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)

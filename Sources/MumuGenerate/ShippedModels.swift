@@ -48,7 +48,6 @@ public struct ShippedModels: Sendable {
         let train = "python3 scripts/train_world.py"
         let stem = name.hasSuffix(".safetensors") ? String(name.dropLast(".safetensors".count)) : name
         switch stem {
-        case "vae": return "the VAE runs of models/shapes/README.md (\(train) vae ...), then \(train) export"
         case "base": return "\(train) base && \(train) export"
         case "outline", "striped", "pixel", "pastel": return "\(train) finetune --style \(stem) && \(train) export"
         case _ where stem == "mumu-decoder" || stem.hasPrefix("encoder/") || stem.hasPrefix("crops/"):

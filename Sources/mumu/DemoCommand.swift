@@ -8,7 +8,7 @@ import MumuSampler
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the story on the shapes world's trained models (models/shapes) and on tiny synthesized ones: generate, merge a fine-tune under a MUMU-style decoder, register styles.")
+        abstract: "Run the story on the shapes world's trained models (models/shapes): text to image, style fine-tunes, a merge of two, ranks, and multimodal prompts on the tiny MUMU with a fine-tune under it (on tiny synthesized models when models/shapes has no base).")
 
     @Option(help: "Folder for the demo's files (default: a new temporary folder).")
     var dir: String?

@@ -6,14 +6,14 @@ import MumuTensor
 import MumuTestSupport
 import XCTest
 
-/// The shapes world's shipped VAE (models/shapes/vae.safetensors) through mumu's own VAE: true flat renders of the
+/// The shapes world's shipped VAE (inside models/shapes/base.safetensors, first_stage_model.*) through mumu's own VAE: true flat renders of the
 /// 12 fixture scenes, encoded to the posterior mean and decoded, keep their colors at their places (the Swift
-/// checker). torch with the same f16 weights and world.py's checker pass 24 of these 24 shapes (and 356 of 399 on
+/// checker). torch with the same f16 weights and world.py's checker pass 24 of these 24 shapes (and 376 of 399 on
 /// the 200 held-out scenes, docs/world-models.md); the bound, 22, leaves two shapes that sit at the checker's
 /// threshold room to flip on f32 rounding differences between torch and mumu. An untrained VAE passes none.
 final class WorldVAETests: XCTestCase {
     func testShippedVAEKeepsFlatScenesColors() throws {
-        let path = try ShippedModels(folder: World.models.path).path("vae.safetensors")
+        let path = try ShippedModels(folder: World.models.path).path("base.safetensors")
         let vae = try VAE(checkpoint: DecoderCheckpoint(path: path))
         XCTAssertEqual(vae.config.blockOutChannels, [16, 32, 64])
         let (constants, scenes) = try World.load()
