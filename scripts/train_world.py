@@ -418,12 +418,46 @@ def wip_path(name):
     return os.path.join(MODELS, f"{name}-wip.safetensors")
 
 
+def shipped_state(path):
+    """A shipped checkpoint (sgm names, f16: `export`) back as the training modules' state dicts {unet, te1, te2}
+    and its training record: the inverse of sgm_state (bigG's fused in_proj split into q, k, v by rows, its
+    text_projection transposed back; position_ids, which sgm files leave out, kept from a fresh module)."""
+    import sdxl_keys as K
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["mumu.world"])
+        te1, te2 = build_text_encoders()
+        out = {}
+        for part, module in (("unet", build_unet()), ("te1", te1), ("te2", te2)):
+            prefix, state = K.PREFIXES[part], {}
+            for n, t in module.state_dict().items():
+                if part == "te2":
+                    sgm, slot, transform = K._te2_name(n)
+                else:
+                    sgm, slot, transform = K.name_map(part, [n] if part == "te1" else list(module.state_dict()))[n], None, None
+                if sgm is None:
+                    state[n] = t
+                    continue
+                v = f.get_tensor(prefix + sgm).float()
+                if slot is not None:
+                    v = v.chunk(3, 0)[slot]
+                elif transform == "T":
+                    v = v.t()
+                state[n] = v.reshape(t.shape).contiguous()
+            out[part] = state
+    out.update(step=meta["steps"], seconds=meta["seconds"], loss=meta["loss"])
+    return out
+
+
 def resume_state(work, name):
     """A training run's state to continue: the work folder's <name>.pt, else the shipped work-in-progress file
-    models/shapes/<name>-wip.safetensors (diffusers names under unet./te1./te2., f16; `export --wip`)."""
+    models/shapes/<name>-wip.safetensors (diffusers names under unet./te1./te2., f16; `export --wip`), else the
+    shipped model (models/shapes/<name>.safetensors; the base: a finished run continued with more --steps)."""
     path = os.path.join(work, name + ".pt")
     if os.path.exists(path):
         return torch.load(path)
+    if not os.path.exists(wip_path(name)):
+        return shipped_state(os.path.join(MODELS, name + ".safetensors"))
     from safetensors import safe_open
     out = {"unet": {}, "te1": {}, "te2": {}}
     with safe_open(wip_path(name), "pt") as f:
