@@ -26,6 +26,7 @@ negative prompt gives in diffusers and mumu), min-SNR-5 loss weighting and a sma
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -321,11 +322,54 @@ def load_vae(work):
     return vae.eval()
 
 
+def noised_batch(mean, std, idx, sched, noise_offset, g):
+    """(noised latents, noise, timesteps) for the samples idx: latents drawn from their cached posteriors and scaled,
+    noise with the offset, timesteps uniform over the schedule; drawn from g in this order (a resumed or repeated run
+    sees the same batches)."""
+    z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * SCALING
+    noise = torch.randn(z0.shape, generator=g) + noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=g)
+    t = torch.randint(0, 1000, (len(idx),), generator=g)
+    return sched.add_noise(z0, noise, t), noise, t
+
+
+def min_snr(sched):
+    acp = sched.alphas_cumprod
+    return acp / (1 - acp)
+
+
+def loss_step(pred, noise, t, snr, opt, trainable):
+    """The min-SNR-5 weighted epsilon loss, then one AdamW step with gradients clipped at 1; returns the loss."""
+    w = torch.clamp(snr[t], max=5.0) / snr[t]
+    loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    opt.step()
+    return loss
+
+
+@contextlib.contextmanager
+def ema_weights(trainable, ema):
+    """Inside the block the parameters hold the EMA weights (to save them), after it the training weights again."""
+    if ema is None:
+        yield
+        return
+    saved = [p.detach().clone() for p in trainable]
+    with torch.no_grad():
+        for p, s in zip(trainable, ema.shadow):
+            p.copy_(s)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, s in zip(trainable, saved):
+                p.copy_(s)
+
+
 def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay, start=0, seconds=0.0):
     """Steps start..steps-1 (a resumed run continues the schedule; its data draws are seeded by seed + start)."""
     sched = scheduler()
-    acp = sched.alphas_cumprod
-    snr = acp / (1 - acp)
+    snr = min_snr(sched)
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
     ema = EMA(trainable, ema_decay) if ema_decay else None
     g = torch.Generator().manual_seed(a.seed + start)
@@ -337,39 +381,23 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, steps, lr, a.warmup)
         idx = torch.randint(n, (a.batch,), generator=g)
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * SCALING
-        noise = torch.randn(z0.shape, generator=g) + a.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=g)
-        t = torch.randint(0, 1000, (a.batch,), generator=g)
-        zt = sched.add_noise(z0, noise, t)
+        zt, noise, t = noised_batch(mean, std, idx, sched, a.noise_offset, g)
         ctx, pooled = encode_text(te1, te2, ids1[idx], ids2[idx])
         drop = (torch.rand(a.batch, generator=g) < a.uncond).float()
         ctx = ctx * (1 - drop)[:, None, None]
         pooled = pooled * (1 - drop)[:, None]
         pred = unet(zt, t, encoder_hidden_states=ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": tid}).sample
-        w = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
+        loss = loss_step(pred, noise, t, snr, opt, trainable)
         if ema:
             ema.update(step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0 or step == steps - 1:
             log(a.work, name, f"step {step} loss {avg:.4f} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s")
         if (step + 1) % 500 == 0 or step == steps - 1:
-            if ema:
-                saved = [p.detach().clone() for p in trainable]
-                with torch.no_grad():
-                    for p, s in zip(trainable, ema.shadow):
-                        p.copy_(s)
-            torch.save({"unet": unet.state_dict(), "te1": te1.state_dict(), "te2": te2.state_dict(),
-                        "step": step + 1, "seconds": time.time() - t0, "loss": avg},
-                       os.path.join(a.work, name + ".pt"))
-            if ema:
-                with torch.no_grad():
-                    for p, s in zip(trainable, saved):
-                        p.copy_(s)
+            with ema_weights(trainable, ema):
+                torch.save({"unet": unet.state_dict(), "te1": te1.state_dict(), "te2": te2.state_dict(),
+                            "step": step + 1, "seconds": time.time() - t0, "loss": avg},
+                           os.path.join(a.work, name + ".pt"))
     return time.time() - t0, avg
 
 

@@ -20,7 +20,9 @@ the crop of a shape inserted before its words (insert) or in place of them (repl
 them; 40% of the samples keep the plain caption and 10% are empty prompts (BOS only, what an empty negative prompt
 gives in `mumu generate --encoder`). Loss, schedule, time ids, min-SNR weighting and the EMA are the base's
 (train_world.py). Batches pad the token sequences; the connector and the UNet's cross-attention mask the padding,
-so a padded sample computes what the unpadded one computes in mumu.
+so a padded sample computes what the unpadded one computes in mumu. Unlike train_world.py's runs, two runs of this
+script are not bit-identical (the encoder's backward pass on 2 threads; measured: 3 steps twice differ by about 1e-4
+in the vision weights), so a rebuild lands near the shipped files, as any rebuild on another machine would.
 """
 import argparse
 import json
@@ -265,8 +267,7 @@ def cmd_train(a):
     W.log(a.work, "mumu", f"trainable {sum(p.numel() for p in trainable)} parameters "
           f"(LoRA {sum(m.down.weight.numel() + m.up.weight.numel() for m in lora.values())} on {len(lora)} projections)")
     sched = W.scheduler()
-    acp = sched.alphas_cumprod
-    snr = acp / (1 - acp)
+    snr = W.min_snr(sched)
     opt = torch.optim.AdamW(trainable, lr=a.lr, weight_decay=1e-2)
     ema = W.EMA(trainable, 0.999)
     g = torch.Generator().manual_seed(a.seed + start)
@@ -277,38 +278,24 @@ def cmd_train(a):
         for pg in opt.param_groups:
             pg["lr"] = W.lr_at(step, a.steps, a.lr, a.warmup)
         idx = torch.randint(len(mean), (a.batch,), generator=g)
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * W.SCALING
-        noise = torch.randn(z0.shape, generator=g) + a.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=g)
-        t = torch.randint(0, 1000, (a.batch,), generator=g)
-        zt = sched.add_noise(z0, noise, t)
+        zt, noise, t = W.noised_batch(mean, std, idx, sched, a.noise_offset, g)
         prompts, images = zip(*[data.prompt(int(i), rng) for i in idx])
         ids, mask = tok.batch(prompts, images)
         ctx, pooled = encode(encoder, connector, ids, mask, images)
         pred = unet(zt, t, encoder_hidden_states=ctx, encoder_attention_mask=mask.float(),
                     added_cond_kwargs={"text_embeds": pooled, "time_ids": tid}).sample
-        w = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
+        loss = W.loss_step(pred, noise, t, snr, opt, trainable)
         ema.update(step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0 or step == a.steps - 1:
             W.log(a.work, "mumu", f"step {step} loss {avg:.4f} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s")
         if (step + 1) % 250 == 0 or step == a.steps - 1:
-            saved = [p.detach().clone() for p in trainable]
-            with torch.no_grad():
-                for p, s in zip(trainable, ema.shadow):
-                    p.copy_(s)
-            torch.save({"encoder": encoder.state_dict(), "connector": connector.state_dict(),
-                        "lora": {k + "." + part: getattr(m, part).weight.detach().clone() for k, m in lora.items()
-                                 for part in ("down", "up")},
-                        "step": step + 1, "seconds": time.time() - t0, "loss": avg}, state_path(a.work) + ".tmp")
+            with W.ema_weights(trainable, ema):
+                torch.save({"encoder": encoder.state_dict(), "connector": connector.state_dict(),
+                            "lora": {k + "." + part: getattr(m, part).weight.detach().clone() for k, m in lora.items()
+                                     for part in ("down", "up")},
+                            "step": step + 1, "seconds": time.time() - t0, "loss": avg}, state_path(a.work) + ".tmp")
             os.replace(state_path(a.work) + ".tmp", state_path(a.work))
-            with torch.no_grad():
-                for p, s in zip(trainable, saved):
-                    p.copy_(s)
     W.log(a.work, "mumu", f"done {time.time() - t0:.0f}s loss {avg:.4f}")
 
 
@@ -340,7 +327,6 @@ def write_crops(out):
 def cmd_export(a):
     import sdxl_keys as K
     st = torch.load(state_path(a.work))
-    a.seed = st.get("seed", a.seed)
     unet, lora, encoder, connector = build_all(a)
     encoder.load_state_dict(st["encoder"])
     connector.load_state_dict(st["connector"])
