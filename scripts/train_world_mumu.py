@@ -20,9 +20,7 @@ the crop of a shape inserted before its words (insert) or in place of them (repl
 them; 40% of the samples keep the plain caption and 10% are empty prompts (BOS only, what an empty negative prompt
 gives in `mumu generate --encoder`). Loss, schedule, time ids, min-SNR weighting and the EMA are the base's
 (train_world.py). Batches pad the token sequences; the connector and the UNet's cross-attention mask the padding,
-so a padded sample computes what the unpadded one computes in mumu. Unlike train_world.py's runs, two runs of this
-script are not bit-identical (the encoder's backward pass on 2 threads; measured: 3 steps twice differ by about 1e-4
-in the vision weights), so a rebuild lands near the shipped files, as any rebuild on another machine would.
+so a padded sample computes what the unpadded one computes in mumu.
 """
 import argparse
 import json
@@ -234,6 +232,7 @@ def build_all(a):
     unet.load_state_dict(base["unet"])
     for p in unet.parameters():
         p.requires_grad_(False)
+    torch.manual_seed(a.seed)  # the LoRA's down projections start from nn.Linear's init, drawn from torch's global RNG
     lora = add_lora(unet, LORA_RANK)
     encoder = build_encoder(a.seed + 1)
     connector = build_connector(a.seed + 2)
