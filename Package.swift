@@ -5,7 +5,7 @@
 //   CBLAS, CZstd, CPNG       system libraries found with pkg-config (install-deps.sh installs them)
 //   CMumuSystem              the process's one signal handler (temporary files, the interrupt flag)
 //   CMumuKernels             C kernels with run-time CPU dispatch: dtype conversion, SHA-256, the bf16 GEMM
-//                            (AMX, AVX-512-BF16, portable), softmax / SiLU / GELU / GEGLU
+//                            (AMX, AVX-512-BF16, AVX2 + FMA, portable), softmax / SiLU / GELU / GEGLU
 //   MumuTensor               dtypes, conversions, Tensor and the network kernels (DenseWeight, conv, norms, attention)
 //   MumuFormats              safetensors, shards, .ckpt, diffusers folders, layouts, descriptors, detection, hashes
 //   MumuMerge                recipes, merge methods, the streaming executor, LoRA bake-in and extraction

@@ -68,7 +68,7 @@ static dims dims_of(const mumu_attention_args *a) {
 int mumu_attention_path_available(int path, int bf16) {
     if (path <= 0) return 1;
 #ifdef MUMU_X86
-    if (bf16) return mumu_gemm_bf16_isa_available(path > 2 ? 2 : path);
+    if (bf16) return mumu_gemm_bf16_isa_available(path >= 2 ? 3 : 2);   // the GEMM's avx512bf16 / amx
     return path == 1 && mumu_cpu_vector_level() >= 2;
 #else
     return 0;
@@ -82,7 +82,12 @@ static int clamp_path(int path, int bf16) {
     return path;
 }
 
-int mumu_attention_path(int bf16) { return clamp_path(mumu_gemm_isa_cap(), bf16); }
+// The GEMM's cap (0 portable, 1 avx2, 2 avx512bf16, 3 amx) as an attention path: no AVX2 path here, so a cap
+// at avx2 runs portable.
+int mumu_attention_path(int bf16) {
+    int cap = mumu_gemm_isa_cap();
+    return clamp_path(cap <= 1 ? 0 : cap - 1, bf16);
+}
 
 const char *mumu_attention_path_name(int path) {
     switch (path) {

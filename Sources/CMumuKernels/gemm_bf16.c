@@ -152,6 +152,11 @@ static uint64_t xgetbv0(void) {
     return ((uint64_t)hi << 32) | lo;
 }
 
+static int detect_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");   // also checks the OS saves ymm
+}
+
 static int detect_avx512bf16(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;          // OSXSAVE
@@ -183,18 +188,23 @@ static int hardware_isa(void) {
     if (v >= 0) return v;
     v = 0;
 #ifdef MUMU_X86
-    if (detect_avx512bf16()) v = detect_amx() ? 2 : 1;
+    if (detect_avx512bf16()) v = detect_amx() ? 3 : 2;
+    else if (detect_avx2_fma()) v = 1;
 #endif
     __atomic_store_n(&isa_hw, v, __ATOMIC_RELEASE);
     return v;
 }
 
-int mumu_gemm_bf16_isa_available(int isa) { return isa <= hardware_isa(); }
+int mumu_gemm_bf16_isa_available(int isa) {
+    // The AVX-512 BF16 paths' CPUs all have AVX2 and FMA as well.
+    return isa <= hardware_isa();
+}
 
 const char *mumu_gemm_bf16_isa_name(int isa) {
     switch (isa) {
-    case 1: return "avx512bf16";
-    case 2: return "amx";
+    case 1: return "avx2";
+    case 2: return "avx512bf16";
+    case 3: return "amx";
     default: return "portable";
     }
 }
@@ -204,11 +214,12 @@ static int isa_cap = -1;
 int mumu_gemm_isa_cap(void) {
     int cap = __atomic_load_n(&isa_cap, __ATOMIC_ACQUIRE);
     if (cap >= 0) return cap;
-    cap = 2;
+    cap = 3;
     const char *e = getenv("MUMU_GEMM_ISA");
     if (e) {
         if (!strcmp(e, "portable")) cap = 0;
-        else if (!strcmp(e, "avx512bf16")) cap = 1;
+        else if (!strcmp(e, "avx2")) cap = 1;
+        else if (!strcmp(e, "avx512bf16")) cap = 2;
     }
     __atomic_store_n(&isa_cap, cap, __ATOMIC_RELEASE);
     return cap;
@@ -314,6 +325,139 @@ TGT_AVX static void gemm_avx(int n, int k, const float *a, long lda, const uint3
                     const int mr = mc - ir < MR ? mc - ir : MR;
                     kernel_avx_rows(mr, kc, abuf + (size_t)ir * ASTR, b, c + (size_t)(ic + ir) * ldc + jc, ldc,
                                     k0, k1, loadc, bj);
+                }
+            }
+        }
+    }
+}
+
+
+// ---- AVX2 + FMA path ---------------------------------------------------------------------------------
+// For x86 CPUs without bf16 instructions: the panel's bf16 pairs are widened to f32 in registers (the low half
+// shifted up, the high half masked) and multiplied with f32 FMA, so the weights keep half the memory of f32 and
+// the product runs near sgemm's speed. A is rounded to bf16 as it is packed, like the other paths, into blocks
+// of MC2 rows x KC2 k, in groups of MR2 rows interleaved per k (the microkernel broadcasts A[r, k] from one
+// line); a 6 x 16 microkernel (12 ymm accumulators) takes half a panel at a time, so the panel's K slice
+// (16 KB) stays in L1 while the row groups of the packed block (in L2) pass.
+#define TGT_AVX2 __attribute__((target("avx2,fma")))
+#define MR2 6
+#define KC2 512        // k per slice (an even number: pairs never straddle slices)
+#define MC2 (MR2 * 24)
+
+// Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst: group g holds rows 6g..6g+5 as
+// dst[g*kc*6 + kk*6 + r], bf16-rounded f32; rows beyond `rows` and k beyond `k` are zero.
+TGT_AVX2 static void pack_a_avx2(const float *a, long lda, int rows, int k, int kc0, int kc, float *dst) {
+    const __m256i round = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u), absm = _mm256_set1_epi32(0x7FFFFFFF);
+    const __m256i inf = _mm256_set1_epi32(0x7F800000), quiet = _mm256_set1_epi32(0x00400000);
+    float row[KC2] __attribute__((aligned(32)));
+    const int groups = ceil_div(rows, MR2);
+    const int avail = k - kc0 < kc ? k - kc0 : kc;
+    for (int g = 0; g < groups; g++) {
+        float *d = dst + (size_t)g * kc * MR2;
+        for (int r = 0; r < MR2; r++) {
+            const int i = g * MR2 + r;
+            if (i >= rows) {
+                for (int kk = 0; kk < kc; kk++) d[kk * MR2 + r] = 0;
+                continue;
+            }
+            const float *src = a + (size_t)i * lda + kc0;
+            int kk = 0;
+            for (; kk + 8 <= avail; kk += 8) {
+                __m256i x = _mm256_castps_si256(_mm256_loadu_ps(src + kk));
+                // nearest even: x + 0x7FFF + bit 16, then the high half; NaN made quiet instead
+                __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), one);
+                __m256i rounded = _mm256_and_si256(_mm256_add_epi32(x, _mm256_add_epi32(round, lsb)), hi);
+                __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, absm), inf);
+                __m256i qn = _mm256_and_si256(_mm256_or_si256(x, quiet), hi);
+                _mm256_store_ps(row + kk, _mm256_castsi256_ps(_mm256_blendv_epi8(rounded, qn, nan)));
+            }
+            for (; kk < avail; kk++) row[kk] = u2f((uint32_t)f32_to_bf16(src[kk]) << 16);
+            for (; kk < kc; kk++) row[kk] = 0;
+            for (kk = 0; kk < kc; kk++) d[kk * MR2 + r] = row[kk];
+        }
+    }
+}
+
+// C[0..mr) x 16 columns (cols of them stored) += / = the product of kc k of a packed row group and half a W
+// panel (`b`: word p*32 + c holds the pair p of column c; 16 columns from there).
+TGT_AVX2 static inline __attribute__((always_inline)) void kernel_avx2(const int mr, int kc, const float *a,
+        const uint32_t *b, float *c, long ldc, int cols, int loadc, const float *bias) {
+    __m256 acc0[MR2], acc1[MR2];
+    for (int r = 0; r < mr; r++) { acc0[r] = _mm256_setzero_ps(); acc1[r] = _mm256_setzero_ps(); }
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    for (int p = 0; p < kc / 2; p++) {
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)(b + (size_t)p * NR));
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)(b + (size_t)p * NR + 8));
+        __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16));
+        __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16));
+        const float *ap = a + (size_t)2 * p * MR2;
+        for (int r = 0; r < mr; r++) {
+            __m256 av = _mm256_broadcast_ss(ap + r);
+            acc0[r] = _mm256_fmadd_ps(av, e0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(av, e1, acc1[r]);
+        }
+        __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(w0, hi));
+        __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(w1, hi));
+        for (int r = 0; r < mr; r++) {
+            __m256 av = _mm256_broadcast_ss(ap + MR2 + r);
+            acc0[r] = _mm256_fmadd_ps(av, o0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(av, o1, acc1[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        if (cols == 16) {
+            __m256 x0 = acc0[r], x1 = acc1[r];
+            if (loadc) { x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cr)); x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cr + 8)); }
+            if (bias) { x0 = _mm256_add_ps(x0, _mm256_loadu_ps(bias)); x1 = _mm256_add_ps(x1, _mm256_loadu_ps(bias + 8)); }
+            _mm256_storeu_ps(cr, x0);
+            _mm256_storeu_ps(cr + 8, x1);
+        } else {
+            float t[16] __attribute__((aligned(32)));
+            _mm256_store_ps(t, acc0[r]);
+            _mm256_store_ps(t + 8, acc1[r]);
+            for (int q = 0; q < cols; q++) {
+                float v = t[q];
+                if (loadc) v += cr[q];
+                if (bias) v += bias[q];
+                cr[q] = v;
+            }
+        }
+    }
+}
+
+#define KERNEL2_CASE(R) case R: kernel_avx2(R, kc, a, b, c, ldc, cols, loadc, bias); break;
+TGT_AVX2 static void kernel_avx2_rows(int mr, int kc, const float *a, const uint32_t *b, float *c, long ldc,
+                                      int cols, int loadc, const float *bias) {
+    switch (mr) {
+    KERNEL2_CASE(1) KERNEL2_CASE(2) KERNEL2_CASE(3) KERNEL2_CASE(4) KERNEL2_CASE(5)
+    default: kernel_avx2(MR2, kc, a, b, c, ldc, cols, loadc, bias); break;
+    }
+}
+
+TGT_AVX2 static void gemm_avx2(int n, int k, const float *a, long lda, const uint32_t *packed, const float *bias,
+                               float *c, long ldc, int accumulate, int m0, int m1, int n0, int n1, void *scratch) {
+    (void)n;
+    const int kp = kpairs(k), ke = 2 * ((k + 1) / 2);   // k rounded up to whole pairs
+    float *abuf = align64(scratch);
+    for (int pc = 0; pc < ke; pc += KC2) {
+        const int kc = ke - pc < KC2 ? ke - pc : KC2;
+        const int loadc = pc > 0 || accumulate;
+        for (int ic = m0; ic < m1; ic += MC2) {
+            const int mc = m1 - ic < MC2 ? m1 - ic : MC2;
+            pack_a_avx2(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf);
+            for (int jc = n0; jc < n1; jc += NR) {
+                const uint32_t *panel = packed + ((size_t)(jc / NR) * kp + pc / 2) * NR;
+                for (int h = 0; h < NR; h += 16) {
+                    const int cols = n1 - (jc + h) < 16 ? n1 - (jc + h) : 16;
+                    if (cols <= 0) break;
+                    const float *bj = pc == 0 && bias ? bias + jc + h : NULL;
+                    for (int ir = 0; ir < mc; ir += MR2) {
+                        const int mr = mc - ir < MR2 ? mc - ir : MR2;
+                        kernel_avx2_rows(mr, kc, abuf + (size_t)ir * kc, panel + h,
+                                         c + (size_t)(ic + ir) * ldc + jc + h, ldc, cols, loadc, bj);
+                    }
                 }
             }
         }
@@ -460,6 +604,8 @@ size_t mumu_bf16_gemm_scratch_bytes(int rows, int k) {
     size_t need = (size_t)MC_MAX * ASTR * 4;                       // AVX-512: packed A block
     size_t portable = (size_t)PROWS * 2 * kpairs(k) * 4;          // PROWS rows of bf16-rounded A as f32
     if (portable > need) need = portable;
+    size_t avx2 = (size_t)MC2 * KC2 * 4;                          // AVX2: packed A block (f32)
+    if (avx2 > need) need = avx2;
 #ifdef MUMU_X86
     size_t amx = amx_scratch_bytes(k);                            // AMX: packed A block + bounce tiles
     if (amx > need) need = amx;
@@ -481,8 +627,9 @@ void mumu_bf16_gemm_isa(int isa, int m, int n, int k, const float *a, long lda, 
     int hw = hardware_isa();
     if (isa > hw) isa = hw;
 #ifdef MUMU_X86
-    if (isa == 2) { gemm_amx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
-    if (isa == 1) { gemm_avx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
+    if (isa == 3) { gemm_amx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
+    if (isa == 2) { gemm_avx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
+    if (isa == 1) { gemm_avx2(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
 #endif
     gemm_portable(m, n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch);
 }

@@ -7,7 +7,8 @@
 // h / (heads / kv_heads) (grouped-query attention; kv_heads == heads for plain multi-head attention).
 //
 // Paths (`path`): 0 portable C, 1 AVX-512 (f32: FMA; bf16: vdpbf16ps), 2 AMX (bf16: tdpbf16ps; f32 runs path 1).
-// The default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx512bf16 | amx) like the GEMM.
+// The default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx2 | avx512bf16 | amx) like the
+// GEMM (a cap at avx2 runs portable: attention has no AVX2 path).
 // A path the CPU lacks is clamped to the best one it has.
 // Precision: f32 (bf16 = 0) computes in f32. bf16 (bf16 = 1) rounds q, k, v to bf16 (nearest even) and the
 // softmax numerators P to bf16 before the PV product, as flash-attention does; products accumulate in f32 and

@@ -3,9 +3,10 @@
 //
 // Paths, chosen at run time (mumu_gemm_bf16_isa):
 //   0 portable C (bf16-rounded A and W, f32 accumulation),
-//   1 AVX-512 BF16 (vdpbf16ps; CPUID.(7,1):EAX[5] + AVX512F/BW/VL + OS-enabled zmm state),
-//   2 AMX BF16 (tdpbf16ps; CPUID.(7,0):EDX[22,24] + OS-enabled tile state + arch_prctl(ARCH_REQ_XCOMP_PERM)).
-// The environment variable MUMU_GEMM_ISA=portable|avx512bf16|amx, read once, caps the path at the one named.
+//   1 AVX2 + FMA (W widened to f32 in registers, f32 FMA: for x86 CPUs without bf16 instructions),
+//   2 AVX-512 BF16 (vdpbf16ps; CPUID.(7,1):EAX[5] + AVX512F/BW/VL + OS-enabled zmm state),
+//   3 AMX BF16 (tdpbf16ps; CPUID.(7,0):EDX[22,24] + OS-enabled tile state + arch_prctl(ARCH_REQ_XCOMP_PERM)).
+// The environment variable MUMU_GEMM_ISA=portable|avx2|avx512bf16|amx, read once, caps the path at the one named.
 // The bf16 instructions treat subnormal bf16 inputs as zero and flush subnormal results (DAZ/FTZ implied);
 // the portable path keeps subnormals. Summation order differs between paths.
 #ifndef MUMU_GEMM_H
@@ -20,14 +21,15 @@ extern "C" {
 // Panel width of the packed weight: column blocks [n0, n1) passed to mumu_bf16_gemm start at a multiple of it.
 #define MUMU_BF16_PANEL 32
 
-// The best path this CPU and OS allow, capped by MUMU_GEMM_ISA: 0 portable, 1 avx512bf16, 2 amx.
+// The best path this CPU and OS allow, capped by MUMU_GEMM_ISA: 0 portable, 1 avx2, 2 avx512bf16, 3 amx.
 int mumu_gemm_bf16_isa(void);
-// The cap MUMU_GEMM_ISA sets, read once: 0 portable, 1 avx512bf16, 2 amx (also when unset or unrecognised).
+// The cap MUMU_GEMM_ISA sets, read once: 0 portable, 1 avx2, 2 avx512bf16, 3 amx (also when unset or
+// unrecognised).
 // Shared by the other kernels with CPU-dispatched paths (mumu_attention.h).
 int mumu_gemm_isa_cap(void);
 // 1 when `isa` can run here (0 always can); ignores MUMU_GEMM_ISA. For tests and benchmarks.
 int mumu_gemm_bf16_isa_available(int isa);
-// "portable", "avx512bf16", "amx".
+// "portable", "avx2", "avx512bf16", "amx".
 const char *mumu_gemm_bf16_isa_name(int isa);
 
 // Packed weight layout: ceil(n/32) panels of 32 columns; panel j holds kp = roundup(ceil(k/2), 16) k-pairs, and

@@ -4,12 +4,13 @@ import Foundation
 /// A weight matrix W [rows = N, cols = K] (PyTorch `Linear` layout; a convolution's weight reordered to
 /// [Cout, kh*kw*Cin]) kept in bf16, packed once into the panel layout of `mumu_bf16_gemm` (mumu_gemm.h), and
 /// multiplied by f32 activations: C[M, N] (=|+=) A[M, K] · Wᵀ + bias. A is rounded to bf16 (nearest even) as it
-/// is packed and the products are accumulated in f32, on AMX, AVX-512 BF16 or portable C (`isa`), chosen at
-/// run time and capped by the environment variable `MUMU_GEMM_ISA=portable|avx512bf16|amx`.
+/// is packed and the products are accumulated in f32, on AMX, AVX-512 BF16, AVX2 + FMA (the weights widened
+/// to f32 in registers) or portable C (`isa`), chosen at run time and capped by the environment variable
+/// `MUMU_GEMM_ISA=portable|avx2|avx512bf16|amx`.
 public final class BF16Matrix: @unchecked Sendable {
     /// The paths of the kernel.
     public enum ISA: Int32, CaseIterable, Sendable {
-        case portable = 0, avx512bf16 = 1, amx = 2
+        case portable = 0, avx2 = 1, avx512bf16 = 2, amx = 3
         public var name: String { String(cString: mumu_gemm_bf16_isa_name(rawValue)) }
         /// Whether this CPU and OS can run the path (ignores `MUMU_GEMM_ISA`).
         public var isAvailable: Bool { mumu_gemm_bf16_isa_available(rawValue) != 0 }

@@ -41,6 +41,22 @@ public final class DenseWeight: @unchecked Sendable {
         }
     }
 
+    /// bf16 weights from bf16 bits ([rows, cols], row-major), packed as they are; `bias` copied when given.
+    public init(bf16 values: UnsafePointer<UInt16>, rows: Int, cols: Int, bias: UnsafePointer<Float>?) {
+        precondition(rows > 0 && cols > 0, "a dense weight needs at least one row and column, got \(rows)x\(cols)")
+        self.rows = rows
+        self.cols = cols
+        packed = BF16Matrix(bf16: values, rows: rows, cols: cols)
+        weights = nil
+        if let bias {
+            let b = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+            b.update(from: bias, count: rows)
+            biasValues = b
+        } else {
+            biasValues = nil
+        }
+    }
+
     public convenience init(_ weight: Tensor, bias: Tensor? = nil) {
         precondition(weight.rank == 2, "DenseWeight wants a [N, K] weight, got \(weight.shape)")
         if let bias { precondition(bias.count == weight.shape[0], "bias has \(bias.count) values for \(weight.shape[0]) rows") }
@@ -167,9 +183,14 @@ public final class DenseWeight: @unchecked Sendable {
 }
 
 extension DenseWeight {
-    /// Whether the bf16 kernel has a hardware path here (AMX or AVX-512 BF16, as `MUMU_GEMM_ISA` allows); the
-    /// models fall back to f32 weights when it has not.
-    public static var bf16IsFast: Bool { BF16Matrix.defaultISA != .portable }
+    /// Whether bf16 weights multiply faster than f32 ones here: the bf16 kernel has a bf16 instruction path (AMX
+    /// or AVX-512 BF16, as `MUMU_GEMM_ISA` allows). The default precision of generation.
+    public static var bf16IsFast: Bool { BF16Matrix.defaultISA.rawValue >= BF16Matrix.ISA.avx512bf16.rawValue }
+
+    /// Whether bf16 weights multiply at about f32's speed or better here (any path but portable C; AVX2 + FMA
+    /// runs at 0.85-0.96x sgemm on SDXL's shapes): half the memory for little time. The default precision of
+    /// the encoder, whose full-size model only fits a 24 GB machine in bf16.
+    public static var bf16IsNearF32: Bool { BF16Matrix.defaultISA != .portable }
 }
 
 /// One unmerged low-rank term of a layer: outputs `rowOffset ..< rowOffset + up.count / rank` gain
