@@ -218,3 +218,18 @@ void mumu_bf16_to_f16(const uint16_t *src, uint16_t *dst, size_t n) {
         mumu_f32_to_f16(buf, dst + i, m);
     }
 }
+
+// ---- finiteness checks ---------------------------------------------------------------------------------
+
+size_t mumu_count_nonfinite_f32(const float *x, size_t n) {
+    const uint32_t *u = (const uint32_t *)x;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += (u[i] & 0x7F800000u) == 0x7F800000u;
+    return bad;
+}
+
+size_t mumu_count_nonfinite_bf16(const uint16_t *x, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += (x[i] & 0x7F80u) == 0x7F80u;
+    return bad;
+}

@@ -26,6 +26,10 @@ void mumu_f32_to_f8e4m3(const float *src, uint8_t *dst, size_t n);
 void mumu_f8e5m2_to_f32(const uint8_t *src, float *dst, size_t n);
 void mumu_f32_to_f8e5m2(const float *src, uint8_t *dst, size_t n);
 
+// How many of the n values are infinite or NaN (exponent all ones), from the bits (vectorized by the compiler).
+size_t mumu_count_nonfinite_f32(const float *x, size_t n);
+size_t mumu_count_nonfinite_bf16(const uint16_t *x, size_t n);
+
 // Direct 16-bit conversions without a float buffer (through registers).
 void mumu_f16_to_bf16(const uint16_t *src, uint16_t *dst, size_t n);
 void mumu_bf16_to_f16(const uint16_t *src, uint16_t *dst, size_t n);

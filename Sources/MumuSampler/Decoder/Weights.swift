@@ -1,3 +1,4 @@
+import CMumuKernels
 import Foundation
 import MumuFormats
 import MumuTensor
@@ -7,8 +8,8 @@ import MumuTensor
 public enum WeightPrecision: String, Sendable, CaseIterable {
     /// Converted to f32 at load; products through OpenBLAS sgemm.
     case f32
-    /// Rounded to bf16 at load (half the memory); products through mumu's bf16 GEMM (AMX or AVX-512-BF16),
-    /// or f32 where the CPU has neither (the portable bf16 path is for tests, far slower than sgemm).
+    /// Rounded to bf16 at load (half the memory); products through mumu's bf16 GEMM on the CPU's best path
+    /// (AMX, AVX-512-BF16, AVX2 + FMA at about sgemm's speed, or portable C, far slower than sgemm).
     case bf16
 }
 
@@ -76,8 +77,24 @@ public final class WeightReader: @unchecked Sendable {
             UnsafeMutableRawPointer(out + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
             filled += part.count / 4
         })
-        var bad = 0
-        for i in 0..<info.elementCount where !out[i].isFinite { bad += 1 }
+        let bad = mumu_count_nonfinite_f32(out, info.elementCount)
+        if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }
+    }
+
+    /// A bf16 tensor's bits into `out` (shape checked as `read` does, every value finite), without an f32 copy:
+    /// bf16 weights of a bf16 checkpoint go straight into the packed layout (the values are the same as through f32).
+    func readBF16(_ name: String, shape expected: [Int], into out: UnsafeMutablePointer<UInt16>) throws {
+        let full = prefix + name
+        guard let info = infos[full] else { throw DecoderError.missingTensor(path: path, tensor: full) }
+        guard info.shape == expected, info.dtype == .bf16 else {
+            throw DecoderError.wrongShape(path: path, tensor: full, expected: expected, found: info.shape)
+        }
+        var filled = 0
+        try StreamExecutor.converting(try source.tensor(full), to: .bf16)({ part in
+            UnsafeMutableRawPointer(out + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
+            filled += part.count / 2
+        })
+        let bad = mumu_count_nonfinite_bf16(out, info.elementCount)
         if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }
     }
 
@@ -107,6 +124,14 @@ public final class WeightReader: @unchecked Sendable {
     /// weight [outputs, inputs, 1, 1] is read as the same matrix (sgm VAE attention, SD1 proj_in).
     public func linear(_ name: String, inputs: Int, outputs: Int, bias: Bool = true) throws -> DenseWeight {
         let (w, _) = scratchBuffers(outputs * inputs)
+        if precision == .bf16, infos[prefix + name + ".weight"].map({ $0.dtype == .bf16 && $0.shape == [outputs, inputs] }) == true {
+            let bits = UnsafeMutableRawPointer(w).bindMemory(to: UInt16.self, capacity: outputs * inputs)
+            try readBF16(name + ".weight", shape: [outputs, inputs], into: bits)
+            let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
+            let layer = b.map { DenseWeight(bf16: bits, rows: outputs, cols: inputs, bias: $0) }
+                ?? DenseWeight(bf16: bits, rows: outputs, cols: inputs, bias: nil)
+            return recorded(name, layer, kernel: 1)
+        }
         try read(name + ".weight", shape: [outputs, inputs], into: w)
         let b = bias ? try floats(name + ".bias", shape: [outputs]) : nil
         return recorded(name, dense(w, rows: outputs, cols: inputs, bias: b), kernel: 1)
@@ -138,7 +163,7 @@ public final class WeightReader: @unchecked Sendable {
     }
 
     private func dense(_ w: UnsafePointer<Float>, rows: Int, cols: Int, bias: [Float]?) -> DenseWeight {
-        let bf16 = precision == .bf16 && DenseWeight.bf16IsFast
+        let bf16 = precision == .bf16
         if let bias { return DenseWeight(f32: w, rows: rows, cols: cols, bias: bias, bf16: bf16) }
         return DenseWeight(f32: w, rows: rows, cols: cols, bias: nil, bf16: bf16)
     }
