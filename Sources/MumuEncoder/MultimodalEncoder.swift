@@ -28,9 +28,9 @@ public final class MultimodalEncoder: @unchecked Sendable {
         public var imageTokens: Int
     }
 
-    /// Loads the folder's tokenizer.json and networks. `imageSize` nil: the folder's `mumu_image_size`
-    /// (preprocessor_config.json), else 448.
-    public init(folder: String, precision: WeightPrecision = .f32, imageSize: Int? = nil) throws {
+    /// Loads the folder's tokenizer.json and networks, with `lora` (an `EncoderLora` file) attached unmerged.
+    /// `imageSize` nil: the folder's `mumu_image_size` (preprocessor_config.json), else 448.
+    public init(folder: String, precision: WeightPrecision = .f32, imageSize: Int? = nil, lora: String? = nil) throws {
         self.folder = folder
         let tokenizerPath = folder + "/tokenizer.json"
         guard fileExists(tokenizerPath) else {
@@ -44,7 +44,9 @@ public final class MultimodalEncoder: @unchecked Sendable {
             throw EncoderError.config(path: folder, field: "image_token_id",
                                       reason: "config.json says \(opened.config.imageTokenId), tokenizer.json's <image> is \(tokenizer.imageTokenId)")
         }
+        let checked = try lora.map { try EncoderLora.check(path: $0, folder: opened) }
         encoder = try Idefics2Encoder(folder: opened, precision: precision)
+        try checked?.attach(to: encoder)
     }
 
     /// `mumu_image_size` from the folder's preprocessor_config.json, else 448.

@@ -17,6 +17,8 @@ public final class EncodeJob {
         public var decoder: String
         public var output: String
         public var imageSize: Int?
+        /// A LoRA for the encoder's LM and projector (`EncoderLora`: PEFT or kohya names), kept unmerged.
+        public var encoderLora: String?
         public var precision: WeightPrecision = .f32
         public var workingDirectory = FileManager.default.currentDirectoryPath
         public var overwrite = false
@@ -46,13 +48,13 @@ public final class EncodeJob {
     public init(_ request: Request) throws {
         self.request = request
         try OutputPath.check(request.output, overwrite: request.overwrite)
-        for (what, path) in [("encoder folder", request.encoder), ("decoder", request.decoder)] where !fileExists(path) {
+        for (what, path) in [("encoder folder", request.encoder), ("decoder", request.decoder), ("encoder LoRA", request.encoderLora ?? request.encoder)] where !fileExists(path) {
             throw GenerationError.invalidSettings("the \(what) \(path) does not exist")
         }
         let t0 = Date()
         prompts = try MultimodalPrompts(prompt: try MultimodalPrompt(parsing: request.prompt, workingDirectory: request.workingDirectory),
                                         negative: try MultimodalPrompt(parsing: request.negativePrompt, workingDirectory: request.workingDirectory),
-                                        encoder: request.encoder, imageSize: request.imageSize)
+                                        encoder: request.encoder, imageSize: request.imageSize, lora: request.encoderLora)
         imageSeconds = Date().timeIntervalSince(t0)
         try MultimodalPrompts.requireConnector(request.decoder, name: request.decoder)
     }
@@ -72,6 +74,7 @@ public final class EncodeJob {
                         "mumu_encoder": URL(fileURLWithPath: request.encoder).lastPathComponent,
                         "mumu_image_size": String(prompts.imageSize)]
         metadata["mumu_image_hashes"] = prompts.imageHashesText
+        metadata["mumu_encoder_lora"] = prompts.loraText
         try ConditioningFile.write(cond: c, uncond: u, to: request.output, metadata: metadata, overwrite: request.overwrite)
         report.tokens = cond.tokens
         report.negativeTokens = uncond?.tokens ?? 0

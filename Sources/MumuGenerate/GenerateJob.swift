@@ -48,6 +48,8 @@ public struct GenerateRequest: Sendable {
     /// An Idefics2 folder (with tokenizer.json): the prompt and negative prompt, `<image:PATH>` inside them, are
     /// encoded by MUMU's encoder and the checkpoint's connector instead of the CLIP text encoders.
     public var encoder: String?
+    /// A LoRA for the encoder's LM and projector (`EncoderLora`), kept unmerged; only with `encoder`.
+    public var encoderLora: String?
     /// The longer edge of prompt images (a multiple of 14); nil: the encoder folder's `mumu_image_size`, else 448.
     public var imageSize: Int?
     /// The working directory `<image:PATH>` paths are relative to.
@@ -112,7 +114,7 @@ extension GenerateReport {
             ("grid", optional(grid)), ("notes", .array(notes.map(JSONValue.string))), ("load_seconds", .double(loadSeconds)),
             ("timings", .array(timings.map { .object([("decode_seconds", .double($0.decode)), ("denoise_seconds", .double($0.denoise)),
                                                         ("encode_seconds", .double($0.encode)), ("render", .string($0.render))]) })),
-            ("encoder", optional(r.encoder)),
+            ("encoder", optional(r.encoder)), ("encoder_lora", optional(r.encoderLora)),
         ]
         return .object(fields.sorted { $0.0 < $1.0 })
     }
@@ -163,7 +165,8 @@ public final class GenerateJob {
         let notes = Notes()
         base = try Self.resolveBase(request.checkpoint, manifests: manifests, registry: registry, cache: cache) { notes.list.append($0) }
         checkNotes = notes.list
-        for (what, path) in [("VAE", request.vae), ("text encoders", request.textEncoders), ("encoder", request.encoder)] {
+        for (what, path) in [("VAE", request.vae), ("text encoders", request.textEncoders), ("encoder", request.encoder),
+                             ("encoder LoRA", request.encoderLora)] {
             if let path, !fileExists(path) { throw GenerationError.invalidSettings("\(what) \(path): no such file or folder") }
         }
         // Multimodal prompts: parsed, their images read and sized, and the connector looked for, before any model.
@@ -173,8 +176,11 @@ public final class GenerateJob {
             guard request.conditioning == nil else {
                 throw GenerationError.invalidSettings("give MUMU's encoder or a conditioning file, not both")
             }
-            multimodal = try MultimodalPrompts(prompt: prompt, negative: negative, encoder: folder, imageSize: request.imageSize)
+            multimodal = try MultimodalPrompts(prompt: prompt, negative: negative, encoder: folder, imageSize: request.imageSize,
+                                               lora: request.encoderLora)
             try MultimodalPrompts.requireConnector(base.path, name: base.name)
+        } else if request.encoderLora != nil {
+            throw GenerationError.invalidSettings("an encoder LoRA needs MUMU's encoder (an Idefics2 folder) to go on")
         } else if prompt.hasImages || negative.hasImages {
             throw GenerationError.invalidSettings("the prompt has <image:...> inside: it needs MUMU's encoder (an Idefics2 folder) and a mumu-decoder checkpoint")
         } else {
@@ -534,6 +540,7 @@ public final class GenerateRun {
             // Each prompt image as written, with its file's SHA-256 (12 hex), so the prompt is reproducible.
             if let hashes = m.imageHashesText { info.extra.append(("Image hashes", hashes)) }
             info.extra.append(("Encoder", URL(fileURLWithPath: m.encoder).lastPathComponent))
+            if let lora = m.loraText { info.extra.append(("Encoder LoRA", lora)) }
         }
         if let c = request.conditioning { info.extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
         if s.spacing != .leading { info.extra.append(("Spacing", s.spacing.rawValue)) }

@@ -13,10 +13,22 @@ struct MultimodalPrompts {
     let images: [PreparedImage]
     let negativeImages: [PreparedImage]
     let imageSize: Int
+    /// An `EncoderLora` file for the encoder (its headers checked against the folder's here) and the SHA-256 of its
+    /// tensor data (AutoV3's, as A1111's `Lora hashes` give a LoRA).
+    let lora: String?
+    let loraSHA256: String?
 
     /// `imageSize` nil: the encoder folder's `mumu_image_size`, else 448.
-    init(prompt: MultimodalPrompt, negative: MultimodalPrompt, encoder: String, imageSize: Int?) throws {
+    init(prompt: MultimodalPrompt, negative: MultimodalPrompt, encoder: String, imageSize: Int?, lora: String? = nil) throws {
         self.encoder = encoder
+        self.lora = lora
+        if let lora {
+            _ = try EncoderLora.check(path: lora, folder: try Idefics2Folder(path: encoder))
+            let file = try SafetensorsFile(path: lora)
+            loraSHA256 = try Hashing.hashes(of: file.file, dataStart: file.header.dataStart).dataSHA256
+        } else {
+            loraSHA256 = nil
+        }
         self.prompt = prompt
         self.negative = negative
         self.imageSize = try imageSize ?? MultimodalEncoder.folderImageSize(encoder)
@@ -29,6 +41,12 @@ struct MultimodalPrompts {
         guard try SGMView.open(path).source.tensors.contains(where: { $0.name.hasPrefix(MumuConnector.prefix) }) else {
             throw GenerationError.invalidSettings("\(name) has no MUMU connector (connector.*): multimodal prompts need a mumu-decoder checkpoint (a merge into MUMU makes one from a fine-tune)")
         }
+    }
+
+    /// `name.safetensors: <AutoV3>` of the encoder LoRA (the infotext's and the conditioning file's form).
+    var loraText: String? {
+        guard let lora, let loraSHA256 else { return nil }
+        return "\(URL(fileURLWithPath: lora).lastPathComponent): \(loraSHA256.prefix(12))"
     }
 
     /// Each image as written in the prompts (prompt first, then negative) and its file's SHA-256.
@@ -47,7 +65,7 @@ struct MultimodalPrompts {
     func encode(precision: WeightPrecision, negative withNegative: Bool, lap: (String) -> Void = { _ in })
         throws -> (cond: MultimodalEncoder.Encoded, uncond: MultimodalEncoder.Encoded?)
     {
-        let model = try MultimodalEncoder(folder: encoder, precision: precision, imageSize: imageSize)
+        let model = try MultimodalEncoder(folder: encoder, precision: precision, imageSize: imageSize, lora: lora)
         lap("load encoder")
         let c = try model.encode(prompt, images: images)
         let u = withNegative ? try model.encode(negative, images: negativeImages) : nil

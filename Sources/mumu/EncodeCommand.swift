@@ -22,7 +22,8 @@ struct EncodeCommand: ParsableCommand {
     @Option(help: "The Idefics2 folder (config.json, weights, tokenizer.json).") var encoder: String
     @Option(help: "A mumu-decoder checkpoint holding the connector (connector.*).") var decoder: String
     @Option(parsing: .unconditional, help: "Longer edge of each image in pixels, a multiple of 14 (default: the folder's mumu_image_size, else 448).") var imageSize: Int?
-    @Option(help: "f32, or bf16 (half the memory; Idefics2-8b needs it on a 24 GB machine).") var precision: WeightPrecision = DenseWeight.bf16IsFast ? .bf16 : .f32
+    @Option(help: "A LoRA for the encoder's LM and projector (PEFT's adapter_model.safetensors, adapter_config.json beside it, or kohya names), kept unmerged.") var encoderLora: String?
+    @Option(help: "f32, or bf16 (half the memory; Idefics2-8b needs it on a 24 GB machine). Default: bf16 where the CPU multiplies bf16 weights at about f32's speed (AVX2 and up), else f32.") var precision: WeightPrecision = DenseWeight.bf16IsNearF32 ? .bf16 : .f32
     @Option(name: [.customShort("o"), .long], help: "Output conditioning file (.safetensors).") var output: String
     @Flag(help: "Overwrite an existing output.") var force = false
     @Flag(help: "No per-stage timings.") var quiet = false
@@ -32,6 +33,7 @@ struct EncodeCommand: ParsableCommand {
             var request = EncodeJob.Request(prompt: prompt, encoder: encoder, decoder: decoder, output: output)
             request.negativePrompt = negative
             request.imageSize = imageSize
+            request.encoderLora = encoderLora
             request.precision = precision
             request.overwrite = force
             let report = try EncodeJob(request).run()

@@ -107,6 +107,52 @@ final class MultimodalTests: XCTestCase {
         XCTAssertEqual(info["Image hashes"], "a.png: \(sha.prefix(12))")
     }
 
+    /// `--encoder-lora` through both commands: `mumu encode` writes the connector's conditioning of PEFT's hidden
+    /// states with the LoRA (scripts/gen_fixtures_encoder_lora.py; 1e-4 of the largest value) and names the LoRA
+    /// with its AutoV3 hash in the metadata; `generate` puts the same into the infotext and renders another image
+    /// than without it. An encoder LoRA without an encoder is refused.
+    func testEncoderLora() throws {
+        let (encoder, decoder, dir) = try Self.setUp()
+        let lora = Self.fixtures.appendingPathComponent("encode/lora/adapter_model.safetensors").path
+        let (prompt, _) = try Self.prompt("one")
+        var request = EncodeJob.Request(prompt: prompt, encoder: encoder, decoder: decoder, output: dir.appendingPathComponent("lora-cond.safetensors").path)
+        request.imageSize = 56
+        request.encoderLora = lora
+        request.workingDirectory = Self.imagesDir
+        try EncodeJob(request).run()
+        let hidden = try readTensors(Self.fixtures.appendingPathComponent("encode/lora/expected.safetensors").path)["hidden"]!
+        let connector = try MumuConnector(path: Self.fixtures.appendingPathComponent("networks/connector-w96.safetensors").path)
+        let want = try connector.conditioning(hidden), got = try readTensors(request.output)
+        for (key, ref) in [("context", want.context), ("pooled", want.pooled)] {
+            checkMaxError(got[key]!, ref, "encode --encoder-lora \(key)", tolerance: 1e-4 * ref.data.map(abs).max()!)
+        }
+        let file = try SafetensorsFile(path: lora)
+        let autoV3 = try Hashing.hashes(of: file.file, dataStart: file.header.dataStart).autoV3!
+        XCTAssertEqual(try SafetensorsFile(path: request.output).metadata["mumu_encoder_lora"], "adapter_model.safetensors: \(autoV3)")
+
+        var s = GenerationSettings(prompt: prompt)
+        s.width = 64; s.height = 64; s.steps = 2; s.cfg = 5; s.seed = 11
+        var r = GenerateRequest(settings: s, output: dir.appendingPathComponent("lora.png").path)
+        r.checkpoint = decoder
+        r.encoder = encoder
+        r.encoderLora = lora
+        r.imageSize = 56
+        r.workingDirectory = Self.imagesDir
+        r.registryHome = dir.appendingPathComponent("registry").path
+        let report = try GenerateJob(r).run()
+        XCTAssertEqual(InfoText.parse(report.images[0].infotext)["Encoder LoRA"], "adapter_model.safetensors: \(autoV3)")
+        var plain = r
+        plain.encoderLora = nil
+        plain.output = dir.appendingPathComponent("plain.png").path
+        try GenerateJob(plain).run()
+        XCTAssertNotEqual(try PNG.read(r.output!).image.pixels, try PNG.read(plain.output!).image.pixels)
+        var noEncoder = plain
+        noEncoder.encoder = nil
+        noEncoder.settings.prompt = "a red circle"
+        noEncoder.encoderLora = lora
+        XCTAssertThrowsError(try GenerateJob(noEncoder)) { XCTAssertTrue("\($0)".contains("encoder LoRA"), "\($0)") }
+    }
+
     /// What is missing is said before anything loads: images without an encoder, an encoder without a connector,
     /// a missing image.
     func testMissingPartsAreNamed() throws {

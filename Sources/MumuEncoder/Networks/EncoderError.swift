@@ -11,6 +11,8 @@ public enum EncoderError: Error, CustomStringConvertible, Equatable {
     case config(path: String, field: String, reason: String)
     /// The file has no MUMU connector (`connector.*`), or its tensors do not form one.
     case connector(path: String, reason: String)
+    /// An encoder LoRA file (`--encoder-lora`) that cannot be read or does not fit the encoder.
+    case lora(path: String, reason: String)
     /// An input to a forward pass does not fit the model (wrong pixel size, token id outside the vocabulary,
     /// image-token count mismatch, sequence too long).
     case input(String)
@@ -23,6 +25,8 @@ public enum EncoderError: Error, CustomStringConvertible, Equatable {
             return "\(path): config field \(field): \(reason)"
         case let .connector(path, reason):
             return "\(path): \(reason)"
+        case let .lora(path, reason):
+            return "\(path): encoder LoRA: \(reason)"
         case let .input(reason):
             return reason
         }

@@ -24,7 +24,7 @@ public final class Idefics2Encoder: @unchecked Sendable {
     public let text: MistralModel
 
     /// Loads `folder` (see `Idefics2Folder`). Weights of the matrix products become f32 or bf16 (`precision`; bf16
-    /// only where the CPU has a bf16 GEMM, else f32), the token embedding f32 or bf16 rows, norms and biases f32.
+    /// runs on the CPU's best bf16 GEMM path, see `BF16Matrix`), the token embedding f32 or bf16 rows, norms and biases f32.
     /// The folder's files are closed once loaded.
     public convenience init(folder: String, precision: WeightPrecision = .f32) throws {
         try self.init(folder: try Idefics2Folder(path: folder), precision: precision)
