@@ -9,7 +9,7 @@
    libpng reports errors by longjmp, which Swift cannot catch, so the setjmp lives here, in C: each function
    installs an error callback that copies libpng's message into `err` and longjmps back, frees what it
    allocated and returns non-zero. Memory handed to the caller comes from malloc; release it with free() or
-   mumu_png_image_free(). */
+   mumu_png_pixels_free(). */
 
 typedef struct {
     char *msg;
@@ -140,19 +140,26 @@ static inline void mumu_png_read_cb(png_structp png, png_bytep bytes, png_size_t
     b->pos += n;
 }
 
-/* A decoded image: 8-bit RGB pixels and the text chunks (tEXt, zTXt, iTXt) in file order. */
+/* ---- Decoding: the one PNG reader, for MumuEncoder's image loader (Image/ImageLoader.swift) and for reading
+   outputs back with their text (MumuSampler's Output/PNG.swift) ---- */
+
+/* Pixels as the file holds them, reduced to 8 bits a channel the way PIL opens PNGs, and the text chunks. */
 typedef struct {
-    unsigned char *rgb; /* width * height * 3 bytes */
+    unsigned char *pixels; /* width * height * channels bytes, malloc'd */
     int width;
     int height;
-    int ntext;
-    char **keys;       /* NUL-terminated Latin-1 keywords */
-    char **values;     /* text bytes: Latin-1 for tEXt/zTXt, UTF-8 for iTXt */
+    int channels;          /* 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (palette and tRNS expanded) */
+    int has_alpha;         /* an alpha channel or a tRNS chunk was present */
+    unsigned char *exif;   /* the eXIf chunk's payload (malloc'd), or NULL */
+    size_t exif_len;
+    int ntext;             /* text chunks (tEXt, zTXt, iTXt) in file order, before and after the image data */
+    char **keys;           /* NUL-terminated Latin-1 keywords */
+    char **values;         /* text bytes: Latin-1 for tEXt/zTXt, UTF-8 for iTXt */
     size_t *value_lengths;
-    int *is_utf8;      /* 1 for iTXt */
-} mumu_png_image;
+    int *is_utf8;          /* 1 for iTXt */
+} mumu_png_pixels;
 
-static inline void mumu_png_image_free(mumu_png_image *img) {
+static inline void mumu_png_pixels_free(mumu_png_pixels *img) {
     if (img == NULL) return;
     if (img->keys != NULL)
         for (int i = 0; i < img->ntext; i++) free(img->keys[i]);
@@ -162,7 +169,8 @@ static inline void mumu_png_image_free(mumu_png_image *img) {
     free(img->values);
     free(img->value_lengths);
     free(img->is_utf8);
-    free(img->rgb);
+    free(img->pixels);
+    free(img->exif);
     memset(img, 0, sizeof *img);
 }
 
@@ -173,106 +181,6 @@ static inline char *mumu_png_dup(const char *s, size_t n) {
         d[n] = 0;
     }
     return d;
-}
-
-/* Decodes any PNG (palette, gray, alpha, 16-bit, interlaced) to 8-bit RGB: palette and low bit depths
-   expanded, 16-bit channels reduced to 8, alpha dropped (not composited), gray copied to R, G and B.
-   Returns 0 and fills *out (release with mumu_png_image_free), 2 when the data is not a PNG at all,
-   1 on any other error (message in err). */
-static inline int mumu_png_decode(const unsigned char *data, size_t len, mumu_png_image *out, char *err,
-                                  size_t errlen) {
-    memset(out, 0, sizeof *out);
-    if (len < 8 || png_sig_cmp((png_const_bytep)data, 0, 8) != 0) {
-        mumu_png_set_error(err, errlen, "not a PNG file (no PNG signature)");
-        return 2;
-    }
-    mumu_png_errctx ectx = {err, errlen};
-    mumu_png_inbuf in = {data, len, 0};
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, mumu_png_error_cb, mumu_png_warning_cb);
-    if (png == NULL) {
-        mumu_png_set_error(err, errlen, "cannot create a libpng read structure");
-        return 1;
-    }
-    png_infop info = png_create_info_struct(png);
-    if (info == NULL) {
-        mumu_png_set_error(err, errlen, "out of memory");
-        png_destroy_read_struct(&png, NULL, NULL);
-        return 1;
-    }
-    /* Allocated after setjmp, so volatile: their values must survive a longjmp. */
-    png_bytep *volatile rows = NULL;
-    if (setjmp(png_jmpbuf(png))) {
-        free((void *)rows);
-        mumu_png_image_free(out);
-        png_destroy_read_struct(&png, &info, NULL);
-        return 1;
-    }
-    png_set_read_fn(png, &in, mumu_png_read_cb);
-    png_read_info(png, info);
-    png_uint_32 w = png_get_image_width(png, info);
-    png_uint_32 h = png_get_image_height(png, info);
-    if ((uint64_t)w * (uint64_t)h > ((uint64_t)1 << 30)) png_error(png, "image too large (over 2^30 pixels)");
-    png_set_expand(png);
-    png_set_strip_16(png);
-    png_set_strip_alpha(png);
-    png_set_gray_to_rgb(png);
-    (void)png_set_interlace_handling(png);
-    png_read_update_info(png, info);
-    if (png_get_rowbytes(png, info) != (size_t)w * 3) png_error(png, "unexpected row size after conversion to RGB");
-    out->width = (int)w;
-    out->height = (int)h;
-    out->rgb = (unsigned char *)malloc((size_t)w * (size_t)h * 3);
-    rows = (png_bytep *)malloc(sizeof(png_bytep) * (size_t)h);
-    if (out->rgb == NULL || rows == NULL) png_error(png, "out of memory");
-    for (png_uint_32 y = 0; y < h; y++) rows[y] = out->rgb + (size_t)y * (size_t)w * 3;
-    png_read_image(png, rows);
-    png_read_end(png, info); /* text chunks after the image data land in info too */
-    free((void *)rows);
-    rows = NULL;
-
-    png_textp text = NULL;
-    int ntext = 0;
-    png_get_text(png, info, &text, &ntext);
-    if (ntext > 0) {
-        out->keys = (char **)calloc((size_t)ntext, sizeof(char *));
-        out->values = (char **)calloc((size_t)ntext, sizeof(char *));
-        out->value_lengths = (size_t *)calloc((size_t)ntext, sizeof(size_t));
-        out->is_utf8 = (int *)calloc((size_t)ntext, sizeof(int));
-        if (out->keys == NULL || out->values == NULL || out->value_lengths == NULL || out->is_utf8 == NULL)
-            png_error(png, "out of memory");
-        out->ntext = ntext;
-        for (int i = 0; i < ntext; i++) {
-            int itxt = text[i].compression == PNG_ITXT_COMPRESSION_NONE || text[i].compression == PNG_ITXT_COMPRESSION_zTXt;
-            size_t n = text[i].text == NULL ? 0 : (itxt ? text[i].itxt_length : text[i].text_length);
-            out->keys[i] = mumu_png_dup(text[i].key, strlen(text[i].key));
-            out->values[i] = mumu_png_dup(text[i].text != NULL ? text[i].text : "", n);
-            out->value_lengths[i] = n;
-            out->is_utf8[i] = itxt;
-            if (out->keys[i] == NULL || out->values[i] == NULL) png_error(png, "out of memory");
-        }
-    }
-    png_destroy_read_struct(&png, &info, NULL);
-    return 0;
-}
-
-/* ---- Decoding for MumuEncoder's image loader (Sources/MumuEncoder/Image/ImageLoader.swift) ---- */
-
-/* Pixels as the file holds them, reduced to 8 bits a channel the way PIL opens PNGs. */
-typedef struct {
-    unsigned char *pixels; /* width * height * channels bytes, malloc'd */
-    int width;
-    int height;
-    int channels;          /* 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (palette and tRNS expanded) */
-    int has_alpha;         /* an alpha channel or a tRNS chunk was present */
-    unsigned char *exif;   /* the eXIf chunk's payload (malloc'd), or NULL */
-    size_t exif_len;
-} mumu_png_pixels;
-
-static inline void mumu_png_pixels_free(mumu_png_pixels *img) {
-    if (img == NULL) return;
-    free(img->pixels);
-    free(img->exif);
-    memset(img, 0, sizeof *img);
 }
 
 /* Decodes a PNG held in memory, keeping its channels: palette and low bit depths expanded, tRNS turned into
@@ -375,6 +283,29 @@ static inline int mumu_png_decode_pixels(const unsigned char *data, size_t len, 
         size_t n = (size_t)w * (size_t)h;
         for (size_t i = 0; i < n; i++) raw[i] = raw[2 * i] == 0 ? raw[2 * i + 1] : 255;
         channels = 1;
+    }
+    {
+        png_textp text = NULL;
+        int ntext = 0;
+        png_get_text(png, info, &text, &ntext);
+        if (ntext > 0) {
+            out->keys = (char **)calloc((size_t)ntext, sizeof(char *));
+            out->values = (char **)calloc((size_t)ntext, sizeof(char *));
+            out->value_lengths = (size_t *)calloc((size_t)ntext, sizeof(size_t));
+            out->is_utf8 = (int *)calloc((size_t)ntext, sizeof(int));
+            if (out->keys == NULL || out->values == NULL || out->value_lengths == NULL || out->is_utf8 == NULL)
+                png_error(png, "out of memory");
+            out->ntext = ntext;
+            for (int i = 0; i < ntext; i++) {
+                int itxt = text[i].compression == PNG_ITXT_COMPRESSION_NONE || text[i].compression == PNG_ITXT_COMPRESSION_zTXt;
+                size_t n = text[i].text == NULL ? 0 : (itxt ? text[i].itxt_length : text[i].text_length);
+                out->keys[i] = mumu_png_dup(text[i].key, strlen(text[i].key));
+                out->values[i] = mumu_png_dup(text[i].text != NULL ? text[i].text : "", n);
+                out->value_lengths[i] = n;
+                out->is_utf8[i] = itxt;
+                if (out->keys[i] == NULL || out->values[i] == NULL) png_error(png, "out of memory");
+            }
+        }
     }
 #ifdef PNG_eXIf_SUPPORTED
     {

@@ -146,6 +146,18 @@ final class OutputTests: XCTestCase {
         assertThrowsMessage(try PNG.read(truncated), contains: [truncated])
     }
 
+    /// PNG.read shares the encoder's PNG decoder: every opaque kind of PNG (RGB, gray, palette, 1-, 4- and
+    /// 16-bit) reads as the RGB pixels PIL gives (scripts/gen_fixtures_encoder_images.py; 16-bit gray clips at
+    /// 255 as PIL's I;16 conversion does, where the former reader kept the high byte).
+    func testReadMatchesPILOnEveryOpaqueKind() throws {
+        let dir = testsFolder.appendingPathComponent("MumuEncoderTests/Fixtures/images")
+        for name in ["rgb.png", "gray.png", "palette.png", "bilevel.png", "gray4.png", "gray16.png", "rgb16.png"] {
+            let image = try PNG.read(dir.appendingPathComponent(name).path).image
+            let want = try readFile(dir.appendingPathComponent(name + ".rgb").path)
+            XCTAssertEqual(image.pixels, want, name)
+        }
+    }
+
     func testEncodeRefusesBadImagesAndKeywords() {
         XCTAssertThrowsError(try PNG.encode(RGBImage(width: 2, height: 2, pixels: [0, 0, 0]), text: [])) {
             XCTAssertEqual($0 as? OutputError,

@@ -139,22 +139,35 @@ public enum PNG {
     }
 
     /// Reads any PNG (palette, gray, 16-bit, with alpha, interlaced) as 8-bit RGB (alpha is dropped, not
-    /// composited) with its text chunks: tEXt and zTXt decoded as Latin-1, iTXt as UTF-8. A keyword that
-    /// occurs twice keeps its last value (as PIL's `info` does). Errors are `FormatError`s naming the file.
+    /// composited; 16-bit channels reduced as PIL opens them) with its text chunks: tEXt and zTXt decoded as
+    /// Latin-1, iTXt as UTF-8. A keyword that occurs twice keeps its last value (as PIL's `info` does). Errors are
+    /// `FormatError`s naming the file. The decoder is the one the encoder's image loader uses (CPNG's
+    /// `mumu_png_decode_pixels`: chunk lengths checked against the file before libpng allocates them), here with
+    /// a limit of 2^30 pixels.
     public static func read(_ path: String) throws -> (image: RGBImage, text: [String: String]) {
         let file = try MappedFile(path: path)
-        var decoded = mumu_png_image()
+        var decoded = mumu_png_pixels()
         var err = [CChar](repeating: 0, count: 512)
         let rc = withExtendedLifetime(file) {
-            mumu_png_decode(file.base?.assumingMemoryBound(to: UInt8.self), file.size, &decoded, &err, err.count)
+            mumu_png_decode_pixels(file.base?.assumingMemoryBound(to: UInt8.self), file.size, Int.max, 1 << 30, &decoded, &err, err.count)
         }
-        defer { mumu_png_image_free(&decoded) }
+        defer { mumu_png_pixels_free(&decoded) }
         guard rc == 0 else {
-            let reason = String(cString: err)
-            throw FormatError.malformed(path: path, reason: rc == 2 ? reason : "not a readable PNG: \(reason)")
+            let reason = rc == 3 ? "image too large (\(decoded.width) x \(decoded.height), over 2^30 pixels)" : String(cString: err)
+            throw FormatError.malformed(path: path, reason: rc == 1 ? "not a readable PNG: \(reason)" : reason)
         }
-        let width = Int(decoded.width), height = Int(decoded.height)
-        let pixels = [UInt8](UnsafeBufferPointer(start: decoded.rgb, count: width * height * 3))
+        let width = Int(decoded.width), height = Int(decoded.height), channels = Int(decoded.channels)
+        guard (1...4).contains(channels) else { throw FormatError.malformed(path: path, reason: "PNG decoded to \(channels) channels") }
+        let n = width * height
+        let src = UnsafeBufferPointer(start: decoded.pixels, count: n * channels)
+        let pixels = [UInt8](unsafeUninitializedCapacity: n * 3) { out, filled in
+            for i in 0..<n {
+                let p = i * channels
+                let (r, g, b) = channels < 3 ? (src[p], src[p], src[p]) : (src[p], src[p + 1], src[p + 2])
+                out[3 * i] = r; out[3 * i + 1] = g; out[3 * i + 2] = b
+            }
+            filled = n * 3
+        }
         var text: [String: String] = [:]
         for i in 0..<Int(decoded.ntext) {
             let key = latin1String(UnsafeRawPointer(decoded.keys![i]!), strlen(decoded.keys![i]!))
