@@ -68,31 +68,29 @@ static dims dims_of(const mumu_attention_args *a) {
 int mumu_attention_path_available(int path, int bf16) {
     if (path <= 0) return 1;
 #ifdef MUMU_X86
-    if (bf16) return mumu_gemm_bf16_isa_available(path >= 2 ? 3 : 2);   // the GEMM's avx512bf16 / amx
-    return path == 1 && mumu_cpu_vector_level() >= 2;
+    if (path == 1) return mumu_gemm_bf16_isa_available(1);                 // AVX2 + FMA, as the GEMM's avx2
+    if (bf16) return mumu_gemm_bf16_isa_available(path >= 3 ? 3 : 2);   // the GEMM's avx512bf16 / amx
+    return path == 2 && mumu_cpu_vector_level() >= 2;
 #else
     return 0;
 #endif
 }
 
 static int clamp_path(int path, int bf16) {
-    if (path > 2) path = 2;
-    if (!bf16 && path == 2) path = 1;
+    if (path > 3) path = 3;
+    if (!bf16 && path == 3) path = 2;
     while (path > 0 && !mumu_attention_path_available(path, bf16)) path--;
     return path;
 }
 
-// The GEMM's cap (0 portable, 1 avx2, 2 avx512bf16, 3 amx) as an attention path: no AVX2 path here, so a cap
-// at avx2 runs portable.
-int mumu_attention_path(int bf16) {
-    int cap = mumu_gemm_isa_cap();
-    return clamp_path(cap <= 1 ? 0 : cap - 1, bf16);
-}
+// The GEMM's cap (0 portable, 1 avx2, 2 avx512bf16, 3 amx) is the attention path's cap too.
+int mumu_attention_path(int bf16) { return clamp_path(mumu_gemm_isa_cap(), bf16); }
 
 const char *mumu_attention_path_name(int path) {
     switch (path) {
-    case 1: return "avx512";
-    case 2: return "amx";
+    case 1: return "avx2";
+    case 2: return "avx512";
+    case 3: return "amx";
     default: return "portable";
     }
 }
@@ -127,7 +125,7 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
     } else {
         uint32_t *kp = packed, *vp = kp + (size_t)s.nb * s.dp * BK;
 #ifdef MUMU_X86
-        if (d <= 8192 && mumu_attention_path_available(1, 1)) { pack_kv_bf16_avx(a, k, v, s, kp, vp); return; }   // (stack row)
+        if (d <= 8192 && mumu_attention_path_available(2, 1)) { pack_kv_bf16_avx(a, k, v, s, kp, vp); return; }   // (stack row)
 #endif
         uint16_t *vh = (uint16_t *)vp;
         for (int j = 0; j < tk; j++) {
@@ -160,42 +158,50 @@ typedef struct {
     float *l16;                   // [BQ][16]: the AVX-512 paths' row sums, lane-wise (reduced at the end)
 } blk;
 
-static void qk_portable(const blk *b, const void *kb) {
-    for (int r = 0; r < b->rows; r++) {
-        float *sr = b->s + r * BK;
-        for (int j = 0; j < BK; j++) sr[j] = 0;
-        if (!b->bf16) {
-            const float *q = (const float *)b->qp + (size_t)r * b->d, *k = kb;
-            for (int c = 0; c < b->d; c++)
-                for (int j = 0; j < BK; j++) sr[j] += q[c] * k[(size_t)c * BK + j];
-        } else {
-            const uint32_t *q = (const uint32_t *)b->qp + (size_t)r * b->dp, *k = kb;
-            for (int p = 0; p < b->dp; p++)
-                for (int j = 0; j < BK; j++) {
-                    uint32_t kw = k[(size_t)p * BK + j];
-                    sr[j] += bf_lo(q[p]) * bf_lo(kw) + bf_hi(q[p]) * bf_hi(kw);
-                }
-        }
-    }
-}
+// The scalar kernels, written once and compiled twice: for any x86-64 (portable) and for AVX2 + FMA, where the
+// compiler vectorizes the loops over the 64 keys of a block (S) and the channels (PV).
+#define PORTABLE_KERNELS(NAME, ATTR) \
+ATTR static void qk_##NAME(const blk *b, const void *kb) { \
+    for (int r = 0; r < b->rows; r++) { \
+        float *sr = b->s + r * BK; \
+        for (int j = 0; j < BK; j++) sr[j] = 0; \
+        if (!b->bf16) { \
+            const float *q = (const float *)b->qp + (size_t)r * b->d, *k = kb; \
+            for (int c = 0; c < b->d; c++) \
+                for (int j = 0; j < BK; j++) sr[j] += q[c] * k[(size_t)c * BK + j]; \
+        } else { \
+            const uint32_t *q = (const uint32_t *)b->qp + (size_t)r * b->dp, *k = kb; \
+            for (int p = 0; p < b->dp; p++) \
+                for (int j = 0; j < BK; j++) { \
+                    uint32_t kw = k[(size_t)p * BK + j]; \
+                    sr[j] += bf_lo(q[p]) * bf_lo(kw) + bf_hi(q[p]) * bf_hi(kw); \
+                } \
+        } \
+    } \
+} \
+ \
+ATTR static void pv_##NAME(const blk *b, const void *vb, int jn) { \
+    for (int r = 0; r < b->rows; r++) { \
+        float *orow = b->o + (size_t)r * b->d16; \
+        if (!b->bf16) { \
+            const float *p = b->s + r * BK, *v = vb; \
+            for (int j = 0; j < jn; j++) \
+                for (int c = 0; c < b->d16; c++) orow[c] += p[j] * v[(size_t)j * b->d16 + c]; \
+        } else { \
+            const uint32_t *p = b->p16 + r * (BK / 2), *v = vb; \
+            for (int jp = 0; jp < ceil_div(jn, 2); jp++) \
+                for (int c = 0; c < b->d16; c++) { \
+                    uint32_t vw = v[(size_t)jp * b->d16 + c]; \
+                    orow[c] += bf_lo(p[jp]) * bf_lo(vw) + bf_hi(p[jp]) * bf_hi(vw); \
+                } \
+        } \
+    } \
+} \
 
-static void pv_portable(const blk *b, const void *vb, int jn) {
-    for (int r = 0; r < b->rows; r++) {
-        float *orow = b->o + (size_t)r * b->d16;
-        if (!b->bf16) {
-            const float *p = b->s + r * BK, *v = vb;
-            for (int j = 0; j < jn; j++)
-                for (int c = 0; c < b->d16; c++) orow[c] += p[j] * v[(size_t)j * b->d16 + c];
-        } else {
-            const uint32_t *p = b->p16 + r * (BK / 2), *v = vb;
-            for (int jp = 0; jp < ceil_div(jn, 2); jp++)
-                for (int c = 0; c < b->d16; c++) {
-                    uint32_t vw = v[(size_t)jp * b->d16 + c];
-                    orow[c] += bf_lo(p[jp]) * bf_lo(vw) + bf_hi(p[jp]) * bf_hi(vw);
-                }
-        }
-    }
-}
+PORTABLE_KERNELS(portable, )
+#ifdef MUMU_X86
+PORTABLE_KERNELS(avx2, __attribute__((target("avx2,fma"))))
+#endif
 
 // Visible key columns [lo, hi) of the block (clamped to [0, BK]) for each row; computed by the driver.
 static void softmax_portable(const blk *b, const int *lo, const int *hi, float scale) {
@@ -225,6 +231,64 @@ static void softmax_portable(const blk *b, const int *lo, const int *hi, float s
         }
     }
 }
+
+#ifdef MUMU_X86
+// ---- AVX2 softmax ----------------------------------------------------------------------------------------
+// The portable softmax on 8 lanes: e^x by exp256, visible columns by comparing the column index with lo / hi,
+// P as f32 in S (f32) or rounded to bf16 nearest even in p16 (bf16, NaN cannot occur: inputs are finite scores).
+__attribute__((target("avx2,fma"))) static void softmax_avx2(const blk *b, const int *lo, const int *hi, float scale) {
+    const __m256 vs = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int r = 0; r < BQ; r++) {
+        float *sr = b->s + r * BK;
+        uint16_t *ph = (uint16_t *)(b->p16 + r * (BK / 2));
+        if (r >= b->rows || lo[r] >= hi[r]) {
+            for (int q = 0; q < BK; q += 8) _mm256_storeu_ps(sr + q, _mm256_setzero_ps());
+            memset(ph, 0, BK * 2);
+            continue;
+        }
+        const __m256i vlo = _mm256_set1_epi32(lo[r]), vhi = _mm256_set1_epi32(hi[r]);
+        __m256 x[BK / 8], vis[BK / 8], vmax = ninf;
+        for (int q = 0; q < BK / 8; q++) {
+            __m256i col = _mm256_add_epi32(idx, _mm256_set1_epi32(8 * q));
+            __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(vlo, col), _mm256_cmpgt_epi32(vhi, col));
+            vis[q] = _mm256_castsi256_ps(in);
+            x[q] = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(sr + 8 * q), vs), vis[q]);
+            vmax = _mm256_max_ps(vmax, x[q]);
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        float mx = _mm_cvtss_f32(m4);
+        float mold = b->m[r], mnew = mold > mx ? mold : mx;
+        float alpha = mold == mnew ? 1.0f : expf(mold - mnew);
+        __m256 vm = _mm256_set1_ps(mnew), vsum = _mm256_setzero_ps();
+        for (int q = 0; q < BK / 8; q++) {
+            x[q] = _mm256_and_ps(exp256(_mm256_sub_ps(x[q], vm)), vis[q]);
+            vsum = _mm256_add_ps(vsum, x[q]);
+            if (b->bf16) {
+                __m256i u = _mm256_castps_si256(x[q]);
+                __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+                u = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
+                __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+                _mm_storeu_si128((__m128i *)(ph + 8 * q), packed);
+            } else {
+                _mm256_storeu_ps(sr + 8 * q, x[q]);
+            }
+        }
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+        b->m[r] = mnew;
+        b->l[r] = b->l[r] * alpha + _mm_cvtss_f32(s4);
+        if (alpha != 1) {
+            float *orow = b->o + (size_t)r * b->d16;
+            __m256 va = _mm256_set1_ps(alpha);
+            for (int c = 0; c < b->d16; c += 8) _mm256_storeu_ps(orow + c, _mm256_mul_ps(_mm256_loadu_ps(orow + c), va));
+        }
+    }
+}
+#endif
 
 #ifdef MUMU_X86
 // ---- AVX-512 kernels ----------------------------------------------------------------------------------
@@ -566,7 +630,7 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
     const size_t vblock = (size_t)(bf ? BK / 2 : BK) * d16 * 4;            // bytes per V block
 
 #ifdef MUMU_X86
-    if (path == 2) amx_config();
+    if (path == 3) amx_config();
 #endif
     int lo[BQ], hi[BQ];
     for (int ib = r0; ib < r1; ib += BQ) {
@@ -583,7 +647,7 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
             for (int r = 0; r < rows; r++) {
                 const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
 #ifdef MUMU_X86
-                if (path > 0) { q_row_bf16_avx(src, d, q + (size_t)r * dp * 2); continue; }
+                if (path >= 2) { q_row_bf16_avx(src, d, q + (size_t)r * dp * 2); continue; }
 #endif
                 for (int c = 0; c < d; c++) q[(size_t)r * dp * 2 + c] = f32_to_bf16(src[c]);
             }
@@ -609,12 +673,12 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
             const void *kb = kbase + (size_t)kbi * kblock, *vb = vbase + (size_t)kbi * vblock;
             switch (path) {
 #ifdef MUMU_X86
-            case 2:
+            case 3:
                 qk_amx(&b, kb);
                 softmax_avx_bf16(&b, lo, hi, a->scale);
                 pv_amx(&b, vb, jn);
                 break;
-            case 1:
+            case 2:
                 if (bf) {
                     qk_avx_bf16(&b, kb, jn);
                     softmax_avx_bf16(&b, lo, hi, a->scale);
@@ -625,6 +689,11 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
                     pv_avx_f32(&b, vb, jn);
                 }
                 break;
+            case 1:
+                qk_avx2(&b, kb);
+                softmax_avx2(&b, lo, hi, a->scale);
+                pv_avx2(&b, vb, jn);
+                break;
 #endif
             default:
                 qk_portable(&b, kb);
@@ -634,7 +703,7 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
             }
         }
 #ifdef MUMU_X86
-        if (path > 0) reduce_l16(&b);
+        if (path >= 2) reduce_l16(&b);
 #endif
         for (int r = 0; r < rows; r++) {
             float *dst = a->out + (size_t)(ib + r) * a->ldo + (size_t)h * d;
@@ -644,6 +713,6 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
         }
     }
 #ifdef MUMU_X86
-    if (path == 2) amx_release();
+    if (path == 3) amx_release();
 #endif
 }

@@ -159,8 +159,7 @@ final class AttentionTests: XCTestCase {
         }
     }
 
-    /// The default path is the best one the CPU has, capped by MUMU_GEMM_ISA like the bf16 GEMM (the GEMM's
-    /// avx2 path has no attention counterpart: a cap there runs attention portable).
+    /// The default path is the best one the CPU has, capped by MUMU_GEMM_ISA like the bf16 GEMM (same numbers).
     func testDefaultPath() {
         let cap: Int32
         switch ProcessInfo.processInfo.environment["MUMU_GEMM_ISA"] {
@@ -170,12 +169,11 @@ final class AttentionTests: XCTestCase {
         default: cap = 3
         }
         XCTAssertEqual(mumu_gemm_isa_cap(), cap)
-        let attentionCap = max(0, cap - 1)
         for precision in [NN.AttentionPrecision.f32, .bf16] {
-            let best = Self.paths.filter { $0.rawValue <= attentionCap && $0.isAvailable(precision) }.last!
+            let best = Self.paths.filter { $0.rawValue <= cap && $0.isAvailable(precision) }.last!
             XCTAssertEqual(NN.AttentionPath.defaultPath(precision), best, "\(precision)")
         }
-        XCTAssertEqual(NN.AttentionPath.defaultPath(.bf16).rawValue, max(0, BF16Matrix.defaultISA.rawValue - 1))
+        XCTAssertEqual(NN.AttentionPath.defaultPath(.bf16).rawValue, BF16Matrix.defaultISA.rawValue)
         print("AttentionTests default paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name)")
     }
 

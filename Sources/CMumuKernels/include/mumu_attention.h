@@ -6,14 +6,15 @@
 // out [Tq, heads*d] at stride ldo; head h uses channels h*d ..< (h+1)*d; query head h reads kv head
 // h / (heads / kv_heads) (grouped-query attention; kv_heads == heads for plain multi-head attention).
 //
-// Paths (`path`): 0 portable C, 1 AVX-512 (f32: FMA; bf16: vdpbf16ps), 2 AMX (bf16: tdpbf16ps; f32 runs path 1).
-// The default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx2 | avx512bf16 | amx) like the
-// GEMM (a cap at avx2 runs portable: attention has no AVX2 path).
+// Paths (`path`): 0 portable C, 1 AVX2 + FMA (the portable kernels compiled for it, a vector softmax), 2 AVX-512
+// (f32: FMA; bf16: vdpbf16ps), 3 AMX (bf16: tdpbf16ps; f32 runs path 2). The numbers are the GEMM's (mumu_gemm.h):
+// the default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx2 | avx512bf16 | amx).
 // A path the CPU lacks is clamped to the best one it has.
 // Precision: f32 (bf16 = 0) computes in f32. bf16 (bf16 = 1) rounds q, k, v to bf16 (nearest even) and the
 // softmax numerators P to bf16 before the PV product, as flash-attention does; products accumulate in f32 and
 // the online softmax (maximum, exponentials, row sums, the final division) runs in f32. The AVX-512 and AMX paths
-// convert with vcvtne(2)ps2bf16, which flushes subnormal inputs to zero (as the bf16 GEMM does); portable keeps them.
+// convert with vcvtne(2)ps2bf16, which flushes subnormal inputs to zero (as the bf16 GEMM does); portable and AVX2
+// keep them.
 //
 // Use: pack K and V of each kv head once (mumu_attention_pack_kv, into mumu_attention_kv_bytes), then run
 // blocks of query rows of any head against them (mumu_attention_rows), each concurrent call with its own scratch.
@@ -44,7 +45,7 @@ typedef struct {
 int mumu_attention_path(int bf16);
 // 1 when `path` runs as itself here for this precision (0 always does); ignores MUMU_GEMM_ISA.
 int mumu_attention_path_available(int path, int bf16);
-// "portable", "avx512", "amx".
+// "portable", "avx2", "avx512", "amx".
 const char *mumu_attention_path_name(int path);
 
 // Bytes of packed K and V for one kv head (64-byte aligned buffer required).

@@ -46,14 +46,14 @@ int mumu_cpu_vector_level(void);
 // Returns the malloc heap's free pages to the OS (glibc malloc_trim; nothing elsewhere).
 void mumu_release_freed_heap(void);
 
-// Network kernels (AVX-512 with a portable fallback; accuracy in nn.c).
+// Network kernels (AVX-512, AVX2 + FMA, portable; accuracy in nn.c).
 // Softmax of each of `rows` rows of `cols` values (row stride ld), in place, maximum subtracted.
 void mumu_softmax_rows(float *p, long rows, long cols, long ld);
 // SiLU and exact (erf) GELU in place; GEGLU: out[r, i] = in[r, i] * gelu(in[r, inner + i]).
 void mumu_silu(float *x, long n);
 void mumu_gelu(float *x, long n);
 void mumu_geglu(const float *in, float *out, long rows, long inner);
-// 1 when the AVX-512 paths of the network kernels run.
+// Which paths of the network kernels run: 2 AVX-512, 1 AVX2 + FMA, 0 portable.
 int mumu_nn_vectorized(void);
 
 // SHA-256, with the x86 SHA extensions where the CPU has them.

@@ -12,11 +12,11 @@ extension NN {
         public static func matching(_ weight: DenseWeight) -> AttentionPrecision { weight.isBF16 ? .bf16 : .f32 }
     }
 
-    /// The paths of the fused attention kernel (mumu_attention.h): portable C, AVX-512 (f32 FMA or bf16
-    /// vdpbf16ps), AMX (bf16 tdpbf16ps; f32 runs on AVX-512). The default is the best the CPU has, capped by
-    /// `MUMU_GEMM_ISA` like the bf16 GEMM.
+    /// The paths of the fused attention kernel (mumu_attention.h): portable C, AVX2 + FMA (the portable kernels
+    /// vectorized), AVX-512 (f32 FMA or bf16 vdpbf16ps), AMX (bf16 tdpbf16ps; f32 runs on AVX-512). The default is
+    /// the best the CPU has, capped by `MUMU_GEMM_ISA` like the bf16 GEMM (the same numbers).
     public enum AttentionPath: Int32, CaseIterable, Sendable {
-        case portable = 0, avx512 = 1, amx = 2
+        case portable = 0, avx2 = 1, avx512 = 2, amx = 3
         public var name: String { String(cString: mumu_attention_path_name(rawValue)) }
         /// Whether this CPU runs the path as itself for `precision` (ignores `MUMU_GEMM_ISA`).
         public func isAvailable(_ precision: AttentionPrecision) -> Bool {
