@@ -12,11 +12,17 @@ import MumuFormats
 public enum Blocks {
     /// The fallback rule: the block of an sgm key, or nil for a key outside the known prefixes.
     /// `lastOutput` is the index of the model's last output block (where `out.` goes).
+    /// The component comes from the one list of sgm prefixes (`SGMPrefix`): text encoders and the connector are
+    /// BASE, the VAE is VAE, the UNet's keys go by their block index.
     public static func block(of key: String, lastOutput: Int = 8) -> String? {
-        if key.hasPrefix("conditioner.") || key.hasPrefix("cond_stage_model.") || key.hasPrefix("connector.") { return "BASE" }
-        if key.hasPrefix("first_stage_model.") { return "VAE" }
-        guard key.hasPrefix(unet) else { return nil }
-        let rest = key.dropFirst(unet.count)
+        if key.hasPrefix(SGMPrefix.connector) { return "BASE" }
+        guard let (prefix, local) = SGMPrefix.split(key) else { return nil }
+        switch prefix.component {
+        case .te1, .te2: return "BASE"
+        case .vae: return "VAE"
+        case .unet: break
+        }
+        let rest = Substring(local)
         if rest.hasPrefix("time_embed.") || rest.hasPrefix("label_emb.") { return "IN00" }
         if rest.hasPrefix("middle_block.") { return "M00" }
         if rest.hasPrefix("out.") { return String(format: "OUT%02d", lastOutput) }
@@ -25,8 +31,6 @@ public enum Blocks {
         }
         return nil
     }
-
-    static let unet = "model.diffusion_model."
 
     /// N in "PREFIXN." at the start of `rest`.
     static func index(_ rest: Substring, after prefix: String) -> Int? {

@@ -178,6 +178,12 @@ final class RecipeStructureTests: XCTestCase {
         XCTAssertEqual(BlockTable(architectures: []).block(of: "model.diffusion_model.label_emb.0.0.weight"), "IN00")
         XCTAssertEqual(BlockTable(architectures: []).block(of: "connector.layers.0.weight"), "BASE")
         XCTAssertNil(BlockTable(architectures: []).block(of: "something.else"))
+        // The rule reads its prefixes from SGMPrefix: every text encoder prefix is BASE, the VAE's is VAE.
+        for prefix in SGMPrefix.allCases {
+            let want = prefix.component == .vae ? "VAE" : prefix.component == .unet ? "IN04" : "BASE"
+            let local = prefix.component == .unet ? "input_blocks.4.1.proj_in.weight" : "extra.weight"
+            XCTAssertEqual(Blocks.block(of: prefix.rawValue + local), want, prefix.rawValue)
+        }
     }
 }
 
