@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "CMumuSystem"),
 
         .target(name: "MumuTensor", dependencies: ["CMumuKernels", "CBLAS"],
-                swiftSettings: kernels),
+                swiftSettings: swift6 + kernels),
         // Architecture descriptors (formats/*.json) are compiled into MumuFormats by this plugin.
         .executableTarget(name: "EmbedFormatsTool", path: "Sources/EmbedFormatsTool"),
         .plugin(name: "EmbedFormats", capability: .buildTool(), dependencies: ["EmbedFormatsTool"]),

@@ -150,7 +150,7 @@ extension NN {
                 job += last - first
             }
         }
-        if chunks == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: run) }
+        if chunks == 1 { run(0) } else { KernelSupport.concurrentPerform(iterations: chunks, run) }
     }
 
     /// Query rows per score block in `attentionBlockedSGEMM` unless the caller says otherwise.

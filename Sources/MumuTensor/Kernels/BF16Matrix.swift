@@ -96,7 +96,7 @@ public final class BF16Matrix: @unchecked Sendable {
             ScratchPool.shared.give(scratch)
         }
         let tasks = plan.mTasks * plan.nTasks
-        if tasks == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: tasks, execute: run) }
+        if tasks == 1 { run(0) } else { KernelSupport.concurrentPerform(iterations: tasks, run) }
     }
 
     /// How `multiply` splits C into a grid of mTasks x nTasks blocks (rows in multiples of 32, the AMX

@@ -183,14 +183,12 @@ public final class DenseWeight: @unchecked Sendable {
 }
 
 extension DenseWeight {
-    /// Whether bf16 weights multiply faster than f32 ones here: the bf16 kernel has a bf16 instruction path (AMX
-    /// or AVX-512 BF16, as `MUMU_GEMM_ISA` allows). The default precision of generation.
-    public static var bf16IsFast: Bool { BF16Matrix.defaultISA.rawValue >= BF16Matrix.ISA.avx512bf16.rawValue }
-
-    /// Whether bf16 weights multiply at about f32's speed or better here (any path but portable C; AVX2 + FMA
-    /// runs at 0.85-0.96x sgemm on SDXL's shapes): half the memory for little time. The default precision of
-    /// the encoder, whose full-size model only fits a 24 GB machine in bf16.
-    public static var bf16IsNearF32: Bool { BF16Matrix.defaultISA != .portable }
+    /// Whether the models run faster with bf16 weights than with f32 ones here: the bf16 kernel has a hardware
+    /// path (AMX, AVX-512 BF16, or AVX2 + FMA, as `MUMU_GEMM_ISA` allows). With AVX2 alone the products run at
+    /// 0.84-1.21x sgemm, and SDXL's UNet (batch 2) took 0.95x (512) and 0.93x (1024) of its f32 time with half the
+    /// memory, its attention and activations in bf16 (docs/benchmarks.md). The default precision of generation
+    /// and of the encoder; f32 where only the portable C path exists (4-5x slower than sgemm).
+    public static var bf16IsFast: Bool { BF16Matrix.defaultISA != .portable }
 }
 
 /// One unmerged low-rank term of a layer: outputs `rowOffset ..< rowOffset + up.count / rank` gain

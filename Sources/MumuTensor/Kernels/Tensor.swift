@@ -49,9 +49,21 @@ public enum KernelSupport {
         let chunks = min(max(1, count / max(1, minChunk)), workers * 4)
         if chunks <= 1 { body(0..<count); return }
         let size = (count + chunks - 1) / chunks
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        concurrentPerform(iterations: chunks) { c in
             let lo = c * size, hi = min(count, lo + size)
             if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    /// `DispatchQueue.concurrentPerform` for the kernels' work, whose closures capture raw pointers (not
+    /// `Sendable`) and write disjoint parts of one buffer: the one place that claims that is safe. Every caller
+    /// gives each iteration its own output range (rows, columns, heads) and only reads what others write before
+    /// the call; the call returns after every iteration has finished.
+    @inline(__always)
+    public static func concurrentPerform(iterations: Int, _ work: (Int) -> Void) {
+        withoutActuallyEscaping(work) { work in
+            nonisolated(unsafe) let shared = work
+            DispatchQueue.concurrentPerform(iterations: iterations) { shared($0) }
         }
     }
 }
