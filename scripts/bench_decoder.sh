@@ -7,13 +7,17 @@
 #
 #   scripts/bench_decoder.sh [DIR] [SIZES]   (DIR default /tmp/mumu-bench, base.safetensors made with mumu synth
 #                                             when missing; SIZES default "512 1024")
-# env: MUMU (binary, default .build/release/mumu), THREADS (default 2). Needs torch + diffusers for the peer.
+# env: MUMU (binary, default .build/release/mumu), THREADS (default 2), PRECISIONS (default "f32 bf16": the UNet
+# precisions run on both sides), REPEATS (default 2: evaluations each, the best reported), VAE and TEXT (default 1;
+# 0 skips the VAE decode and the text encoders). Needs torch + diffusers for the peer. On CPUs without AVX-512-BF16
+# torch's bf16 runs at a fraction of its f32 (21 against 118 GFLOP/s on an AVX2 AMD EPYC): PRECISIONS=f32 at 1024.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-/tmp/mumu-bench}
 sizes=${2:-512 1024}
 mumu=${MUMU:-$(pwd)/.build/release/mumu}
 threads=${THREADS:-2}
+export PRECISIONS=${PRECISIONS:-f32 bf16} REPEATS=${REPEATS:-2}
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 mkdir -p "$dir"
 t() { /usr/bin/time -f "   %e s wall, %M KB max RSS" "$@"; }
@@ -26,17 +30,23 @@ for size in $sizes; do
     flops=$(python3 -c "print(2 * {512: 1.59e12, 1024: 6.76e12}.get($size, 0))")
     echo "== UNet ${size}x${size}, batch 2: diffusers (torch $(python3 -c 'import torch; print(torch.__version__)'), f32 then bf16)"
     FLOPS=$flops t python3 scripts/bench_decoder_diffusers.py "$dir/base.safetensors" "$dir" "$size" 2 "$threads"
-    for precision in f32 bf16; do
+    for precision in $PRECISIONS; do
         echo "== UNet ${size}x${size}, batch 2: mumu $precision"
-        t "$mumu" bench unet "$dir/base.safetensors" --size "$size" --batch 2 --precision $precision --repeat 2 \
+        t "$mumu" bench unet "$dir/base.safetensors" --size "$size" --batch 2 --precision $precision --repeat "$REPEATS" \
             --inputs "$dir/inputs-$size.safetensors" --save-output "$dir/mumu-$precision-$size.safetensors"
     done
     python3 scripts/bench_compare_outputs.py "mumu f32 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/mumu-f32-$size.safetensors"
-    python3 scripts/bench_compare_outputs.py "mumu bf16 vs mumu f32 ($size)" "$dir/mumu-f32-$size.safetensors" "$dir/mumu-bf16-$size.safetensors"
-    python3 scripts/bench_compare_outputs.py "diffusers bf16 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/diffusers-bf16-$size.safetensors"
+    if [[ " $PRECISIONS " == *" bf16 "* ]]; then
+        python3 scripts/bench_compare_outputs.py "mumu bf16 vs mumu f32 ($size)" "$dir/mumu-f32-$size.safetensors" "$dir/mumu-bf16-$size.safetensors"
+        python3 scripts/bench_compare_outputs.py "diffusers bf16 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/diffusers-bf16-$size.safetensors"
+    fi
 done
-echo "== VAE decode 1024x1024 (f32): diffusers, then mumu"
-t python3 scripts/bench_decoder_diffusers.py vae "$dir/base.safetensors" 1024 "$threads"
-t "$mumu" bench vae "$dir/base.safetensors" --size 1024 --repeat 2
-echo "== text encoders on one prompt (CLIP-L + bigG), mumu f32"
-t "$mumu" bench text "$dir/base.safetensors" --repeat 3
+if [ "${VAE:-1}" != 0 ]; then
+    echo "== VAE decode 1024x1024 (f32): diffusers, then mumu"
+    t python3 scripts/bench_decoder_diffusers.py vae "$dir/base.safetensors" 1024 "$threads"
+    t "$mumu" bench vae "$dir/base.safetensors" --size 1024 --repeat 2
+fi
+if [ "${TEXT:-1}" != 0 ]; then
+    echo "== text encoders on one prompt (CLIP-L + bigG), mumu f32"
+    t "$mumu" bench text "$dir/base.safetensors" --repeat 3
+fi

@@ -85,12 +85,16 @@ def main():
     }
     save_file(inputs, os.path.join(outdir, f"inputs-{size}.safetensors"))
 
+    wanted = os.environ.get("PRECISIONS", "f32 bf16").split()
+    repeats = int(os.environ.get("REPEATS", "2"))
     for dtype, name in [(torch.float32, "f32"), (torch.bfloat16, "bf16")]:
+        if name not in wanted:
+            continue
         unet.to(dtype)
         args = {k: v.to(dtype) for k, v in inputs.items()}
         best = None
         with torch.inference_mode():
-            for i in range(2):
+            for i in range(repeats):
                 t0 = time.time()
                 out = unet(args["sample"], args["timestep"], encoder_hidden_states=args["context"],
                            added_cond_kwargs={"text_embeds": args["pooled"], "time_ids": args["time_ids"]}).sample

@@ -14,7 +14,7 @@ Writes Tests/MumuEncoderTests/Fixtures/encode/lora/:
                                                    alpha tensor of 6 per module), without adapter_config.json's help
   expected.safetensors                             hidden [T, 64] of the encoder with the LoRA for the "one" prompt
                                                    of gen_fixtures_encode.py, and hidden_base without it
-Run: python3 scripts/gen_fixtures_encoder_lora.py   (torch 2.x, transformers 5, peft 0.13, pillow)
+Run: python3 scripts/gen_fixtures_encoder_lora.py   (torch 2.x, transformers 5, peft: 0.13 and 0.21 give the same tensors, pillow)
 """
 import importlib.util
 import json
