@@ -36,7 +36,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors pickle image tokenizer)
 
 rm -rf "$out/src" "$out/src-encoder" "$out/cmodules" "$out/obj"
-mkdir -p "$out/src" "$out/src-encoder" "$out/cmodules/CMumuKernels" "$out/obj"
+mkdir -p "$out/src" "$out/src-encoder" "$out/cmodules/CMumuKernels" "$out/cmodules/CMumuSystem" "$out/obj"
 
 # 1. Library sources, flattened into one folder (names made unique by their path).
 find Sources/MumuTensor Sources/MumuFormats -name '*.swift' | sort | while read -r f; do
@@ -50,18 +50,26 @@ find Sources/MumuEncoder/Image Sources/MumuEncoder/Tokenizer -name '*.swift' | s
 done
 cp fuzz/RGBImageStub.swift "$out/src-encoder/"
 
-# 2. The C kernels, and a module map so `import CMumuKernels` resolves.
+# 2. The C kernels and the signal handler (MumuFormats' AtomicFile), and module maps so `import CMumuKernels` and
+#    `import CMumuSystem` resolve.
 cat >"$out/cmodules/CMumuKernels/module.modulemap" <<MAP
 module CMumuKernels {
     header "$root/Sources/CMumuKernels/include/mumu_kernels.h"
     header "$root/Sources/CMumuKernels/include/mumu_gemm.h"
+    header "$root/Sources/CMumuKernels/include/mumu_attention.h"
+    export *
+}
+MAP
+cat >"$out/cmodules/CMumuSystem/module.modulemap" <<MAP
+module CMumuSystem {
+    header "$root/Sources/CMumuSystem/include/mumu_interrupt.h"
     export *
 }
 MAP
 objs=()
-for c in Sources/CMumuKernels/*.c; do
+for c in Sources/CMumuKernels/*.c Sources/CMumuSystem/*.c; do
     o="$out/obj/$(basename "${c%.c}").o"
-    "$CLANG" -c -O2 -g -fsanitize=address -fno-math-errno -I Sources/CMumuKernels/include "$c" -o "$o"
+    "$CLANG" -c -O2 -g -fsanitize=address -fno-math-errno -I Sources/CMumuKernels/include -I Sources/CMumuSystem/include "$c" -o "$o"
     objs+=("$o")
 done
 
@@ -82,7 +90,8 @@ for t in "${targets[@]}"; do
     echo "building fuzz/build/$t-fuzz"
     "$SWIFTC" -sanitize=fuzzer,address -parse-as-library -O -g -swift-version 5 \
         -module-name MumuFuzz -j"$JOBS" -use-ld=lld \
-        -I "$out/cmodules/CMumuKernels" -Xcc -I -Xcc Sources/CMumuKernels/include -I Sources/CBLAS \
+        -I "$out/cmodules/CMumuKernels" -I "$out/cmodules/CMumuSystem" -Xcc -I -Xcc Sources/CMumuKernels/include \
+        -Xcc -I -Xcc Sources/CMumuSystem/include -I Sources/CBLAS \
         "$out"/src/*.swift "${extra[@]}" "$main" "${objs[@]}" \
         -o "$out/$t-fuzz"
 done

@@ -32,13 +32,7 @@ public final class DenseWeight: @unchecked Sendable {
             weights = w
             packed = nil
         }
-        if let bias {
-            let b = UnsafeMutablePointer<Float>.allocate(capacity: rows)
-            b.update(from: bias, count: rows)
-            biasValues = b
-        } else {
-            biasValues = nil
-        }
+        biasValues = Self.copy(bias, count: rows)
     }
 
     /// bf16 weights from bf16 bits ([rows, cols], row-major), packed as they are; `bias` copied when given.
@@ -48,13 +42,15 @@ public final class DenseWeight: @unchecked Sendable {
         self.cols = cols
         packed = BF16Matrix(bf16: values, rows: rows, cols: cols)
         weights = nil
-        if let bias {
-            let b = UnsafeMutablePointer<Float>.allocate(capacity: rows)
-            b.update(from: bias, count: rows)
-            biasValues = b
-        } else {
-            biasValues = nil
-        }
+        biasValues = Self.copy(bias, count: rows)
+    }
+
+    /// A heap copy of `count` floats (the bias), or nil.
+    private static func copy(_ values: UnsafePointer<Float>?, count: Int) -> UnsafeMutablePointer<Float>? {
+        guard let values else { return nil }
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        b.update(from: values, count: count)
+        return b
     }
 
     public convenience init(_ weight: Tensor, bias: Tensor? = nil) {
