@@ -63,6 +63,18 @@ public final class WeightReader: @unchecked Sendable {
 
     /// `floats` into a caller's buffer of shape.product floats.
     func read(_ name: String, shape expected: [Int], into out: UnsafeMutablePointer<Float>) throws {
+        try read(name, shape: expected, as: .f32, into: UnsafeMutableRawPointer(out))
+    }
+
+    /// A bf16 tensor's bits into `out`, without an f32 copy: bf16 weights of a bf16 checkpoint go straight into
+    /// the packed layout (the values are the same as through f32). The caller checks the stored dtype is bf16.
+    func readBF16(_ name: String, shape expected: [Int], into out: UnsafeMutablePointer<UInt16>) throws {
+        try read(name, shape: expected, as: .bf16, into: UnsafeMutableRawPointer(out))
+    }
+
+    /// The tensor `name` converted to `dtype` (f32 or bf16) into `out`, checked to have `shape` (or the same element
+    /// count when `shape` lists a squeezed form) and every value to be finite.
+    private func read(_ name: String, shape expected: [Int], as dtype: DType, into out: UnsafeMutableRawPointer) throws {
         let full = prefix + name
         guard let info = infos[full] else { throw DecoderError.missingTensor(path: path, tensor: full) }
         let squeezed = info.shape.filter { $0 != 1 }
@@ -73,28 +85,13 @@ public final class WeightReader: @unchecked Sendable {
         // Streamed with pread from a mapped file (StreamExecutor.converting): loading never faults the mapping in,
         // so the resident set holds the converted weights only, not also the file's pages.
         var filled = 0
-        try StreamExecutor.converting(data, to: .f32)({ part in
-            UnsafeMutableRawPointer(out + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
-            filled += part.count / 4
+        try StreamExecutor.converting(data, to: dtype)({ part in
+            (out + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
+            filled += part.count
         })
-        let bad = mumu_count_nonfinite_f32(out, info.elementCount)
-        if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }
-    }
-
-    /// A bf16 tensor's bits into `out` (shape checked as `read` does, every value finite), without an f32 copy:
-    /// bf16 weights of a bf16 checkpoint go straight into the packed layout (the values are the same as through f32).
-    func readBF16(_ name: String, shape expected: [Int], into out: UnsafeMutablePointer<UInt16>) throws {
-        let full = prefix + name
-        guard let info = infos[full] else { throw DecoderError.missingTensor(path: path, tensor: full) }
-        guard info.shape == expected, info.dtype == .bf16 else {
-            throw DecoderError.wrongShape(path: path, tensor: full, expected: expected, found: info.shape)
-        }
-        var filled = 0
-        try StreamExecutor.converting(try source.tensor(full), to: .bf16)({ part in
-            UnsafeMutableRawPointer(out + filled).copyMemory(from: part.baseAddress!, byteCount: part.count)
-            filled += part.count / 2
-        })
-        let bad = mumu_count_nonfinite_bf16(out, info.elementCount)
+        let count = info.elementCount
+        let bad = dtype == .bf16 ? mumu_count_nonfinite_bf16(out.assumingMemoryBound(to: UInt16.self), count)
+                                 : mumu_count_nonfinite_f32(out.assumingMemoryBound(to: Float.self), count)
         if bad > 0 { throw DecoderError.nonFinite(path: path, tensor: full, count: bad) }
     }
 
