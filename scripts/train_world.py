@@ -332,15 +332,36 @@ def noised_batch(mean, std, idx, sched, noise_offset, g):
     return sched.add_noise(z0, noise, t), noise, t
 
 
+def foreground_weights(work, style, start, count, fg_weight):
+    """Per-sample loss weights on the latent grid [N, 1, 16, 16]: 1 + fg_weight where a 4x4 pixel block holds
+    anything unlike the image's corner (its background), normalized to mean 1 per sample (the loss keeps its
+    scale). Shapes cover a few percent of a frame; unweighted, the denoiser's error budget goes to backgrounds
+    (docs/world-models.md). None when fg_weight is 0."""
+    if not fg_weight:
+        return None
+    x = torch.from_numpy(images(work, style, start, count))
+    out = []
+    for i in range(0, len(x), 4096):
+        b = x[i:i + 4096].permute(0, 3, 1, 2).float()
+        fg = ((b - b[:, :, :1, :1]).abs().amax(1, keepdim=True) > 25.0).float()
+        w = 1 + fg_weight * F.max_pool2d(fg, 4)
+        out.append(w / w.mean(dim=(1, 2, 3), keepdim=True))
+    return torch.cat(out)
+
+
 def min_snr(sched):
     acp = sched.alphas_cumprod
     return acp / (1 - acp)
 
 
-def loss_step(pred, noise, t, snr, opt, trainable):
-    """The min-SNR-5 weighted epsilon loss, then one AdamW step with gradients clipped at 1; returns the loss."""
+def loss_step(pred, noise, t, snr, opt, trainable, pixel_weights=None):
+    """The min-SNR-5 weighted epsilon loss (latent pixels weighted by pixel_weights when given), then one AdamW
+    step with gradients clipped at 1; returns the loss."""
     w = torch.clamp(snr[t], max=5.0) / snr[t]
-    loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
+    err = (pred - noise) ** 2
+    if pixel_weights is not None:
+        err = err * pixel_weights
+    loss = err.mean(dim=(1, 2, 3)).mul(w).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -366,8 +387,10 @@ def ema_weights(trainable, ema):
                 p.copy_(s)
 
 
-def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay, start=0, seconds=0.0):
-    """Steps start..steps-1 (a resumed run continues the schedule; its data draws are seeded by seed + start)."""
+def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay, start=0, seconds=0.0,
+               fgw=None):
+    """Steps start..steps-1 (a resumed run continues the schedule; its data draws are seeded by seed + start; its
+    fresh AdamW warms up again over --rewarm steps). fgw: per-sample latent pixel weights (foreground_weights)."""
     sched = scheduler()
     snr = min_snr(sched)
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
@@ -380,6 +403,8 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
     for step in range(start, steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, steps, lr, a.warmup)
+            if start and step - start < a.rewarm:
+                pg["lr"] *= (step - start + 1) / a.rewarm
         idx = torch.randint(n, (a.batch,), generator=g)
         zt, noise, t = noised_batch(mean, std, idx, sched, a.noise_offset, g)
         ctx, pooled = encode_text(te1, te2, ids1[idx], ids2[idx])
@@ -387,7 +412,7 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
         ctx = ctx * (1 - drop)[:, None, None]
         pooled = pooled * (1 - drop)[:, None]
         pred = unet(zt, t, encoder_hidden_states=ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": tid}).sample
-        loss = loss_step(pred, noise, t, snr, opt, trainable)
+        loss = loss_step(pred, noise, t, snr, opt, trainable, None if fgw is None else fgw[idx])
         if ema:
             ema.update(step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
@@ -418,8 +443,11 @@ def cmd_base(a):
         start, seconds = state["step"], state["seconds"]
         log(a.work, "base", f"resuming at step {start} ({seconds:.0f}s so far)")
     trainable = list(unet.parameters()) + list(te1.parameters()) + list(te2.parameters())
+    fgw = foreground_weights(a.work, "flat", 0, a.count, a.fg_weight)
+    if fgw is not None:
+        log(a.work, "base", f"foreground weight {a.fg_weight} from step {start}")
     secs, loss = train_unet(a, "base", unet, te1, te2, trainable, mean, std, ids1, ids2, a.steps, a.lr, 0.999,
-                            start=start, seconds=seconds)
+                            start=start, seconds=seconds, fgw=fgw)
     log(a.work, "base", f"done {secs:.0f}s loss {loss:.4f}")
 
 
@@ -438,7 +466,7 @@ def cmd_finetune(a):
     for p in list(te1.parameters()) + list(te2.parameters()):
         p.requires_grad_(False)
     secs, loss = train_unet(a, a.style, unet, te1, te2, list(unet.parameters()), mean, std, ids1, ids2,
-                            a.steps, a.lr, 0)
+                            a.steps, a.lr, 0, fgw=foreground_weights(a.work, a.style, 0, a.count, a.fg_weight))
     log(a.work, a.style, f"done {secs:.0f}s loss {loss:.4f}")
 
 
@@ -592,6 +620,9 @@ def main(argv=None):
         sp.add_argument("--warmup", type=int, default=100)
         sp.add_argument("--uncond", type=float, default=0.1)
         sp.add_argument("--noise-offset", type=float, default=0.05)
+        sp.add_argument("--fg-weight", type=float, default=0.0,
+                        help="extra loss weight of latent pixels covering a shape (0: unweighted, the first runs)")
+        sp.add_argument("--rewarm", type=int, default=100, help="a resumed run's fresh AdamW warms up over these steps")
     e = sub.add_parser("export", help="write models/shapes/*.safetensors from the work folder")
     e.add_argument("--work", default="/tmp/mumu-world")
     e.add_argument("--out", default=MODELS)

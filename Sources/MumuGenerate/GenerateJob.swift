@@ -56,6 +56,8 @@ public struct GenerateRequest: Sendable {
     public var workingDirectory = FileManager.default.currentDirectoryPath
     /// A VAE to decode with instead of the checkpoint's (a file or folder; A1111's "SD VAE").
     public var vae: String?
+    /// Decode in tiles (`--vae-tile`; diffusers' tiled decode), recorded in the infotext; nil: whole.
+    public var vaeTiling: VAE.Tiling?
     /// A checkpoint whose CLIP-L and bigG replace (or supply) the checkpoint's text encoders.
     public var textEncoders: String?
     public var precision: WeightPrecision = .f32
@@ -543,6 +545,7 @@ public final class GenerateRun {
             if let lora = m.loraText { info.extra.append(("Encoder LoRA", lora)) }
         }
         if let c = request.conditioning { info.extra.append(("Conditioning", (c as NSString).lastPathComponent)) }
+        if let t = request.vaeTiling { info.extra += [("VAE tile", String(t.tile)), ("VAE tile overlap", String(t.overlap))] }
         if s.spacing != .leading { info.extra.append(("Spacing", s.spacing.rawValue)) }
         let prediction = s.prediction ?? pipe.prediction
         if prediction == .v { info.extra.append(("Prediction", prediction.rawValue)) }
@@ -554,7 +557,7 @@ public final class GenerateRun {
         guard let styled, let c = current else { return }
         let s = job.settings, request = job.request
         let t2 = Date()
-        let decoded = try styled.pipeline.decode(c.denoiser.latents)
+        let decoded = try styled.pipeline.decode(c.denoiser.latents, tiling: request.vaeTiling)
         let bytes = SDXLPipeline.rgbBytes(decoded)
         report.timings.append((c.label, c.encode, t2.timeIntervalSince(c.started), Date().timeIntervalSince(t2)))
         let info = c.info

@@ -108,17 +108,21 @@ struct BenchVAE: ParsableCommand {
     @Option(help: "Image size in pixels (latent = size / 8).") var size = 1024
     @Option(help: "Weight precision: f32 or bf16.") var precision: WeightPrecision = .f32
     @Option(name: .customLong("repeat"), help: "Decodes to time.") var repeats = 1
+    @Option(parsing: .unconditional, help: "Decode in tiles of this many pixels (generate's --vae-tile).") var tile: Int?
+    @Option(parsing: .unconditional, help: "With --tile: the overlap in pixels (default a quarter of the tile).") var tileOverlap: Int?
 
     func run() throws {
         try runReportingErrors {
+            if tileOverlap != nil && tile == nil { throw ValidationError("--tile-overlap needs --tile") }
+            let tiling = try tile.map { try VAE.Tiling(tile: $0, overlap: tileOverlap) }
             var t0 = Date()
             let vae = try VAE(checkpoint: DecoderCheckpoint(path: checkpoint), precision: precision)
-            print(String(format: "load %.1f s", Date().timeIntervalSince(t0)))
+            print(String(format: "load %.1f s", Date().timeIntervalSince(t0)) + (tiling.map { ", decoding in \($0)" } ?? ""))
             let latents = BenchUNet.noise([1, 4, size / 8, size / 8], seed: 7)
             for i in 0..<max(1, repeats) {
                 FlopCounter.reset()
                 t0 = Date()
-                let image = try vae.decode(latents: latents)
+                let image = try vae.decode(latents: latents, tiling: tiling)
                 let wall = Date().timeIntervalSince(t0)
                 print(String(format: "decode %d: %.2f s, %.3f TFLOP counted, %.1f GFLOP/s, image %@, peak RSS %@", i + 1, wall,
                              Double(FlopCounter.value) / 1e12, Double(FlopCounter.value) / wall / 1e9, "\(image.shape)",

@@ -205,6 +205,24 @@ final class GenerateJobTests: XCTestCase {
         }
     }
 
+    /// `--vae-tile`: the job decodes in tiles (VAETests holds the tiled decode against diffusers' tiled_decode)
+    /// and records the tiling in the infotext.
+    func testTiledVAEDecode() throws {
+        let dir = try makeTemporaryURL("vae-tile")
+        var r = request(dir, "whole.png")
+        r.settings.width = 96; r.settings.height = 80; r.settings.steps = 2
+        let whole = try PNG.read(try GenerateJob(r).run().images[0].path).image
+        r.output = dir.appendingPathComponent("tiled.png").path
+        r.vaeTiling = try VAE.Tiling(tile: 32)
+        let report = try GenerateJob(r).run()
+        let (tiled, text) = try PNG.read(report.images[0].path)
+        let info = InfoText.parse(try XCTUnwrap(text[InfoText.pngKey]))
+        XCTAssertEqual(info["VAE tile"], "32")
+        XCTAssertEqual(info["VAE tile overlap"], "8")
+        XCTAssertEqual([tiled.width, tiled.height], [96, 80])
+        XCTAssertNotEqual(tiled.pixels, whole.pixels, "the tiles' seams differ from a whole decode")
+    }
+
     /// A LoRA style applies to any checkpoint of its architecture (A1111, ComfyUI): registered against one file, it
     /// renders on a fine-tune of it, and the infotext says which base it was made on.
     func testLoraStyleOnAnotherCheckpoint() throws {

@@ -58,6 +58,46 @@ final class VAETests: XCTestCase {
         XCTAssertLessThan(zip(both.data[image.count...], second.data).map { abs($0 - $1) }.max()!, 1e-5)
     }
 
+    /// `--vae-tile` against diffusers' `tiled_decode` (scripts/gen_fixtures_vae_tiling.py): 14x11 latents in
+    /// 64-pixel tiles (8 latents, stride 6: 3x2 tiles, the last ones smaller) and in 32-pixel tiles (stride 3:
+    /// 5x4 tiles), overlap a quarter of the tile as diffusers' default. Tolerance as the untiled decode's: the
+    /// blending adds two rounded products per pixel; a wrong stride, blend direction or blending order moves
+    /// seams by whole values (tiled and untiled differ by 2-3.5 here).
+    func testTiledDecodeMatchesDiffusers() throws {
+        let vae = try VAE(checkpoint: try DecoderCheckpoint(path: Self.folder))
+        let io = try DecoderFixtures.io("vae_tiled")
+        let latents = try XCTUnwrap(io["latents"])
+        XCTAssertEqual(latents.shape, [1, 4, 14, 11])
+        let whole = try vae.decode(latents: latents)
+        for tile in [64, 32] {
+            let tiling = try VAE.Tiling(tile: tile)
+            XCTAssertEqual(tiling.overlap, tile / 4)
+            let tiled = try vae.decode(latents: latents, tiling: tiling)
+            checkMaxError(tiled, try XCTUnwrap(io["tiled_\(tile)"]), "tiled decode, \(tiling)", tolerance: Self.tolerance)
+            XCTAssertGreaterThan(zip(tiled.data, whole.data).map { abs($0 - $1) }.max()!, 0.5, "tiles decode alone, so seams differ from the whole")
+        }
+        // A tile covering the latents decodes them whole; a batch tiles each sample as alone.
+        XCTAssertEqual(try vae.decode(latents: latents, tiling: try VAE.Tiling(tile: 112)).data, whole.data)
+        var pair = latents
+        pair.shape[0] = 2
+        pair.data += latents.data.map { -$0 }
+        let tiling = try VAE.Tiling(tile: 32)
+        let both = try vae.decode(latents: pair, tiling: tiling)
+        let second = try vae.decode(latents: Tensor(shape: latents.shape, data: latents.data.map { -$0 }), tiling: tiling)
+        XCTAssertLessThan(zip(both.data[whole.count...], second.data).map { abs($0 - $1) }.max()!, 1e-5)
+    }
+
+    /// Tile sizes that cannot tile: not multiples of 8, or not larger than the overlap.
+    func testBadTilings() throws {
+        for (tile, overlap) in [(0, nil), (100, nil), (-8, nil), (64, 64), (64, 128), (64, 12), (64, -8)] as [(Int, Int?)] {
+            XCTAssertThrowsError(try VAE.Tiling(tile: tile, overlap: overlap), "tile \(tile) overlap \(String(describing: overlap))") { error in
+                XCTAssertTrue("\(error)".contains("--vae-tile"), "\(error)")
+            }
+        }
+        XCTAssertEqual(try VAE.Tiling(tile: 8).overlap, 0)
+        XCTAssertEqual(try VAE.Tiling(tile: 520).overlap, 128)
+    }
+
     func testEncodeMatchesDiffusers() throws {
         let vae = try VAE(checkpoint: try DecoderCheckpoint(path: Self.folder))
         XCTAssertTrue(vae.hasEncoder)

@@ -210,12 +210,12 @@ public final class SDXLPipeline: @unchecked Sendable {
         return d.latents
     }
 
-    /// Latents -> images [B, 3, H, W] in [-1, 1] (before clamping).
-    public func decode(_ latents: Tensor) throws -> Tensor {
+    /// Latents -> images [B, 3, H, W] in [-1, 1] (before clamping); in tiles when `tiling` is given (`VAE.Tiling`).
+    public func decode(_ latents: Tensor, tiling: VAE.Tiling? = nil) throws -> Tensor {
         var z = latents
         let s = 1 / vae.scalingFactor
         for i in z.data.indices { z.data[i] *= s }
-        return try vae.decode(latents: z)
+        return try vae.decode(latents: z, tiling: tiling)
     }
 
     /// decoded [B, 3, H, W] -> per image RGB bytes (H·W·3, row-major): clamp(x / 2 + 0.5, 0, 1) · 255, rounded half
