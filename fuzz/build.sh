@@ -63,6 +63,7 @@ MAP
 cat >"$out/cmodules/CMumuSystem/module.modulemap" <<MAP
 module CMumuSystem {
     header "$root/Sources/CMumuSystem/include/mumu_interrupt.h"
+    header "$root/Sources/CMumuSystem/include/mumu_writeback.h"
     export *
 }
 MAP
