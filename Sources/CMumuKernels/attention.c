@@ -15,6 +15,10 @@
 //   AVX-512 f32: S in 6-row x 64-key tiles (24 zmm accumulators, one broadcast of q per row and 4 loads of Kᵀ
 //     per channel); PV in 6-row x 64-channel tiles (per key 4 loads of V and 6 broadcasts of P).
 //   AVX-512 bf16: the same tiles with vdpbf16ps over channel pairs (S) and key pairs (PV).
+//   AVX2 + FMA: S in register tiles of 6 rows x 16 keys (f32: 12 ymm accumulators, per channel two loads of Kᵀ
+//     and six broadcasts of q) or 4 rows x 16 keys (bf16: each K word widened to its two f32 channels in
+//     registers, two FMAs per word, q broadcast from its bf16-rounded f32 copy); PV in 6-row x 16-channel (f32)
+//     or 4-row x 16-channel tiles (bf16: V words widened likewise, P broadcast from its rounded f32 copy in S).
 //   AMX: S as 16-row x 64-key (four C tiles, A = 16 rows x 16 channel pairs of Q, B = 16 pairs x 16 keys of Kᵀ);
 //     PV as 16-row x 64-channel (four C tiles loaded from O and stored back, A = 16 rows x 16 key pairs of P,
 //     B = 16 key pairs x 16 channels of V). Softmax on AVX-512.
@@ -141,7 +145,7 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
 
 size_t mumu_attention_scratch_bytes(const mumu_attention_args *a) {
     dims s = dims_of(a);
-    size_t q = (size_t)BQ * (s.d > s.dp ? s.d : s.dp) * 4;
+    size_t q = (size_t)BQ * (s.d + 1 > s.dp ? s.d + 1 : s.dp) * 4;   // d + 1: the AVX2 bf16 path's f32 rows of even length
     size_t sc = (size_t)BQ * BK * 4, p16 = (size_t)BQ * (BK / 2) * 4, o = (size_t)BQ * s.d16 * 4, st = 2 * BQ * 4 + BQ * 64;
     return q + sc + p16 + o + st + 6 * 64;
 }
@@ -199,9 +203,6 @@ ATTR static void pv_##NAME(const blk *b, const void *vb, int jn) { \
 } \
 
 PORTABLE_KERNELS(portable, )
-#ifdef MUMU_X86
-PORTABLE_KERNELS(avx2, __attribute__((target("avx2,fma"))))
-#endif
 
 // Visible key columns [lo, hi) of the block (clamped to [0, BK]) for each row; computed by the driver.
 static void softmax_portable(const blk *b, const int *lo, const int *hi, float scale) {
@@ -272,6 +273,8 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(const blk *b, const
                 u = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
                 __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
                 _mm_storeu_si128((__m128i *)(ph + 8 * q), packed);
+                // The same bf16 values widened, for the AVX2 P·V (broadcasts from memory, not from words).
+                _mm256_storeu_ps(sr + 8 * q, _mm256_castsi256_ps(_mm256_slli_epi32(u, 16)));
             } else {
                 _mm256_storeu_ps(sr + 8 * q, x[q]);
             }
@@ -285,6 +288,136 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(const blk *b, const
             float *orow = b->o + (size_t)r * b->d16;
             __m256 va = _mm256_set1_ps(alpha);
             for (int c = 0; c < b->d16; c += 8) _mm256_storeu_ps(orow + c, _mm256_mul_ps(_mm256_loadu_ps(orow + c), va));
+        }
+    }
+}
+#endif
+
+#ifdef MUMU_X86
+// ---- AVX2 + FMA register tiles -----------------------------------------------------------------------------
+// (see the header comment). Rows are taken RA at a time up to b->rows rounded up (Q's padding rows are zero, BQ
+// is a multiple of 6 and 4), key chunks of 16 up to jn rounded up (packed K is zero past the last key).
+#define TGT_AVX2 __attribute__((target("avx2,fma")))
+#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+
+AVX2_INLINE __m256 bf_lo8(__m256i w) { return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)); }
+AVX2_INLINE __m256 bf_hi8(__m256i w) { return _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u))); }
+
+TGT_AVX2 static void qk_avx2_f32(const blk *b, const float *kb, int jn) {
+    enum { RA = 6 };
+    const int d = b->d, chunks = ceil_div(jn, 16);
+    const float *qp = b->qp;
+    for (int r0 = 0; r0 < b->rows; r0 += RA) {
+        const float *q = qp + (size_t)r0 * d;
+        for (int x = 0; x < chunks; x++) {
+            __m256 acc[RA][2];
+            for (int r = 0; r < RA; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            const float *k = kb + 16 * x;
+            for (int c = 0; c < d; c++) {
+                const __m256 k0 = _mm256_loadu_ps(k + (size_t)c * BK), k1 = _mm256_loadu_ps(k + (size_t)c * BK + 8);
+                for (int r = 0; r < RA; r++) {
+                    const __m256 qv = _mm256_broadcast_ss(q + (size_t)r * d + c);
+                    acc[r][0] = _mm256_fmadd_ps(qv, k0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(qv, k1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < RA; r++) {
+                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][0]);
+                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x + 8, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < RA; r++)
+            for (int j = 16 * chunks; j < BK; j++) b->s[(r0 + r) * BK + j] = 0;
+    }
+}
+
+// Q here is the block's bf16-rounded values as f32 rows of 2·ceil(d/2) (the driver writes it so for this path):
+// broadcasts of q then load from memory instead of moving halves of a word into vectors.
+TGT_AVX2 static void qk_avx2_bf16(const blk *b, const uint32_t *kb, int jn) {
+    enum { RA = 4 };
+    const int dh = ceil_div(b->d, 2), qs = 2 * dh, chunks = ceil_div(jn, 16);
+    const float *qp = b->qp;
+    for (int r0 = 0; r0 < b->rows; r0 += RA) {
+        const float *q = qp + (size_t)r0 * qs;
+        for (int x = 0; x < chunks; x++) {
+            __m256 acc[RA][2];
+            for (int r = 0; r < RA; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            const uint32_t *k = kb + 16 * x;
+            for (int p = 0; p < dh; p++) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(k + (size_t)p * BK));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(k + (size_t)p * BK + 8));
+                const __m256 k0l = bf_lo8(w0), k0h = bf_hi8(w0), k1l = bf_lo8(w1), k1h = bf_hi8(w1);
+                for (int r = 0; r < RA; r++) {
+                    const __m256 ql = _mm256_broadcast_ss(q + (size_t)r * qs + 2 * p);
+                    const __m256 qh = _mm256_broadcast_ss(q + (size_t)r * qs + 2 * p + 1);
+                    acc[r][0] = _mm256_fmadd_ps(qh, k0h, _mm256_fmadd_ps(ql, k0l, acc[r][0]));
+                    acc[r][1] = _mm256_fmadd_ps(qh, k1h, _mm256_fmadd_ps(ql, k1l, acc[r][1]));
+                }
+            }
+            for (int r = 0; r < RA; r++) {
+                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][0]);
+                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x + 8, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < RA; r++)
+            for (int j = 16 * chunks; j < BK; j++) b->s[(r0 + r) * BK + j] = 0;
+    }
+}
+
+TGT_AVX2 static void pv_avx2_f32(const blk *b, const float *vb, int jn) {
+    enum { RA = 6 };
+    const int d16 = b->d16;
+    for (int r0 = 0; r0 < b->rows; r0 += RA) {
+        const float *p = b->s + r0 * BK;
+        for (int c0 = 0; c0 < d16; c0 += 16) {
+            float *o = b->o + (size_t)r0 * d16 + c0;
+            __m256 acc[RA][2];
+            for (int r = 0; r < RA; r++) {
+                acc[r][0] = _mm256_loadu_ps(o + (size_t)r * d16);
+                acc[r][1] = _mm256_loadu_ps(o + (size_t)r * d16 + 8);
+            }
+            for (int j = 0; j < jn; j++) {
+                const __m256 v0 = _mm256_loadu_ps(vb + (size_t)j * d16 + c0), v1 = _mm256_loadu_ps(vb + (size_t)j * d16 + c0 + 8);
+                for (int r = 0; r < RA; r++) {
+                    const __m256 pv = _mm256_broadcast_ss(p + r * BK + j);
+                    acc[r][0] = _mm256_fmadd_ps(pv, v0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(pv, v1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < RA; r++) {
+                _mm256_storeu_ps(o + (size_t)r * d16, acc[r][0]);
+                _mm256_storeu_ps(o + (size_t)r * d16 + 8, acc[r][1]);
+            }
+        }
+    }
+}
+
+TGT_AVX2 static void pv_avx2_bf16(const blk *b, const uint32_t *vb, int jn) {
+    enum { RA = 4 };
+    const int d16 = b->d16, jp = ceil_div(jn, 2);
+    for (int r0 = 0; r0 < b->rows; r0 += RA) {
+        const float *p = b->s + r0 * BK;   // P rounded to bf16, as f32 (softmax_avx2)
+        for (int c0 = 0; c0 < d16; c0 += 16) {
+            float *o = b->o + (size_t)r0 * d16 + c0;
+            __m256 acc[RA][2];
+            for (int r = 0; r < RA; r++) {
+                acc[r][0] = _mm256_loadu_ps(o + (size_t)r * d16);
+                acc[r][1] = _mm256_loadu_ps(o + (size_t)r * d16 + 8);
+            }
+            for (int j = 0; j < jp; j++) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(vb + (size_t)j * d16 + c0));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(vb + (size_t)j * d16 + c0 + 8));
+                const __m256 v0l = bf_lo8(w0), v0h = bf_hi8(w0), v1l = bf_lo8(w1), v1h = bf_hi8(w1);
+                for (int r = 0; r < RA; r++) {
+                    const __m256 pl = _mm256_broadcast_ss(p + r * BK + 2 * j), ph = _mm256_broadcast_ss(p + r * BK + 2 * j + 1);
+                    acc[r][0] = _mm256_fmadd_ps(ph, v0h, _mm256_fmadd_ps(pl, v0l, acc[r][0]));
+                    acc[r][1] = _mm256_fmadd_ps(ph, v1h, _mm256_fmadd_ps(pl, v1l, acc[r][1]));
+                }
+            }
+            for (int r = 0; r < RA; r++) {
+                _mm256_storeu_ps(o + (size_t)r * d16, acc[r][0]);
+                _mm256_storeu_ps(o + (size_t)r * d16 + 8, acc[r][1]);
+            }
         }
     }
 }
@@ -615,7 +748,7 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
 
     // Scratch.
     char *sp = align64(scratch);
-    void *qp = sp; sp = align64(sp + (size_t)BQ * (d > dp ? d : dp) * 4);
+    void *qp = sp; sp = align64(sp + (size_t)BQ * (d + 1 > dp ? d + 1 : dp) * 4);
     blk b;
     b.bf16 = bf; b.d = d; b.d16 = d16; b.dp = dp; b.qp = qp;
     b.s = (float *)sp; sp = align64(sp + (size_t)BQ * BK * 4);
@@ -644,7 +777,16 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
         } else {
             uint16_t *q = qp;
             memset(q, 0, (size_t)BQ * dp * 4);
-            for (int r = 0; r < rows; r++) {
+            if (path == 1) {   // AVX2: rounded values as f32 rows of 2·ceil(d/2) (qk_avx2_bf16)
+                float *qf = qp;
+                const int qs = 2 * ceil_div(d, 2);
+                memset(qf, 0, (size_t)BQ * qs * 4);
+                for (int r = 0; r < rows; r++) {
+                    const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
+                    for (int c = 0; c < d; c++) qf[(size_t)r * qs + c] = u2f((uint32_t)f32_to_bf16(src[c]) << 16);
+                }
+            }
+            for (int r = 0; r < rows && path != 1; r++) {
                 const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
 #ifdef MUMU_X86
                 if (path >= 2) { q_row_bf16_avx(src, d, q + (size_t)r * dp * 2); continue; }
@@ -690,9 +832,9 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
                 }
                 break;
             case 1:
-                qk_avx2(&b, kb);
+                if (bf) qk_avx2_bf16(&b, kb, jn); else qk_avx2_f32(&b, kb, jn);
                 softmax_avx2(&b, lo, hi, a->scale);
-                pv_avx2(&b, vb, jn);
+                if (bf) pv_avx2_bf16(&b, vb, jn); else pv_avx2_f32(&b, vb, jn);
                 break;
 #endif
             default:

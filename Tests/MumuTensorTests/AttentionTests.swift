@@ -175,6 +175,17 @@ final class AttentionTests: XCTestCase {
         }
         XCTAssertEqual(NN.AttentionPath.defaultPath(.bf16).rawValue, BF16Matrix.defaultISA.rawValue)
         print("AttentionTests default paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name)")
+
+        // Without a path, a bf16 request runs the f32 kernel where the best bf16 path is AVX2 (no bf16 dot
+        // product there: f32 is faster), else the bf16 kernel of the default path.
+        var rng = Rng(state: 7)
+        let q = rng.tensor([1, 100, 128]), k = rng.tensor([1, 90, 128]), v = rng.tensor([1, 90, 128])
+        let byDefault = NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16)
+        let bf16Best = NN.AttentionPath.defaultPath(.bf16)
+        let want = bf16Best == .avx2
+            ? NN.attention(q: q, k: k, v: v, heads: 2, precision: .f32, path: NN.AttentionPath.defaultPath(.f32))
+            : NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16, path: bf16Best)
+        XCTAssertEqual(byDefault.data, want.data, "bf16 by default on \(bf16Best.name)")
     }
 
     /// No keys: every row is zero (nothing to attend to), not NaN.

@@ -6,7 +6,7 @@
 // out [Tq, heads*d] at stride ldo; head h uses channels h*d ..< (h+1)*d; query head h reads kv head
 // h / (heads / kv_heads) (grouped-query attention; kv_heads == heads for plain multi-head attention).
 //
-// Paths (`path`): 0 portable C, 1 AVX2 + FMA (the portable kernels compiled for it, a vector softmax), 2 AVX-512
+// Paths (`path`): 0 portable C, 1 AVX2 + FMA (register-tiled products, a vector softmax), 2 AVX-512
 // (f32: FMA; bf16: vdpbf16ps), 3 AMX (bf16: tdpbf16ps; f32 runs path 2). The numbers are the GEMM's (mumu_gemm.h):
 // the default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx2 | avx512bf16 | amx).
 // A path the CPU lacks is clamped to the best one it has.
