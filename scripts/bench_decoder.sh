@@ -8,7 +8,7 @@
 #   scripts/bench_decoder.sh [DIR] [SIZES]   (DIR default /tmp/mumu-bench, base.safetensors made with mumu synth
 #                                             when missing; SIZES default "512 1024")
 # env: MUMU (binary, default .build/release/mumu), THREADS (default 2), PRECISIONS (default "f32 bf16": the UNet
-# precisions run on both sides), REPEATS (default 2: evaluations each, the best reported), VAE and TEXT (default 1;
+# precisions run on both sides; PEER_PRECISIONS overrides diffusers' own), REPEATS (default 2: evaluations each, the best reported), VAE and TEXT (default 1;
 # 0 skips the VAE decode and the text encoders). Needs torch + diffusers for the peer. On CPUs without AVX-512-BF16
 # torch's bf16 runs at a fraction of its f32 (21 against 118 GFLOP/s on an AVX2 AMD EPYC): PRECISIONS=f32 at 1024.
 set -euo pipefail
@@ -29,7 +29,7 @@ for size in $sizes; do
     # Analytic FLOPs of one SDXL UNet pass (docs/benchmarks.md), times the batch of 2; mumu prints what it counted.
     flops=$(python3 -c "print(2 * {512: 1.59e12, 1024: 6.76e12}.get($size, 0))")
     echo "== UNet ${size}x${size}, batch 2: diffusers (torch $(python3 -c 'import torch; print(torch.__version__)'), f32 then bf16)"
-    FLOPS=$flops t python3 scripts/bench_decoder_diffusers.py "$dir/base.safetensors" "$dir" "$size" 2 "$threads"
+    FLOPS=$flops PRECISIONS="${PEER_PRECISIONS:-$PRECISIONS}" t python3 scripts/bench_decoder_diffusers.py "$dir/base.safetensors" "$dir" "$size" 2 "$threads"
     for precision in $PRECISIONS; do
         echo "== UNet ${size}x${size}, batch 2: mumu $precision"
         t "$mumu" bench unet "$dir/base.safetensors" --size "$size" --batch 2 --precision $precision --repeat "$REPEATS" \
@@ -38,7 +38,9 @@ for size in $sizes; do
     python3 scripts/bench_compare_outputs.py "mumu f32 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/mumu-f32-$size.safetensors"
     if [[ " $PRECISIONS " == *" bf16 "* ]]; then
         python3 scripts/bench_compare_outputs.py "mumu bf16 vs mumu f32 ($size)" "$dir/mumu-f32-$size.safetensors" "$dir/mumu-bf16-$size.safetensors"
-        python3 scripts/bench_compare_outputs.py "diffusers bf16 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/diffusers-bf16-$size.safetensors"
+        if [[ " ${PEER_PRECISIONS:-$PRECISIONS} " == *" bf16 "* ]]; then
+            python3 scripts/bench_compare_outputs.py "diffusers bf16 vs diffusers f32 ($size)" "$dir/diffusers-f32-$size.safetensors" "$dir/diffusers-bf16-$size.safetensors"
+        fi
     fi
 done
 if [ "${VAE:-1}" != 0 ]; then

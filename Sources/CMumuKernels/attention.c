@@ -303,6 +303,31 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(const blk *b, const
 AVX2_INLINE __m256 bf_lo8(__m256i w) { return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)); }
 AVX2_INLINE __m256 bf_hi8(__m256i w) { return _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u))); }
 
+// S[r0 + r][16x .. 16x + 16) = acc[r] for RA rows; after the last chunk, the rest of the rows' 64 columns zero.
+AVX2_INLINE void s_tile_store(const blk *b, int r0, int x, int ra, __m256 acc[][2]) {
+    for (int r = 0; r < ra; r++) {
+        _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][0]);
+        _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x + 8, acc[r][1]);
+    }
+}
+AVX2_INLINE void s_rows_clear_after(const blk *b, int r0, int ra, int chunks) {
+    for (int r = 0; r < ra; r++)
+        for (int j = 16 * chunks; j < BK; j++) b->s[(r0 + r) * BK + j] = 0;
+}
+// The 16-channel tile of O at o (rows d16 apart) into / out of registers.
+AVX2_INLINE void o_tile_load(const float *o, int d16, int ra, __m256 acc[][2]) {
+    for (int r = 0; r < ra; r++) {
+        acc[r][0] = _mm256_loadu_ps(o + (size_t)r * d16);
+        acc[r][1] = _mm256_loadu_ps(o + (size_t)r * d16 + 8);
+    }
+}
+AVX2_INLINE void o_tile_store(float *o, int d16, int ra, __m256 acc[][2]) {
+    for (int r = 0; r < ra; r++) {
+        _mm256_storeu_ps(o + (size_t)r * d16, acc[r][0]);
+        _mm256_storeu_ps(o + (size_t)r * d16 + 8, acc[r][1]);
+    }
+}
+
 TGT_AVX2 static void qk_avx2_f32(const blk *b, const float *kb, int jn) {
     enum { RA = 6 };
     const int d = b->d, chunks = ceil_div(jn, 16);
@@ -321,13 +346,9 @@ TGT_AVX2 static void qk_avx2_f32(const blk *b, const float *kb, int jn) {
                     acc[r][1] = _mm256_fmadd_ps(qv, k1, acc[r][1]);
                 }
             }
-            for (int r = 0; r < RA; r++) {
-                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][0]);
-                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x + 8, acc[r][1]);
-            }
+            s_tile_store(b, r0, x, RA, acc);
         }
-        for (int r = 0; r < RA; r++)
-            for (int j = 16 * chunks; j < BK; j++) b->s[(r0 + r) * BK + j] = 0;
+        s_rows_clear_after(b, r0, RA, chunks);
     }
 }
 
@@ -354,13 +375,9 @@ TGT_AVX2 static void qk_avx2_bf16(const blk *b, const uint32_t *kb, int jn) {
                     acc[r][1] = _mm256_fmadd_ps(qh, k1h, _mm256_fmadd_ps(ql, k1l, acc[r][1]));
                 }
             }
-            for (int r = 0; r < RA; r++) {
-                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x, acc[r][0]);
-                _mm256_storeu_ps(b->s + (r0 + r) * BK + 16 * x + 8, acc[r][1]);
-            }
+            s_tile_store(b, r0, x, RA, acc);
         }
-        for (int r = 0; r < RA; r++)
-            for (int j = 16 * chunks; j < BK; j++) b->s[(r0 + r) * BK + j] = 0;
+        s_rows_clear_after(b, r0, RA, chunks);
     }
 }
 
@@ -372,10 +389,7 @@ TGT_AVX2 static void pv_avx2_f32(const blk *b, const float *vb, int jn) {
         for (int c0 = 0; c0 < d16; c0 += 16) {
             float *o = b->o + (size_t)r0 * d16 + c0;
             __m256 acc[RA][2];
-            for (int r = 0; r < RA; r++) {
-                acc[r][0] = _mm256_loadu_ps(o + (size_t)r * d16);
-                acc[r][1] = _mm256_loadu_ps(o + (size_t)r * d16 + 8);
-            }
+            o_tile_load(o, d16, RA, acc);
             for (int j = 0; j < jn; j++) {
                 const __m256 v0 = _mm256_loadu_ps(vb + (size_t)j * d16 + c0), v1 = _mm256_loadu_ps(vb + (size_t)j * d16 + c0 + 8);
                 for (int r = 0; r < RA; r++) {
@@ -384,10 +398,7 @@ TGT_AVX2 static void pv_avx2_f32(const blk *b, const float *vb, int jn) {
                     acc[r][1] = _mm256_fmadd_ps(pv, v1, acc[r][1]);
                 }
             }
-            for (int r = 0; r < RA; r++) {
-                _mm256_storeu_ps(o + (size_t)r * d16, acc[r][0]);
-                _mm256_storeu_ps(o + (size_t)r * d16 + 8, acc[r][1]);
-            }
+            o_tile_store(o, d16, RA, acc);
         }
     }
 }
@@ -400,10 +411,7 @@ TGT_AVX2 static void pv_avx2_bf16(const blk *b, const uint32_t *vb, int jn) {
         for (int c0 = 0; c0 < d16; c0 += 16) {
             float *o = b->o + (size_t)r0 * d16 + c0;
             __m256 acc[RA][2];
-            for (int r = 0; r < RA; r++) {
-                acc[r][0] = _mm256_loadu_ps(o + (size_t)r * d16);
-                acc[r][1] = _mm256_loadu_ps(o + (size_t)r * d16 + 8);
-            }
+            o_tile_load(o, d16, RA, acc);
             for (int j = 0; j < jp; j++) {
                 const __m256i w0 = _mm256_loadu_si256((const __m256i *)(vb + (size_t)j * d16 + c0));
                 const __m256i w1 = _mm256_loadu_si256((const __m256i *)(vb + (size_t)j * d16 + c0 + 8));
@@ -414,10 +422,7 @@ TGT_AVX2 static void pv_avx2_bf16(const blk *b, const uint32_t *vb, int jn) {
                     acc[r][1] = _mm256_fmadd_ps(ph, v1h, _mm256_fmadd_ps(pl, v1l, acc[r][1]));
                 }
             }
-            for (int r = 0; r < RA; r++) {
-                _mm256_storeu_ps(o + (size_t)r * d16, acc[r][0]);
-                _mm256_storeu_ps(o + (size_t)r * d16 + 8, acc[r][1]);
-            }
+            o_tile_store(o, d16, RA, acc);
         }
     }
 }
