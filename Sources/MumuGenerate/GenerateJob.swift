@@ -117,6 +117,7 @@ extension GenerateReport {
             ("timings", .array(timings.map { .object([("decode_seconds", .double($0.decode)), ("denoise_seconds", .double($0.denoise)),
                                                         ("encode_seconds", .double($0.encode)), ("render", .string($0.render))]) })),
             ("encoder", optional(r.encoder)), ("encoder_lora", optional(r.encoderLora)),
+            ("vae_tile", r.vaeTiling.map { .object([("overlap", .int($0.overlap)), ("tile", .int($0.tile))]) } ?? .null),
         ]
         return .object(fields.sorted { $0.0 < $1.0 })
     }
