@@ -31,11 +31,11 @@ final class WorldSemanticTests: XCTestCase {
     /// The base draws the named colors at the named positions, well above chance: on the 24 fixture prompts (8 each
     /// of one, two and three shapes) its images pass the checker for their own prompts far more often than for
     /// other prompts with as many shapes (the same images checked against prompts 3, 6 and 9 places on: what
-    /// passes by chance, as a background or a blob happening to match). Measured with scripts/eval_world.py on these
-    /// seeds: 15 of 48 shapes against 4.7 by chance; on 200 prompts 112 of 399 (28.1%) against 52 (13.0%), far
-    /// from the 90%: the base is undertrained (docs/world-models.md). The bounds sit below the measured
-    /// figures by a few shapes, so a rounding difference cannot flip them, while a base that ignored its prompt
-    /// (passing at the chance rate) fails both.
+    /// passes by chance, as a background or a blob happening to match). Measured here on the step-7,600 base: 34 of
+    /// 48 shapes against 5.3 by chance; scripts/eval_world.py on 200 prompts: 283 of 399 (70.9%), below the issue's
+    /// 90% (docs/world-models.md; the step-3,600 base passed 15 of 48 here and 28.1% there). The bounds sit below
+    /// the measured figures by a few shapes, so a rounding difference cannot flip them, while a base that ignored
+    /// its prompt (passing at the chance rate) fails both.
     func testBasePutsColorsWherePromptsSay() throws {
         guard try ShippedModels(folder: World.models.path).sums["base.safetensors"] != nil else {
             throw XCTSkip("models/shapes does not ship base.safetensors yet (docs/world-models.md)")
@@ -54,11 +54,12 @@ final class WorldSemanticTests: XCTestCase {
             for (style, yes) in checker.styles(image, scene) where yes { claimed[style, default: 0] += 1 }
         }
         XCTAssertEqual(shapes, 48)
-        XCTAssertGreaterThanOrEqual(passed, 12, "\(passed)/\(shapes) shapes at their named color and position")
+        print("WorldSemanticTests base: \(passed) of \(shapes) shapes at their color and position, \(Double(chance) / 3) by chance; style claims of 24: \(claimed)")
+        XCTAssertGreaterThanOrEqual(passed, 30, "\(passed)/\(shapes) shapes at their named color and position")
         XCTAssertGreaterThanOrEqual(Double(passed), 2 * Double(chance) / 3, "\(passed) against \(Double(chance) / 3) by chance")
-        // The base is flat. Not yet within the 10% per classifier (on 200 prompts the outline classifier
-        // claims 20.5% of its blobs, pastel 15%); the bound is that no classifier claims a third of them.
-        for (style, count) in claimed { XCTAssertLessThan(count, 8, "\(style) claims \(count) of 24 base images") }
+        // The base is flat: on 200 prompts every classifier claims at most 3% of its images (the bound is
+        // 10%); here pastel claims 1 of 24. The bound: no classifier claims more than 3 (12.5%).
+        for (style, count) in claimed { XCTAssertLessThan(count, 4, "\(style) claims \(count) of 24 base images") }
     }
 
     /// `mumu generate`'s library call at the world's settings (64x64, 20 steps euler, cfg 7, noise seed = the
@@ -79,10 +80,11 @@ final class WorldSemanticTests: XCTestCase {
     }
 
     /// The pastel fine-tune (shipped as its rank-8 LoRA, linear and 3x3 convolutions) draws in pastel: on 6 held-out
-    /// prompts the pastel classifier claims 5 of its images (eval_world.py on these prompts and seeds; 1 of the
-    /// base's); on 100 prompts FIGURE. The outline LoRA is not asserted: its classifier claims 28% of its
-    /// images on 100 prompts against the base's 20% (the full fine-tune: 41%, about all the VAE can show), too
-    /// little for a few prompts to tell apart (docs/world-models.md). Skipped until the style ships.
+    /// prompts the pastel classifier claims at least 4 of its images (printed); eval_world.py on 50 prompts: 90% of
+    /// them (the full fine-tune 100%, the base 3% of 200). The outline LoRA is not asserted alone: its classifier
+    /// claims 10% of its images on 50 prompts against the base's 0% (the full fine-tune: 30%; the VAE keeps 44% of
+    /// true outline renders recognizable), too little for a few prompts to tell apart (docs/world-models.md).
+    /// Skipped until the style ships.
     func testPastelStyleDrawsInPastel() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard shipped.sums["base.safetensors"] != nil, shipped.sums["pastel.safetensors"] != nil else {
@@ -99,13 +101,14 @@ final class WorldSemanticTests: XCTestCase {
                                           styles: ["pastel"], registry: registry.home, dir: dir)[0]
             claimed += checker.styles(image, scene)["pastel"] == true ? 1 : 0
         }
+        print("WorldSemanticTests pastel: the classifier claims \(claimed) of 6 images")
         XCTAssertGreaterThanOrEqual(claimed, 4, "the pastel classifier claims \(claimed) of 6 images")
     }
 
     /// A merge of the two style fine-tunes at 0.5 (outline and pastel baked into the base, then a weighted sum: the
     /// recipe `mumu demo` runs) moves the images toward both styles: on the 24 fixture prompts the outline and
-    /// pastel classifiers claim 9 and 5 of its images against the base's 6 and 2 (eval_world.py on these prompts
-    /// and seeds). Weak, as the styles are (docs/world-models.md); the bounds leave one image of margin each.
+    /// pastel classifiers claim 5 and 7 of its images against the base's 0 and 1, both rendered here. Weak, as the
+    /// outline style is (docs/world-models.md); the bounds (3 and 5 more than the base) leave margin each.
     func testMergeOfTwoStylesMovesTowardBoth() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard ["base", "outline", "pastel"].allSatisfy({ shipped.sums["\($0).safetensors"] != nil }) else {
@@ -127,14 +130,19 @@ final class WorldSemanticTests: XCTestCase {
         _ = try MergeRunner.run(plan, to: merged, overwrite: true, hashes: try MergeMetadata.inputHashes(plan))
         let (constants, scenes) = try World.load()
         let checker = World.Checker(constants)
-        var outline = 0, pastel = 0
+        var claims = [String: (base: Int, merged: Int)]()
         for scene in scenes {
-            let claims = checker.styles(try Self.generate(scene.caption, seed: scene.seed, checkpoint: merged, dir: dir)[0], scene)
-            outline += claims["outline"] == true ? 1 : 0
-            pastel += claims["pastel"] == true ? 1 : 0
+            let base = checker.styles(try Self.generate(scene.caption, seed: scene.seed, checkpoint: try Self.model("base.safetensors"), dir: dir)[0], scene)
+            let merge = checker.styles(try Self.generate(scene.caption, seed: scene.seed, checkpoint: merged, dir: dir)[0], scene)
+            for style in ["outline", "pastel"] {
+                claims[style, default: (0, 0)].base += base[style] == true ? 1 : 0
+                claims[style, default: (0, 0)].merged += merge[style] == true ? 1 : 0
+            }
         }
-        XCTAssertGreaterThanOrEqual(outline, 8, "outline claims \(outline) of 24 merged images (the base: 6)")
-        XCTAssertGreaterThanOrEqual(pastel, 4, "pastel claims \(pastel) of 24 merged images (the base: 2)")
+        print("WorldSemanticTests merge of outline and pastel at 0.5, classifier claims of 24 (base, merged): \(claims)")
+        let (outline, pastel) = (claims["outline"]!, claims["pastel"]!)
+        XCTAssertGreaterThanOrEqual(outline.merged, outline.base + 3, "outline claims \(outline.merged) of 24 merged images, \(outline.base) base images")
+        XCTAssertGreaterThanOrEqual(pastel.merged, pastel.base + 5, "pastel claims \(pastel.merged) of 24 merged images, \(pastel.base) base images")
     }
 
     /// The tiny MUMU draws a prompt image's color where the prompt puts it: the replace form (the first shape's
