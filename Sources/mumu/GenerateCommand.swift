@@ -38,7 +38,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "With --encoder: longer edge of each prompt image, a multiple of 14 (default: the folder's mumu_image_size, else 448).") var imageSize: Int?
     @Option(help: "With --encoder: a LoRA for the encoder's LM and projector (PEFT's adapter_model.safetensors, adapter_config.json beside it, or kohya names), kept unmerged.") var encoderLora: String?
     @Option(help: "Decode with this VAE instead of the checkpoint's (e.g. the fp16-fix VAE; A1111's SD VAE).") var vae: String?
-    @Option(parsing: .unconditional, help: "Decode in tiles of this many pixels (a multiple of 8; diffusers' tiled decode): the VAE's memory is one tile's, e.g. 512 for 2048x2048 within 4 GiB.") var vaeTile: Int?
+    @Option(parsing: .unconditional, help: "Decode in tiles of this many pixels (a multiple of 8; diffusers' tiled decode): the VAE decoder's memory is then one tile's, not the whole image's.") var vaeTile: Int?
     @Option(parsing: .unconditional, help: "With --vae-tile: pixels each tile overlaps and blends with the last (a multiple of 8; default a quarter of the tile, as diffusers).") var vaeTileOverlap: Int?
     @Option(help: "Take CLIP-L and bigG from this checkpoint (a UNet-only checkpoint needs them, or --conditioning).") var textEncoders: String?
     @Option(name: .long, help: "NAME[:STRENGTH] from the registry; repeat to render the same prompt and seed once per style.") var style: [String] = []

@@ -3,8 +3,8 @@ import MumuTensor
 
 extension VAE {
     /// Tiled decoding (`--vae-tile`): the latents are decoded in overlapping square tiles and the seams blended,
-    /// so the decoder's activations are those of one tile whatever the image size (a 2048x2048 SDXL decode in
-    /// 512-pixel tiles stays within 4 GiB; whole, it needs about 13 GB in f32).
+    /// so the decoder's activations are those of one tile whatever the image size (SDXL's hold 0.5 GB per
+    /// 128-channel tensor at 1024x1024, four times that at 2048x2048).
     ///
     /// The semantics are diffusers' `AutoencoderKL.tiled_decode` (docs/generating.md): tiles of `tile` pixels
     /// start every `tile - overlap` pixels (the last ones in a row or column are smaller), each decoded alone; in
