@@ -143,9 +143,13 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
     }
 }
 
+// The block of Q in the scratch: BQ rows of d floats (f32), dp words (bf16 paths 2-3) or 2·ceil(d/2) floats (the
+// AVX2 bf16 path's rounded values, rows of even length).
+static size_t q_block_bytes(dims s) { return (size_t)BQ * (s.d + 1 > s.dp ? s.d + 1 : s.dp) * 4; }
+
 size_t mumu_attention_scratch_bytes(const mumu_attention_args *a) {
     dims s = dims_of(a);
-    size_t q = (size_t)BQ * (s.d + 1 > s.dp ? s.d + 1 : s.dp) * 4;   // d + 1: the AVX2 bf16 path's f32 rows of even length
+    size_t q = q_block_bytes(s);
     size_t sc = (size_t)BQ * BK * 4, p16 = (size_t)BQ * (BK / 2) * 4, o = (size_t)BQ * s.d16 * 4, st = 2 * BQ * 4 + BQ * 64;
     return q + sc + p16 + o + st + 6 * 64;
 }
@@ -236,16 +240,15 @@ static void softmax_portable(const blk *b, const int *lo, const int *hi, float s
 #ifdef MUMU_X86
 // ---- AVX2 softmax ----------------------------------------------------------------------------------------
 // The portable softmax on 8 lanes: e^x by exp256, visible columns by comparing the column index with lo / hi,
-// P as f32 in S (f32) or rounded to bf16 nearest even in p16 (bf16, NaN cannot occur: inputs are finite scores).
+// P as f32 in S, for bf16 rounded to bf16 nearest even and kept as those f32 values (pv_avx2_bf16 broadcasts them
+// from S; p16 is not used on this path. NaN cannot occur: inputs are finite scores).
 __attribute__((target("avx2,fma"))) static void softmax_avx2(const blk *b, const int *lo, const int *hi, float scale) {
     const __m256 vs = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int r = 0; r < BQ; r++) {
         float *sr = b->s + r * BK;
-        uint16_t *ph = (uint16_t *)(b->p16 + r * (BK / 2));
         if (r >= b->rows || lo[r] >= hi[r]) {
             for (int q = 0; q < BK; q += 8) _mm256_storeu_ps(sr + q, _mm256_setzero_ps());
-            memset(ph, 0, BK * 2);
             continue;
         }
         const __m256i vlo = _mm256_set1_epi32(lo[r]), vhi = _mm256_set1_epi32(hi[r]);
@@ -270,14 +273,10 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(const blk *b, const
             if (b->bf16) {
                 __m256i u = _mm256_castps_si256(x[q]);
                 __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-                u = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
-                __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-                _mm_storeu_si128((__m128i *)(ph + 8 * q), packed);
-                // The same bf16 values widened, for the AVX2 P·V (broadcasts from memory, not from words).
-                _mm256_storeu_ps(sr + 8 * q, _mm256_castsi256_ps(_mm256_slli_epi32(u, 16)));
-            } else {
-                _mm256_storeu_ps(sr + 8 * q, x[q]);
+                u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb));
+                x[q] = _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int)0xFFFF0000u)));
             }
+            _mm256_storeu_ps(sr + 8 * q, x[q]);
         }
         __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
         s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -753,7 +752,7 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
 
     // Scratch.
     char *sp = align64(scratch);
-    void *qp = sp; sp = align64(sp + (size_t)BQ * (d + 1 > dp ? d + 1 : dp) * 4);
+    void *qp = sp; sp = align64(sp + q_block_bytes(s));
     blk b;
     b.bf16 = bf; b.d = d; b.d16 = d16; b.dp = dp; b.qp = qp;
     b.s = (float *)sp; sp = align64(sp + (size_t)BQ * BK * 4);
@@ -779,19 +778,18 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
             float *q = qp;
             memset(q, 0, (size_t)BQ * d * 4);
             for (int r = 0; r < rows; r++) memcpy(q + (size_t)r * d, a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d, (size_t)d * 4);
+        } else if (path == 1) {   // AVX2: rounded values as f32 rows of 2·ceil(d/2) (qk_avx2_bf16)
+            float *q = qp;
+            const int qs = 2 * ceil_div(d, 2);
+            memset(q, 0, (size_t)BQ * qs * 4);
+            for (int r = 0; r < rows; r++) {
+                const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
+                for (int c = 0; c < d; c++) q[(size_t)r * qs + c] = u2f((uint32_t)f32_to_bf16(src[c]) << 16);
+            }
         } else {
             uint16_t *q = qp;
             memset(q, 0, (size_t)BQ * dp * 4);
-            if (path == 1) {   // AVX2: rounded values as f32 rows of 2·ceil(d/2) (qk_avx2_bf16)
-                float *qf = qp;
-                const int qs = 2 * ceil_div(d, 2);
-                memset(qf, 0, (size_t)BQ * qs * 4);
-                for (int r = 0; r < rows; r++) {
-                    const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
-                    for (int c = 0; c < d; c++) qf[(size_t)r * qs + c] = u2f((uint32_t)f32_to_bf16(src[c]) << 16);
-                }
-            }
-            for (int r = 0; r < rows && path != 1; r++) {
+            for (int r = 0; r < rows; r++) {
                 const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
 #ifdef MUMU_X86
                 if (path >= 2) { q_row_bf16_avx(src, d, q + (size_t)r * dp * 2); continue; }
