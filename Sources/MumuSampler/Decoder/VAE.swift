@@ -229,16 +229,21 @@ public final class VAE: @unchecked Sendable {
                           convOut: try reader.conv("decoder.conv_out", inputs: ch[0], outputs: config.outChannels, kernel: 3))
     }
 
+    /// Latents this VAE decodes: [B, latent channels, h, w], none of them empty.
+    func checkLatents(_ latents: Tensor) throws {
+        guard latents.rank == 4, latents.shape[1] == config.latentChannels, latents.shape[0] > 0,
+              latents.shape[2] > 0, latents.shape[3] > 0 else {
+            throw DecoderError.input("VAE decode takes latents [B, \(config.latentChannels), h, w], got \(latents.shape)")
+        }
+    }
+
     /// Whether `encode` is available (the checkpoint holds the encoder).
     public var hasEncoder: Bool { encoder != nil }
 
     /// Latents [B, latent, h, w] (NCHW, already divided by `scalingFactor`) -> image [B, out, 8h, 8w] (for SDXL's
     /// four levels; 2^(levels-1) in general) in about [-1, 1], NCHW.
     public func decode(latents: Tensor) throws -> Tensor {
-        guard latents.rank == 4, latents.shape[1] == config.latentChannels, latents.shape[0] > 0,
-              latents.shape[2] > 0, latents.shape[3] > 0 else {
-            throw DecoderError.input("VAE decode takes latents [B, \(config.latentChannels), h, w], got \(latents.shape)")
-        }
+        try checkLatents(latents)
         var x = NN.nhwc(latents)
         if let postQuantConv { x = NN.conv2d(x, weight: postQuantConv, kernel: 1) }
         x = NN.conv2d(x, weight: decoder.convIn, kernel: 3, padding: 1)

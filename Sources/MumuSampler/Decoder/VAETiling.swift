@@ -51,9 +51,7 @@ extension VAE {
         guard tiling.tile % f == 0, tiling.overlap % f == 0 else {
             throw DecoderError.input("--vae-tile \(tiling.tile) / overlap \(tiling.overlap): this VAE (\(path)) decodes \(f) pixels per latent, so both must be multiples of \(f)")
         }
-        guard latents.rank == 4, latents.shape[1] == config.latentChannels else {
-            throw DecoderError.input("VAE decode takes latents [B, \(config.latentChannels), h, w], got \(latents.shape)")
-        }
+        try checkLatents(latents)
         let (b, h, w) = (latents.shape[0], latents.shape[2], latents.shape[3])
         let tileLatent = tiling.tile / f, stride = (tiling.tile - tiling.overlap) / f, keep = tiling.tile - tiling.overlap
         if h <= tileLatent && w <= tileLatent { return try decode(latents: latents) }
