@@ -33,7 +33,7 @@ final class UNetTests: XCTestCase {
         let io = try DecoderFixtures.io("unet_io")
         let out = try unet(io["sample"]!, timesteps: io["timestep"]!.data, context: io["encoder_hidden_states"]!,
                            pooled: io["text_embeds"]!, timeIds: io["time_ids"]!)
-        let label = "UNet bf16 (\(DenseWeight.bf16IsFast ? BF16Matrix.isa : "f32 fallback")) vs diffusers f32"
+        let label = "UNet bf16 (\(DenseWeight.bf16HasHardwarePath ? BF16Matrix.isa : "f32 fallback")) vs diffusers f32"
         checkMaxError(out, io["out"]!, label, tolerance: 0.05)
     }
 

@@ -179,12 +179,12 @@ public final class DenseWeight: @unchecked Sendable {
 }
 
 extension DenseWeight {
-    /// Whether the models run faster with bf16 weights than with f32 ones here: the bf16 kernel has a hardware
-    /// path (AMX, AVX-512 BF16, or AVX2 + FMA, as `MUMU_GEMM_ISA` allows). With AVX2 alone the products run at
-    /// 0.84-1.21x sgemm, and SDXL's UNet (batch 2) took 0.95x (512) and 0.93x (1024) of its f32 time with half the
-    /// memory, its attention and activations in bf16 (docs/benchmarks.md). The default precision of generation
-    /// and of the encoder; f32 where only the portable C path exists (4-5x slower than sgemm).
-    public static var bf16IsFast: Bool { BF16Matrix.defaultISA != .portable }
+    /// Whether the bf16 kernel has a hardware path here (AMX, AVX-512 BF16, or AVX2 + FMA, as `MUMU_GEMM_ISA`
+    /// allows): the default precision of generation and of the encoder is bf16 then, f32 where only the portable C
+    /// path exists (4-5x slower than sgemm). With AMX or AVX-512 BF16, bf16 is the faster precision; with AVX2
+    /// alone the products run at 0.84-1.21x sgemm and SDXL's UNet (batch 2) takes 1.07x (512) and 1.10x (1024) of
+    /// its f32 time with half the memory (docs/benchmarks.md), so there bf16 is the half-memory choice.
+    public static var bf16HasHardwarePath: Bool { BF16Matrix.defaultISA != .portable }
 }
 
 /// One unmerged low-rank term of a layer: outputs `rowOffset ..< rowOffset + up.count / rank` gain
