@@ -22,6 +22,12 @@ final class WorldSemanticTests: XCTestCase {
         return RGBImage(width: 64, height: 64, pixels: pixels)
     }
 
+    /// The base's images of the fixture scenes, rendered once for every test that looks at them.
+    static let baseImages = Result { () throws -> [RGBImage] in
+        let pipe = try SDXLPipeline(checkpoint: DecoderCheckpoint(path: try model("base.safetensors")))
+        return try World.load().scenes.map { try render(pipe, $0) }
+    }
+
     /// A shipped model, checked against models/shapes/SHA256SUMS (a missing or damaged file fails the test with
     /// the command that rebuilds it).
     static func model(_ name: String) throws -> String {
@@ -42,11 +48,9 @@ final class WorldSemanticTests: XCTestCase {
         }
         let (constants, scenes) = try World.load()
         let checker = World.Checker(constants)
-        let pipe = try SDXLPipeline(checkpoint: DecoderCheckpoint(path: try Self.model("base.safetensors")))
         let n = scenes.count
         var passed = 0, shapes = 0, chance = 0, claimed = [String: Int]()
-        for (i, scene) in scenes.enumerated() {
-            let image = try Self.render(pipe, scene)
+        for (i, (scene, image)) in zip(scenes, try Self.baseImages.get()).enumerated() {
             let r = checker.check(image, scene)
             passed += r.filter { $0 }.count
             shapes += r.count
@@ -131,8 +135,8 @@ final class WorldSemanticTests: XCTestCase {
         let (constants, scenes) = try World.load()
         let checker = World.Checker(constants)
         var claims = [String: (base: Int, merged: Int)]()
-        for scene in scenes {
-            let base = checker.styles(try Self.generate(scene.caption, seed: scene.seed, checkpoint: try Self.model("base.safetensors"), dir: dir)[0], scene)
+        for (scene, image) in zip(scenes, try Self.baseImages.get()) {
+            let base = checker.styles(image, scene)
             let merge = checker.styles(try Self.generate(scene.caption, seed: scene.seed, checkpoint: merged, dir: dir)[0], scene)
             for style in ["outline", "pastel"] {
                 claims[style, default: (0, 0)].base += base[style] == true ? 1 : 0
