@@ -1,6 +1,7 @@
 import Foundation
 import MumuFormats
 import MumuTensor
+import MumuTestSupport
 import XCTest
 
 /// The encoder-network conformance fixtures (scripts/gen_fixtures_encoder_networks.py): a tiny random Idefics2
@@ -50,12 +51,8 @@ enum NetworkFixtures {
         return relative
     }
 
-    /// A fresh folder under the system's temporary directory.
-    static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-encoder-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
+    /// A fresh folder inside the test process's scratch folder.
+    static func temporaryDirectory() throws -> URL { try makeTemporaryURL("encoder") }
 
     /// Writes `infos` (tensor data from `data`) to a safetensors file.
     static func write(_ path: String, _ items: [(TensorInfo, TensorData)]) throws {

@@ -53,6 +53,7 @@ final class InterruptTests: XCTestCase {
         child.arguments = ["MumuGenerateTests.InterruptTests/testChildGeneratesThenWrites"]
         var env = ProcessInfo.processInfo.environment
         env["MUMU_INTERRUPT_CHILD_DIR"] = dir.path
+        env["TMPDIR"] = dir.path   // the child's own scratch folder (it exits by signal, past any atexit) inside ours
         child.environment = env
         let out = Pipe()
         child.standardOutput = out

@@ -2,6 +2,7 @@ import Foundation
 import MumuFormats
 import MumuMerge
 import MumuTensor
+import MumuTestSupport
 import XCTest
 
 /// Every case of Fixtures/merge/cases.json (scripts/gen_fixtures_merge.py: sd-mecha 1.1.8 where it has
@@ -45,7 +46,7 @@ final class ConformanceTests: XCTestCase {
         options.dtype = dtype
         options.threads = threads
         let plan = try MergePlan(recipe: recipe, options: options)
-        let out = NSTemporaryDirectory() + "mumu-conf-\(getpid())-\(c.name)-\(dtype)-\(threads).safetensors"
+        let out = testScratchRoot + "/conformance-\(c.name)-\(dtype)-\(threads).safetensors"
         defer { try? FileManager.default.removeItem(atPath: out) }
         _ = try MergeRunner.run(plan, to: out, overwrite: true, hashes: [:])
         let file = try SafetensorsFile(path: out)

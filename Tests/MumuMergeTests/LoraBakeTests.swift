@@ -1,4 +1,5 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
 import MumuMerge
@@ -281,8 +282,7 @@ final class LoraBakeTests: XCTestCase {
 
     /// A fresh folder for files a test writes, removed afterwards.
     private func temporaryDirectory() throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mumu-lora-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeTemporaryDirectory("lora")
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
         return dir
     }

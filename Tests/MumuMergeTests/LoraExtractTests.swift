@@ -1,4 +1,5 @@
 import Foundation
+import MumuTestSupport
 import XCTest
 import MumuFormats
 import MumuMerge
@@ -64,8 +65,7 @@ final class LoraExtractTests: XCTestCase {
     var tmp: String!
 
     override func setUpWithError() throws {
-        tmp = NSTemporaryDirectory() + "mumu-lora-extract-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        tmp = try makeTemporaryDirectory("lora-extract")
     }
 
     override func tearDownWithError() throws {
@@ -454,7 +454,7 @@ final class MemorySource: TensorSource, @unchecked Sendable {
 /// within 3% on pure noise (the worst case for a range finder); the output is the same whatever the threads.
 final class RandomizedSVDTests: XCTestCase {
     func files(_ name: String, rows: Int, cols: Int, structured: Bool) throws -> (String, String) {
-        let dir = NSTemporaryDirectory() + "mumu-rsvd-\(getpid())"
+        let dir = testScratchRoot + "/rsvd"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let key = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
         let info = TensorInfo(name: key, dtype: .f32, shape: [rows, cols])
@@ -482,7 +482,7 @@ final class RandomizedSVDTests: XCTestCase {
         defer { LoraExtractor.svdMode = .auto }
         for (structured, bound) in [(true, 1.01), (false, 1.03)] {
             let (b, t) = try files(structured ? "s" : "n", rows: 700, cols: 500, structured: structured)
-            let out = NSTemporaryDirectory() + "mumu-rsvd-\(getpid())/out.safetensors"
+            let out = testScratchRoot + "/rsvd/out.safetensors"
             var errors: [Double] = []
             for mode in [LoraExtractor.SVDMode.exact, .auto] {
                 LoraExtractor.svdMode = mode

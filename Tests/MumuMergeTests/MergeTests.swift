@@ -2,16 +2,13 @@ import Foundation
 import MumuFormats
 import MumuMerge
 import MumuTensor
+import MumuTestSupport
 import XCTest
 
 /// Recipes that must be refused (before any compute, with messages naming what is wrong), key-set
 /// policies, non-finite outputs, and the MUMU recipe, on tiny synthesized models.
 final class MergeTests: XCTestCase {
-    static let dir: String = {
-        let d = NSTemporaryDirectory() + "mumu-merge-tests-\(getpid())"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }()
+    static let dir: String = try! makeTemporaryDirectory("merge-tests")
 
     /// sdxl-tiny files, made once: base, a fine-tune, one without text encoders, a fake MUMU decoder.
     static let models: [String: String] = {

@@ -3,17 +3,14 @@ import MumuFormats
 import MumuMerge
 import MumuStyles
 import MumuTensor
+import MumuTestSupport
 import XCTest
 
 /// The registry on tiny synthesized SDXL models: every kind added, listed, resolved to a plugin that
 /// patches resident weights and restores them, materialized; bad names, wrong bases, corruption, newer
 /// schemas, concurrent adds.
 final class StyleRegistryTests: XCTestCase {
-    static let dir: String = {
-        let d = NSTemporaryDirectory() + "mumu-styles-tests-\(getpid())"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }()
+    static let dir: String = try! makeTemporaryDirectory("styles-tests")
     static let cache = HashCache(directory: dir + "/hash-cache")
 
     static let models: [String: String] = {
