@@ -61,6 +61,9 @@ public struct GenerateRequest: Sendable {
     /// A checkpoint whose CLIP-L and bigG replace (or supply) the checkpoint's text encoders.
     public var textEncoders: String?
     public var precision: WeightPrecision = .f32
+    /// MUMU's encoder's weights (`encoder`); nil: `precision`. The CLI's defaults differ: bf16 for the encoder
+    /// wherever the CPU has a bf16 path (its size is what matters), the faster one for generation.
+    public var encoderPrecision: WeightPrecision?
     public var registryHome: String?
     public var version = "mumu"
 
@@ -117,6 +120,7 @@ extension GenerateReport {
             ("timings", .array(timings.map { .object([("decode_seconds", .double($0.decode)), ("denoise_seconds", .double($0.denoise)),
                                                         ("encode_seconds", .double($0.encode)), ("render", .string($0.render))]) })),
             ("encoder", optional(r.encoder)), ("encoder_lora", optional(r.encoderLora)),
+            ("encoder_precision", r.encoder == nil ? .null : .string((r.encoderPrecision ?? r.precision).rawValue)),
             ("vae_tile", r.vaeTiling.map { .object([("overlap", .int($0.overlap)), ("tile", .int($0.tile))]) } ?? .null),
         ]
         return .object(fields.sorted { $0.0 < $1.0 })
@@ -184,6 +188,8 @@ public final class GenerateJob {
             try MultimodalPrompts.requireConnector(base.path, name: base.name)
         } else if request.encoderLora != nil {
             throw GenerationError.invalidSettings("an encoder LoRA needs MUMU's encoder (an Idefics2 folder) to go on")
+        } else if request.encoderPrecision != nil {
+            throw GenerationError.invalidSettings("an encoder precision needs MUMU's encoder (an Idefics2 folder)")
         } else if prompt.hasImages || negative.hasImages {
             throw GenerationError.invalidSettings("the prompt has <image:...> inside: it needs MUMU's encoder (an Idefics2 folder) and a mumu-decoder checkpoint")
         } else {
@@ -439,7 +445,7 @@ public final class GenerateRun {
         // MUMU's encoder first, freed before the decoder loads (Idefics2-8b in bf16 is 16 GB).
         var hidden: (cond: Tensor, uncond: Tensor?)?
         if let m = job.multimodal {
-            let (c, u) = try m.encode(precision: request.precision, negative: job.settings.guided)
+            let (c, u) = try m.encode(precision: request.encoderPrecision ?? request.precision, negative: job.settings.guided)
             hidden = (c.hidden, u?.hidden)
             note("encoded the prompt with \(URL(fileURLWithPath: m.encoder).lastPathComponent): \(c.tokens) tokens (\(c.imageTokens) from \(c.images.count) images)"
                  + (u.map { ", negative \($0.tokens) tokens" } ?? ""))

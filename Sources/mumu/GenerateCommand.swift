@@ -36,6 +36,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "A checkpoint file or diffusers folder, or a registered full style (default: the styles' base).") var checkpoint: String?
     @Option(help: "MUMU's encoder: an Idefics2 folder. The prompt may then hold <image:PATH>; the checkpoint must have a connector.") var encoder: String?
     @Option(parsing: .unconditional, help: "With --encoder: longer edge of each prompt image, a multiple of 14 (default: the folder's mumu_image_size, else 448).") var imageSize: Int?
+    @Option(help: "With --encoder: the encoder's precision, f32 or bf16 (Idefics2-8b needs bf16 on a 24 GB machine). Default: bf16 where the CPU has a bf16 hardware path (AVX2 and up), else f32.") var encoderPrecision: WeightPrecision?
     @Option(help: "With --encoder: a LoRA for the encoder's LM and projector (PEFT's adapter_model.safetensors, adapter_config.json beside it, or kohya names), kept unmerged.") var encoderLora: String?
     @Option(help: "Decode with this VAE instead of the checkpoint's (e.g. the fp16-fix VAE; A1111's SD VAE).") var vae: String?
     @Option(parsing: .unconditional, help: "Decode in tiles of this many pixels (a multiple of 8; diffusers' tiled decode): the VAE decoder's memory is then one tile's, not the whole image's.") var vaeTile: Int?
@@ -53,7 +54,7 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Karras sigmas (euler, euler_a, dpmpp_2m).") var karras = false
     @Option(help: "epsilon or v_prediction (default: the checkpoint's scheduler config or ModelSpec, else epsilon).") var prediction: Prediction?
     @Option(parsing: .unconditional, help: "Images per prompt (one batch, one seed).") var images = 1
-    @Option(help: "f32, or bf16 (half the memory; faster than f32 with AMX or AVX-512 BF16, 1.07-1.10x f32's time with AVX2 alone). Default: bf16 where the CPU has one of those, else f32.") var precision: WeightPrecision = DenseWeight.bf16HasHardwarePath ? .bf16 : .f32
+    @Option(help: "f32, or bf16 (half the memory; faster than f32 with AMX or AVX-512 BF16, 1.07-1.10x f32's time with AVX2 alone). Default: the faster one on this CPU (bf16 with AMX or AVX-512 BF16, else f32).") var precision: WeightPrecision = DenseWeight.bf16IsFaster ? .bf16 : .f32
     @Option(help: "A safetensors file with `context` [B, T, 2048] and `pooled` [B, 1280] to use instead of the text encoders.") var conditioning: String?
     @Option(name: [.customShort("o"), .long], help: "Output PNG (with several images or styles: the stem of their names). Default: numbered names in --output-dir, never overwriting.") var output: String?
     @Option(help: "Folder for numbered outputs (00012-SEED.png, as A1111) when -o is not given.") var outputDir = "outputs"
@@ -87,6 +88,7 @@ struct GenerateCommand: ParsableCommand {
             request.grid = grid
             request.overwrite = force
             request.precision = precision
+            request.encoderPrecision = encoderPrecision ?? (encoder == nil ? nil : DenseWeight.bf16HasHardwarePath ? .bf16 : .f32)
             request.registryHome = registry.home
             request.version = "mumu " + MumuVersion.string
             let job = try GenerateJob(request)

@@ -82,7 +82,10 @@ final class MultimodalTests: XCTestCase {
         r.imageSize = 56
         r.workingDirectory = Self.imagesDir
         r.registryHome = dir.appendingPathComponent("registry").path
-        let report = try GenerateJob(r).run()
+        let job = try GenerateJob(r)
+        let report = try job.run()
+        // Without an encoder precision the encoder runs in generation's (f32 here, as the reference computed it).
+        XCTAssertEqual(report.json(job)["encoder_precision"]?.stringValue, "f32")
 
         let want = try Self.reference("one")
         let condPath = dir.appendingPathComponent("ref-cond.safetensors").path
@@ -164,6 +167,10 @@ final class MultimodalTests: XCTestCase {
         r.workingDirectory = Self.imagesDir
         r.registryHome = dir.appendingPathComponent("registry").path
         XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("needs MUMU's encoder"), "\($0)") }
+        var precisionOnly = r
+        precisionOnly.settings.prompt = "a red circle"
+        precisionOnly.encoderPrecision = .bf16
+        XCTAssertThrowsError(try GenerateJob(precisionOnly)) { XCTAssertTrue("\($0)".contains("encoder precision needs"), "\($0)") }
         r.encoder = encoder
         r.checkpoint = DecoderFixtures.pipeline
         XCTAssertThrowsError(try GenerateJob(r)) { XCTAssertTrue("\($0)".contains("no MUMU connector"), "\($0)") }

@@ -180,11 +180,16 @@ public final class DenseWeight: @unchecked Sendable {
 
 extension DenseWeight {
     /// Whether the bf16 kernel has a hardware path here (AMX, AVX-512 BF16, or AVX2 + FMA, as `MUMU_GEMM_ISA`
-    /// allows): the default precision of generation and of the encoder is bf16 then, f32 where only the portable C
-    /// path exists (4-5x slower than sgemm). With AMX or AVX-512 BF16, bf16 is the faster precision; with AVX2
-    /// alone the products run at 0.84-1.21x sgemm and SDXL's UNet (batch 2) takes 1.07x (512) and 1.10x (1024) of
-    /// its f32 time with half the memory (docs/benchmarks.md), so there bf16 is the half-memory choice.
+    /// allows), so bf16 weights cost little speed: the default precision of MUMU's encoder, whose size is what
+    /// matters (Idefics2-8b is 16 GB in bf16, 32 in f32). f32 where only the portable C path exists (4-5x slower
+    /// than sgemm).
     public static var bf16HasHardwarePath: Bool { BF16Matrix.defaultISA != .portable }
+
+    /// Whether bf16 is the faster precision here: AMX or AVX-512 BF16 products (`MUMU_GEMM_ISA` allowing), the
+    /// default precision of generation then. With AVX2 alone the products run at 0.84-1.21x sgemm and SDXL's UNet
+    /// (batch 2) takes 1.07x (512) and 1.10x (1024) of its f32 time (docs/benchmarks.md): f32 is the default there
+    /// and bf16 the half-memory choice.
+    public static var bf16IsFaster: Bool { BF16Matrix.defaultISA.rawValue >= BF16Matrix.ISA.avx512bf16.rawValue }
 }
 
 /// One unmerged low-rank term of a layer: outputs `rowOffset ..< rowOffset + up.count / rank` gain
