@@ -9,13 +9,18 @@ public enum MergeMetadata {
     /// Whole-file hashes of the inputs (nil for folders and sharded sets, which have no single file).
     public static func inputHashes(_ plan: MergePlan, cache: HashCache = .shared) throws -> [String: FileHashes] {
         var out: [String: FileHashes] = [:]
-        for input in plan.inputs where input.format != "unused" {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: input.path, isDirectory: &isDir), !isDir.boolValue,
-                  !input.path.hasSuffix(".index.json") else { continue }
-            out[input.name] = try cache.hashes(of: input.path)
-        }
+        for (name, path) in hashedInputs(plan) { out[name] = try cache.hashes(of: path) }
         return out
+    }
+
+    /// The inputs that have a whole-file hash: (name, path) of each single file the merge reads.
+    static func hashedInputs(_ plan: MergePlan) -> [(name: String, path: String)] {
+        plan.inputs.compactMap { input in
+            var isDir: ObjCBool = false
+            guard input.format != "unused", FileManager.default.fileExists(atPath: input.path, isDirectory: &isDir),
+                  !isDir.boolValue, !input.path.hasSuffix(".index.json") else { return nil }
+            return (input.name, input.path)
+        }
     }
 
     /// The recipe in canonical JSON (sorted keys; model paths reduced to file names, with hashes).
@@ -43,7 +48,7 @@ public enum MergeMetadata {
 
     /// Everything to write into the output's header. `hash_sha256` is a placeholder that
     /// `SafetensorsWriter.finish(fillingDataHashInto:)` fills.
-    public static func metadata(_ plan: MergePlan, hashes: [String: FileHashes], title: String) -> [String: String] {
+    public static func metadata(_ plan: MergePlan, hashes: [String: FileHashes], title: String, date: Date = Date()) -> [String: String] {
         var m: [String: String] = [:]
         let used = plan.inputs.filter { $0.format != "unused" }
         let recipeJSON = canonicalRecipe(plan, hashes: hashes)
@@ -62,7 +67,7 @@ public enum MergeMetadata {
             if let v = parentSpec?[field] { spec.fields[field] = v }
         }
         spec.fields["title"] = title
-        spec.fields["date"] = ISO8601DateFormatter().string(from: Date())
+        spec.fields["date"] = ISO8601DateFormatter().string(from: date)
         spec.fields["merged_from"] = used.map { ($0.path as NSString).lastPathComponent }.joined(separator: ", ")
         spec.fields["description"] = "Merged by mumu from \(used.map(\.name).joined(separator: ", ")); the recipe is in mumu_recipe."
         spec.fields["hash_sha256"] = SafetensorsWriter.dataHashPlaceholder
@@ -89,6 +94,61 @@ public enum MergeMetadata {
     }
 }
 
+/// The inputs' whole-file hashes for a merge's metadata. Those the hash cache knows are there at once; the
+/// others (a first merge of new files: SHA-256 of 7 GB each) are computed on a thread of their own while the merge
+/// runs, instead of before it. Until then the metadata holds placeholders of the hashes' lengths (distinct per
+/// input, never hex, so they equal no real hash); `MergeRunner` writes the header with them and replaces it with
+/// the final one before the file is committed. That header is never longer than the first (A1111's lineage only
+/// loses duplicates once the real hashes are known), so no tensor moves.
+public final class InputHashes: @unchecked Sendable {
+    /// Real hashes for the inputs known now, placeholders for those being computed.
+    public let provisional: [String: FileHashes]
+    /// Whether any input is being hashed in the background.
+    public var isPending: Bool { !pending.isEmpty }
+    private let pending: [(name: String, path: String)]
+    private let group = DispatchGroup()
+    private var computed: [String: FileHashes] = [:]
+    private var failure: Error?
+
+    /// Known hashes only (nothing computed).
+    public init(known: [String: FileHashes]) {
+        provisional = known
+        pending = []
+    }
+
+    /// Looks every input up in `cache` and starts hashing the rest (one file after another, on one thread; each
+    /// result is stored in the cache as it lands).
+    public init(_ plan: MergePlan, cache: HashCache = .shared) {
+        var known: [String: FileHashes] = [:], pending: [(name: String, path: String)] = []
+        for (name, path) in MergeMetadata.hashedInputs(plan) {
+            if let h = cache.lookup(path) { known[name] = h } else { pending.append((name, path)) }
+        }
+        for (k, p) in pending.enumerated() {
+            known[p.name] = FileHashes(sha256: String(repeating: "~", count: 58) + String(format: "%06d", k),
+                                       autoV1: String(format: "~~%06d", k), dataSHA256: nil)
+        }
+        provisional = known
+        self.pending = pending
+        guard !pending.isEmpty else { return }
+        group.enter()
+        Thread.detachNewThread { [self] in
+            defer { group.leave() }
+            do {
+                for p in self.pending { computed[p.name] = try cache.hashes(of: p.path) }
+            } catch {
+                failure = error
+            }
+        }
+    }
+
+    /// Waits for the background hashing; every input's real hashes.
+    public func resolve() throws -> [String: FileHashes] {
+        group.wait()
+        if let failure { throw failure }
+        return provisional.merging(computed) { _, real in real }
+    }
+}
+
 /// Writes a plan to a safetensors file, atomically: the merge, then the ModelSpec data hash.
 public enum MergeRunner {
     public struct Result {
@@ -101,8 +161,16 @@ public enum MergeRunner {
 
     public static func run(_ plan: MergePlan, to path: String, title: String? = nil, overwrite: Bool,
                            hashes: [String: FileHashes], progress: ((StreamProgress) -> Void)? = nil) throws -> Result {
+        try run(plan, to: path, title: title, overwrite: overwrite, inputHashes: InputHashes(known: hashes), progress: progress)
+    }
+
+    /// `inputHashes` may still be computing (`InputHashes(plan)`): the header is written with its placeholders and
+    /// rewritten with the real hashes once the data is written.
+    public static func run(_ plan: MergePlan, to path: String, title: String? = nil, overwrite: Bool,
+                           inputHashes: InputHashes, progress: ((StreamProgress) -> Void)? = nil) throws -> Result {
         let name = title ?? plan.recipe.title ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        let metadata = MergeMetadata.metadata(plan, hashes: hashes, title: name)
+        let date = Date()
+        let metadata = MergeMetadata.metadata(plan, hashes: inputHashes.provisional, title: name, date: date)
         try checkDiskSpace(for: path, bytes: plan.outputBytes + 1 << 20)
         let writer = try SafetensorsWriter(path: path, tensors: plan.outputs, metadata: metadata, overwrite: overwrite)
         writer.hashDataWhileWriting()
@@ -116,7 +184,16 @@ public enum MergeRunner {
             writer.abort()
             throw error
         }
-        let digest = try writer.finish(fillingDataHashInto: "modelspec.hash_sha256")
+        var final: [String: String]?
+        if inputHashes.isPending {
+            do {
+                final = MergeMetadata.metadata(plan, hashes: try inputHashes.resolve(), title: name, date: date)
+            } catch {
+                writer.abort()
+                throw error
+            }
+        }
+        let digest = try writer.finish(fillingDataHashInto: "modelspec.hash_sha256", replacingMetadata: final)
         return Result(output: path, tensors: plan.outputs.count, bytes: plan.outputBytes, dataSHA256: digest,
                       nonFiniteInputs: executor.nonFiniteInputs)
     }

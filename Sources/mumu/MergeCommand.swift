@@ -94,14 +94,16 @@ struct MergeCommand: ParsableCommand {
             }
             let plan = try MergePlan(recipe: recipe, options: options)
             if !json { for note in plan.notes { warn(note) } }
-            let hashes = try MergeMetadata.inputHashes(plan)
             if dryRun {
+                let hashes = try MergeMetadata.inputHashes(plan)
                 if json { print(JSONWriter.write(planJSON(plan, hashes: hashes))) } else { printPlan(plan, hashes: hashes) }
                 return
             }
             let bar = ProgressBar("merge", quiet: out.quiet)
             let start = Date()
-            let result = try MergeRunner.run(plan, to: output!, title: title, overwrite: out.force, hashes: hashes, progress: bar.update)
+            // Inputs not in the hash cache are hashed while the merge runs (their hashes go into the header last).
+            let result = try MergeRunner.run(plan, to: output!, title: title, overwrite: out.force, inputHashes: InputHashes(plan),
+                                             progress: bar.update)
             bar.finish()
             for line in result.nonFiniteInputs.prefix(10) { warn("non-finite values in input \(line)") }
             if !out.quiet {

@@ -246,6 +246,40 @@ final class MergeTests: XCTestCase {
         XCTAssertEqual(names, ["gen1.safetensors", "ft2.safetensors", "ft.safetensors", "base.safetensors"])
         XCTAssertNotNil(lineage?.models.first { $0.name == "gen1.safetensors" }?.recipe, "the parent's own recipe is nested")
     }
+
+    /// Inputs the hash cache does not know are hashed while the merge runs: the header is written with placeholders
+    /// and replaced before the commit. The file then carries what a merge with every hash known up front writes
+    /// (here with a lineage that loses a duplicate once the real hashes are known, so the final header is shorter
+    /// and padded), and the cache has the hashes afterwards.
+    func testInputsHashedWhileMerging() throws {
+        let p1 = try MergePlan(recipe: try recipe("  method: weighted_sum\n  a: ft\n  b: base"))
+        let gen1 = Self.dir + "/while-gen1.safetensors"
+        _ = try MergeRunner.run(p1, to: gen1, overwrite: true, hashes: try MergeMetadata.inputHashes(p1, cache: HashCache(directory: Self.dir + "/cache")))
+        // base is an input and also gen1's parent: one sd_merge_models entry once its hash is known.
+        let p2 = try MergePlan(recipe: try recipe("  method: add_difference\n  a: g\n  b: ft2\n  c: base\n  alpha: 0.5",
+                                                 models: ["g": gen1, "ft2": "ft2", "base": "base"]))
+        let cache = HashCache(directory: try makeTemporaryDirectory("while-cache"))
+        let pending = InputHashes(p2, cache: cache)
+        XCTAssertTrue(pending.isPending)
+        let background = Self.dir + "/while-background.safetensors"
+        _ = try MergeRunner.run(p2, to: background, title: "m", overwrite: true, inputHashes: pending)
+        let known = try MergeMetadata.inputHashes(p2, cache: cache)
+        XCTAssertFalse(InputHashes(p2, cache: cache).isPending, "the background hashes were cached")
+        let upFront = Self.dir + "/while-upfront.safetensors"
+        _ = try MergeRunner.run(p2, to: upFront, title: "m", overwrite: true, hashes: known)
+
+        let a = try SafetensorsFile(path: background), b = try SafetensorsFile(path: upFront)
+        var ma = a.metadata, mb = b.metadata
+        XCTAssertNotNil(ma.removeValue(forKey: "modelspec.date"))
+        mb.removeValue(forKey: "modelspec.date")
+        XCTAssertEqual(ma, mb, "the same metadata as with every hash known")
+        XCTAssertFalse(ma.values.contains { $0.contains("~") }, "no placeholder left")
+        XCTAssertGreaterThan(a.header.dataStart, b.header.dataStart, "the first header was longer: padded with spaces")
+        let lineage = try XCTUnwrap(A1111MergeMetadata(metadata: a.metadata))
+        XCTAssertEqual(lineage.models.map(\.name).sorted(), ["base.safetensors", "ft.safetensors", "ft2.safetensors", "while-gen1.safetensors"])
+        XCTAssertEqual(lineage.models.first { $0.name == "base.safetensors" }?.sha256, known["base"]?.sha256)
+        for name in b.names { XCTAssertEqual(Array(try a.tensor(name).bytes), Array(try b.tensor(name).bytes), name) }
+    }
 }
 
 /// `{method: lora}` bakes exactly what LoraPatchSet computes (LoraBakeTests checks that against the

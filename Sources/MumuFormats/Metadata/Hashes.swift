@@ -15,6 +15,12 @@ public struct FileHashes: Codable, Sendable, Equatable {
     /// SHA256 of the bytes after the safetensors header; nil for other formats.
     public var dataSHA256: String?
 
+    public init(sha256: String, autoV1: String, dataSHA256: String?) {
+        self.sha256 = sha256
+        self.autoV1 = autoV1
+        self.dataSHA256 = dataSHA256
+    }
+
     public var autoV2: String { String(sha256.prefix(10)) }
     public var autoV3: String? { dataSHA256.map { String($0.prefix(12)) } }
     public var modelspecHash: String? { dataSHA256.map { "0x" + $0 } }

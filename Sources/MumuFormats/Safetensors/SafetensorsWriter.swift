@@ -194,15 +194,30 @@ public final class SafetensorsWriter: ModelSink, @unchecked Sendable {
     /// Like `finish()`, but first hashes the tensor bytes (SHA-256 of everything after the header, read
     /// back from the file) and writes "0x" + the digest over the placeholder value of metadata `key`,
     /// which must have been declared as `dataHashPlaceholder`. Returns the digest (hex).
+    ///
+    /// `replacingMetadata`: metadata known only once the data is written (a merge's input hashes, computed while
+    /// it runs) replaces the header's first. The new header (same tensors) must not be longer than the one
+    /// written first; it is padded with spaces to that length, so no tensor moves.
     @discardableResult
-    public func finish(fillingDataHashInto key: String) throws -> String {
+    public func finish(fillingDataHashInto key: String, replacingMetadata metadata: [String: String]? = nil) throws -> String {
         if let missing = layout.entries.indices.first(where: { written[$0] != layout.entries[$0].range.count }) {
             abort()
             throw FormatError.badTensor(path: path, tensor: layout.entries[missing].info.name, reason: "declared but never written")
         }
         do {
+            var prefix = layout.prefix
+            if let metadata {
+                prefix = try Self.layout(tensors, metadata: metadata).prefix
+                guard prefix.count <= layout.prefix.count else {
+                    throw FormatError.unsupported("\(path): the final metadata needs a \(prefix.count)-byte header, "
+                                                  + "more than the \(layout.prefix.count) bytes written first")
+                }
+                prefix.append(contentsOf: repeatElement(0x20, count: layout.prefix.count - prefix.count))
+                withUnsafeBytes(of: UInt64(layout.prefix.count - 8).littleEndian) { prefix.replaceSubrange(0..<8, with: $0) }
+                try prefix.withUnsafeBytes { try out.write($0, at: 0) }
+            }
             let needle = Array("\"\(key)\":\"\(Self.dataHashPlaceholder)\"".utf8)
-            guard let at = layout.prefix.firstRange(of: needle) else {
+            guard let at = prefix.firstRange(of: needle) else {
                 throw FormatError.unsupported("\(path): metadata '\(key)' was not declared with the hash placeholder")
             }
             // One hashing path: the background hasher, started now if the caller did not start it while
