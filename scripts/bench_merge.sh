@@ -5,6 +5,7 @@
 #   scripts/bench_merge.sh [--arch sdxl-base|sdxl-tiny] [DIR]
 #       DIR default: /tmp/mumu-bench (sdxl-base), /tmp/mumu-bench-tiny (sdxl-tiny)
 #   env: BENCH_ARCH (same as --arch), THREADS (default 2), KEEP_OUTPUTS=1 (keep the merged files),
+#        RECIPES (default "add_difference ties": the recipes to run),
 #        NO_WAIT=1 (do not wait for swift-build / swift-frontend to finish), MUMU (binary to use,
 #        default .build/release/mumu; it is copied to DIR/mumu-bin first so a concurrent rebuild
 #        cannot swap it mid-run; this script never builds)
@@ -192,7 +193,7 @@ timed() {  # label recipe cache outfile -- command...
 wait_quiet
 say "== runs (threads $threads)"
 declare -a agreement=()
-for recipe in add_difference ties; do
+for recipe in ${RECIPES:-add_difference ties}; do
   hr
   mout=$dir/out-mumu-$recipe.safetensors
   sout=$dir/out-sdmecha-$recipe.safetensors

@@ -6,10 +6,11 @@ import MumuFormats
 /// filled after the data is written), the canonical recipe with the inputs' SHA-256 (`mumu_recipe`),
 /// and A1111's `sd_merge_recipe` / `sd_merge_models` lineage, nested from the inputs' own.
 public enum MergeMetadata {
-    /// Whole-file hashes of the inputs (nil for folders and sharded sets, which have no single file).
+    /// Whole-file hashes of the inputs (nil for folders and sharded sets, which have no single file; the cache's
+    /// `wholeFileHashes`: one SHA-256 pass per file, since the metadata names inputs by their whole file).
     public static func inputHashes(_ plan: MergePlan, cache: HashCache = .shared) throws -> [String: FileHashes] {
         var out: [String: FileHashes] = [:]
-        for (name, path) in hashedInputs(plan) { out[name] = try cache.hashes(of: path) }
+        for (name, path) in hashedInputs(plan) { out[name] = try cache.wholeFileHashes(of: path) }
         return out
     }
 
@@ -116,8 +117,8 @@ public final class InputHashes: @unchecked Sendable {
         pending = []
     }
 
-    /// Looks every input up in `cache` and starts hashing the rest (one file after another, on one thread; each
-    /// result is stored in the cache as it lands).
+    /// Looks every input up in `cache` and starts hashing the rest (`wholeFileHashes`, one file after another, on
+    /// one thread; each result is stored in the cache as it lands).
     public init(_ plan: MergePlan, cache: HashCache = .shared) {
         var known: [String: FileHashes] = [:], pending: [(name: String, path: String)] = []
         for (name, path) in MergeMetadata.hashedInputs(plan) {
@@ -134,7 +135,7 @@ public final class InputHashes: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             defer { group.leave() }
             do {
-                for p in self.pending { computed[p.name] = try cache.hashes(of: p.path) }
+                for p in self.pending { computed[p.name] = try cache.wholeFileHashes(of: p.path) }
             } catch {
                 failure = error
             }

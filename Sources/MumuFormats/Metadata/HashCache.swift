@@ -56,13 +56,26 @@ public final class HashCache: @unchecked Sendable {
         }
     }
 
-    /// Hashes of a file: from the cache when the file is unchanged, else computed and stored.
+    /// Hashes of a file: from the cache when the file is unchanged, else computed and stored. For a safetensors
+    /// file these include the data-only SHA-256 (AutoV3, ModelSpec's hash), computed beside the whole file's in the
+    /// same pass; an entry `wholeFileHashes` left without it is completed.
     public func hashes(of file: String) throws -> FileHashes {
-        if let cached = lookup(file) { return cached }
+        if let cached = lookup(file), cached.dataSHA256 != nil { return cached }
         let mapped = try MappedFile(path: file)
         var dataStart: Int?
         if let header = try? SafetensorsHeader.parse(mapped.all, path: file) { dataStart = header.dataStart }
+        if dataStart == nil, let cached = lookup(file) { return cached }   // not safetensors: nothing more to hash
         let h = try Hashing.hashes(of: mapped, dataStart: dataStart)
+        store(file, h)
+        return h
+    }
+
+    /// The whole-file hashes only (SHA-256, AutoV1/V2: what A1111 and a merge's metadata name a checkpoint by),
+    /// from the cache, else one SHA-256 pass over the file: half the work of `hashes(of:)` on a safetensors file,
+    /// whose data-only hash is left for when something asks for it.
+    public func wholeFileHashes(of file: String) throws -> FileHashes {
+        if let cached = lookup(file) { return cached }
+        let h = try Hashing.hashes(of: try MappedFile(path: file), dataStart: nil)
         store(file, h)
         return h
     }
