@@ -233,3 +233,30 @@ size_t mumu_count_nonfinite_bf16(const uint16_t *x, size_t n) {
     for (size_t i = 0; i < n; i++) bad += (x[i] & 0x7F80u) == 0x7F80u;
     return bad;
 }
+
+// 32-bit counts in blocks (they vectorize 8 wide; a size_t count would not), summed into the total.
+static inline size_t count_at_least(const uint32_t *u, size_t n, uint32_t limit) {
+    size_t total = 0;
+    for (size_t j = 0; j < n; j += (size_t)1 << 30) {
+        size_t end = n - j < ((size_t)1 << 30) ? n : j + ((size_t)1 << 30);
+        uint32_t c = 0;
+        for (size_t i = j; i < end; i++) c += (u[i] & 0x7FFFFFFFu) >= limit;
+        total += c;
+    }
+    return total;
+}
+
+#ifdef MUMU_X86
+__attribute__((target("avx2")))
+static size_t count_at_least_avx2(const uint32_t *u, size_t n, uint32_t limit) { return count_at_least(u, n, limit); }
+#endif
+
+size_t mumu_count_at_least_f32(const float *x, size_t n, float magnitude) {
+    uint32_t m;
+    memcpy(&m, &magnitude, 4);
+    uint32_t limit = m & 0x7FFFFFFFu;
+#ifdef MUMU_X86
+    if (mumu_has_f16c()) return count_at_least_avx2((const uint32_t *)x, n, limit);
+#endif
+    return count_at_least((const uint32_t *)x, n, limit);
+}

@@ -106,6 +106,21 @@ final class ConversionTests: XCTestCase {
         }
     }
 
+    /// The merge's range check counts |x| >= the limit and NaNs, whatever the sign, at every position (the vector
+    /// body and the tail), and agrees with a plain Swift count on every f16 pattern widened to f32.
+    func testCountAtLeast() {
+        var x = [Float](repeating: 0.5, count: 37)
+        x[0] = 65520; x[8] = -65520; x[9] = 65519.99; x[17] = .nan; x[33] = -.infinity; x[36] = -.nan
+        XCTAssertEqual(mumu_count_at_least_f32(x, x.count, 65520), 5)
+        XCTAssertEqual(mumu_count_at_least_f32(x, x.count, .infinity), 3, "non-finite only")
+        XCTAssertEqual(mumu_count_at_least_f32(x, 0, 1), 0)
+        let all = allHalf.map { Float(Float16(bitPattern: $0)) }
+        for limit: Float in [.infinity, 65504, 1, 0.25, .leastNonzeroMagnitude, 0] {
+            let want = all.filter { $0.isNaN || abs($0) >= limit }.count
+            XCTAssertEqual(mumu_count_at_least_f32(all, all.count, limit), want, "limit \(limit)")
+        }
+    }
+
     func testEveryDTypeIsKnownWithItsWidth() {
         XCTAssertEqual(DType.allCases.count, 22)
         let bits = Dictionary(uniqueKeysWithValues: DType.allCases.map { ($0.rawValue, $0.bits) })

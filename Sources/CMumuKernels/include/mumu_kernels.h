@@ -29,6 +29,9 @@ void mumu_f32_to_f8e5m2(const float *src, uint8_t *dst, size_t n);
 // How many of the n values are infinite or NaN (exponent all ones), from the bits (vectorized by the compiler).
 size_t mumu_count_nonfinite_f32(const float *x, size_t n);
 size_t mumu_count_nonfinite_bf16(const uint16_t *x, size_t n);
+// How many of the n values have |x| >= magnitude or are NaN, from the bits (non-negative floats order like their
+// bits, NaNs above infinity): a merge's check that its output fits the output dtype. AVX2 where the CPU has it.
+size_t mumu_count_at_least_f32(const float *x, size_t n, float magnitude);
 
 // Direct 16-bit conversions without a float buffer (through registers).
 void mumu_f16_to_bf16(const uint16_t *src, uint16_t *dst, size_t n);
