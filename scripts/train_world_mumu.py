@@ -18,9 +18,9 @@ weights), jointly with the connector and the LoRA; the base UNet's own weights s
 Data: MUMU's bootstrap (docs/world.md, "Multimodal prompts"): the base's flat training images and captions, with
 the crop of a shape inserted before its words (insert) or in place of them (replace), for one shape or all of
 them; 40% of the samples keep the plain caption and 10% are empty prompts (BOS only, what an empty negative prompt
-gives in `mumu generate --encoder`). Loss, schedule, time ids, min-SNR weighting and the EMA are the base's
-(train_world.py). Batches pad the token sequences; the connector and the UNet's cross-attention mask the padding,
-so a padded sample computes what the unpadded one computes in mumu.
+gives in `mumu generate --encoder`). Loss, schedule, time ids, min-SNR weighting, the foreground weight
+(--fg-weight) and the EMA are the base's (train_world.py). Batches pad the token sequences; the connector and the
+UNet's cross-attention mask the padding, so a padded sample computes what the unpadded one computes in mumu.
 """
 import argparse
 import json
@@ -250,6 +250,7 @@ def cmd_train(a):
     mean, std = W.latents(a.work, vae, "flat", 0, 40000)
     mean, std = mean[:a.count], std[:a.count]
     data = Bootstrap(a.work, a.count)
+    fgw = W.foreground_weights(a.work, "flat", 0, a.count, a.fg_weight)
     tok = Tokenizer()
     unet, lora, encoder, connector = build_all(a)
     start, seconds = 0, 0.0
@@ -276,6 +277,8 @@ def cmd_train(a):
     for step in range(start, a.steps):
         for pg in opt.param_groups:
             pg["lr"] = W.lr_at(step, a.steps, a.lr, a.warmup)
+            if start and step - start < a.rewarm:
+                pg["lr"] *= (step - start + 1) / a.rewarm
         idx = torch.randint(len(mean), (a.batch,), generator=g)
         zt, noise, t = W.noised_batch(mean, std, idx, sched, a.noise_offset, g)
         prompts, images = zip(*[data.prompt(int(i), rng) for i in idx])
@@ -283,7 +286,7 @@ def cmd_train(a):
         ctx, pooled = encode(encoder, connector, ids, mask, images)
         pred = unet(zt, t, encoder_hidden_states=ctx, encoder_attention_mask=mask.float(),
                     added_cond_kwargs={"text_embeds": pooled, "time_ids": tid}).sample
-        loss = W.loss_step(pred, noise, t, snr, opt, trainable)
+        loss = W.loss_step(pred, noise, t, snr, opt, trainable, None if fgw is None else fgw[idx])
         ema.update(step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0 or step == a.steps - 1:
@@ -385,7 +388,10 @@ def main(argv=None):
     t.add_argument("--count", type=int, default=16000, help="the base's first COUNT images and captions")
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--noise-offset", type=float, default=0.05)
+    t.add_argument("--fg-weight", type=float, default=4.0,
+                   help="extra loss weight of latent pixels under a shape, as train_world.py's (0: the plain loss)")
     t.add_argument("--resume", action="store_true", help="continue the work folder's mumu.pt")
+    t.add_argument("--rewarm", type=int, default=100, help="a resumed run's fresh AdamW warms up over these steps")
     e = sub.add_parser("export", help="write models/shapes/encoder/ and mumu-decoder.safetensors")
     e.add_argument("--work", default="/tmp/mumu-world")
     e.add_argument("--seed", type=int, default=0)

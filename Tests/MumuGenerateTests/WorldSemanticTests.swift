@@ -152,9 +152,9 @@ final class WorldSemanticTests: XCTestCase {
     /// The tiny MUMU draws a prompt image's color where the prompt puts it: the replace form (the first shape's
     /// crop in place of its size, color and shape words; docs/world.md) on 12 held-out prompts, through the Swift
     /// encoder, connector and decoder, far more often than by chance (the same images checked against the first
-    /// shape of prompts 3, 6 and 9 places on). Measured by scripts/eval_world.py on these prompts and seeds: 8 of
-    /// 12 against 1 by chance; on 200 prompts 56 (28%) against 25 (12.5%), far from the 80%
-    /// (docs/world-models.md). Skipped until the tiny MUMU ships.
+    /// shape of prompts 3, 6 and 9 places on). Measured with the MUMU trained against the step-7,600 base: 10 of 12
+    /// against 1 by chance (the MUMU before it: 8); on 100 prompts (scripts/eval_world.py) 68%, short of the issue's
+    /// 80% (docs/world-models.md). Skipped until the tiny MUMU ships.
     func testMumuDrawsThePromptImagesColor() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard shipped.sums["mumu-decoder.safetensors"] != nil else {
@@ -170,7 +170,8 @@ final class WorldSemanticTests: XCTestCase {
             first += checker.check(image, scene)[0] ? 1 : 0
             for k in [3, 6, 9] { chance += checker.check(image, scenes[(i + k) % scenes.count])[0] ? 1 : 0 }
         }
-        XCTAssertGreaterThanOrEqual(first, 6, "\(first)/12 prompt images' colors drawn at their position")
+        print("WorldSemanticTests MUMU: \(first) of 12 prompt images' colors at their position, \(Double(chance) / 3) by chance")
+        XCTAssertGreaterThanOrEqual(first, 8, "\(first)/12 prompt images' colors drawn at their position")
         XCTAssertGreaterThanOrEqual(Double(first), 2 * Double(chance) / 3, "\(first) against \(Double(chance) / 3) by chance")
     }
 }
