@@ -153,7 +153,7 @@ final class WorldSemanticTests: XCTestCase {
     /// crop in place of its size, color and shape words; docs/world.md) on 12 held-out prompts, through the Swift
     /// encoder, connector and decoder, far more often than by chance (the same images checked against the first
     /// shape of prompts 3, 6 and 9 places on). Measured with the MUMU trained against the step-7,600 base: 10 of 12
-    /// against 1 by chance (the MUMU before it: 8); on 100 prompts (scripts/eval_world.py) 68%, short of the issue's
+    /// against 1 by chance (the MUMU before it: 8); on 100 prompts (scripts/eval_world.py) 69%, short of the issue's
     /// 80% (docs/world-models.md). Skipped until the tiny MUMU ships.
     func testMumuDrawsThePromptImagesColor() throws {
         let shipped = try ShippedModels(folder: World.models.path)
