@@ -221,13 +221,6 @@ void mumu_bf16_to_f16(const uint16_t *src, uint16_t *dst, size_t n) {
 
 // ---- finiteness checks ---------------------------------------------------------------------------------
 
-size_t mumu_count_nonfinite_f32(const float *x, size_t n) {
-    const uint32_t *u = (const uint32_t *)x;
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += (u[i] & 0x7F800000u) == 0x7F800000u;
-    return bad;
-}
-
 size_t mumu_count_nonfinite_bf16(const uint16_t *x, size_t n) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += (x[i] & 0x7F80u) == 0x7F80u;
@@ -251,12 +244,18 @@ __attribute__((target("avx2")))
 static size_t count_at_least_avx2(const uint32_t *u, size_t n, uint32_t limit) { return count_at_least(u, n, limit); }
 #endif
 
-size_t mumu_count_at_least_f32(const float *x, size_t n, float magnitude) {
-    uint32_t m;
-    memcpy(&m, &magnitude, 4);
-    uint32_t limit = m & 0x7FFFFFFFu;
+static size_t count_at_least_dispatch(const float *x, size_t n, uint32_t limit) {
 #ifdef MUMU_X86
-    if (mumu_has_f16c()) return count_at_least_avx2((const uint32_t *)x, n, limit);
+    if (mumu_has_f16c()) return count_at_least_avx2((const uint32_t *)x, n, limit);   // (it checks AVX2 too)
 #endif
     return count_at_least((const uint32_t *)x, n, limit);
 }
+
+size_t mumu_count_at_least_f32(const float *x, size_t n, float magnitude) {
+    uint32_t m;
+    memcpy(&m, &magnitude, 4);
+    return count_at_least_dispatch(x, n, m & 0x7FFFFFFFu);
+}
+
+// Exponent all ones is |x| >= infinity or NaN: the same count with infinity's bits as the limit.
+size_t mumu_count_nonfinite_f32(const float *x, size_t n) { return count_at_least_dispatch(x, n, 0x7F800000u); }

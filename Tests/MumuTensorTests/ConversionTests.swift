@@ -119,6 +119,7 @@ final class ConversionTests: XCTestCase {
             let want = all.filter { $0.isNaN || abs($0) >= limit }.count
             XCTAssertEqual(mumu_count_at_least_f32(all, all.count, limit), want, "limit \(limit)")
         }
+        XCTAssertEqual(mumu_count_nonfinite_f32(all, all.count), all.filter { !$0.isFinite }.count)
     }
 
     func testEveryDTypeIsKnownWithItsWidth() {

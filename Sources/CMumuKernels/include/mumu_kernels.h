@@ -26,7 +26,8 @@ void mumu_f32_to_f8e4m3(const float *src, uint8_t *dst, size_t n);
 void mumu_f8e5m2_to_f32(const uint8_t *src, float *dst, size_t n);
 void mumu_f32_to_f8e5m2(const float *src, uint8_t *dst, size_t n);
 
-// How many of the n values are infinite or NaN (exponent all ones), from the bits (vectorized by the compiler).
+// How many of the n values are infinite or NaN (exponent all ones), from the bits (the f32 one is
+// mumu_count_at_least_f32 at infinity).
 size_t mumu_count_nonfinite_f32(const float *x, size_t n);
 size_t mumu_count_nonfinite_bf16(const uint16_t *x, size_t n);
 // How many of the n values have |x| >= magnitude or are NaN, from the bits (non-negative floats order like their
