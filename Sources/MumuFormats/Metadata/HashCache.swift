@@ -60,11 +60,12 @@ public final class HashCache: @unchecked Sendable {
     /// file these include the data-only SHA-256 (AutoV3, ModelSpec's hash), computed beside the whole file's in the
     /// same pass; an entry `wholeFileHashes` left without it is completed.
     public func hashes(of file: String) throws -> FileHashes {
-        if let cached = lookup(file), cached.dataSHA256 != nil { return cached }
+        let cached = lookup(file)
+        if let cached, cached.dataSHA256 != nil { return cached }
         let mapped = try MappedFile(path: file)
         var dataStart: Int?
         if let header = try? SafetensorsHeader.parse(mapped.all, path: file) { dataStart = header.dataStart }
-        if dataStart == nil, let cached = lookup(file) { return cached }   // not safetensors: nothing more to hash
+        if dataStart == nil, let cached { return cached }   // not safetensors: nothing more to hash
         let h = try Hashing.hashes(of: mapped, dataStart: dataStart)
         store(file, h)
         return h
