@@ -316,7 +316,7 @@ extension StyleRegistry {
         let plan = try MergePlan(recipe: recipe, options: options)
         let tmp = temporaryPath(".safetensors")
         defer { unlink(tmp) }
-        _ = try MergeRunner.run(plan, to: tmp, title: m.title, overwrite: true, hashes: try MergeMetadata.inputHashes(plan),
+        _ = try MergeRunner.run(plan, to: tmp, title: m.title, overwrite: true, inputHashes: InputHashes(plan),
                                 progress: progress.map { report in { report(WorkProgress($0)) } })
         let stored = try adoptBlob(tmp)
         try withLock {
@@ -408,7 +408,7 @@ extension StyleRegistry {
             options.threads = threads
             let plan = try MergePlan(recipe: recipeOut, options: options)
             _ = try MergeRunner.run(plan, to: output, title: m.title, overwrite: overwrite,
-                                    hashes: try MergeMetadata.inputHashes(plan, cache: cache), progress: mergeProgress)
+                                    inputHashes: InputHashes(plan, cache: cache), progress: mergeProgress)
         }
     }
 

@@ -59,7 +59,7 @@ struct DemoCommand: ParsableCommand {
             let merged = folder + "/tiny-mumu-finetune.safetensors"
             let recipe = Recipe.intoMumu(finetune: tuned, mumu: decoder, base: base, directory: folder)
             let plan = try MergePlan(recipe: recipe)
-            let result = try MergeRunner.run(plan, to: merged, overwrite: true, hashes: try MergeMetadata.inputHashes(plan))
+            let result = try MergeRunner.run(plan, to: merged, overwrite: true, inputHashes: InputHashes(plan))
             print("   wrote \(merged): \(result.tensors) tensors (UNet = decoder + (fine-tune - base); the decoder's VAE kept)")
 
             print("5. inspect the merge\n")
