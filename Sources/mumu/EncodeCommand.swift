@@ -23,7 +23,7 @@ struct EncodeCommand: ParsableCommand {
     @Option(help: "A mumu-decoder checkpoint holding the connector (connector.*).") var decoder: String
     @Option(parsing: .unconditional, help: "Longer edge of each image in pixels, a multiple of 14 (default: the folder's mumu_image_size, else 448).") var imageSize: Int?
     @Option(help: "A LoRA for the encoder's LM and projector (PEFT's adapter_model.safetensors, adapter_config.json beside it, or kohya names), kept unmerged.") var encoderLora: String?
-    @Option(help: "f32, or bf16 (half the memory; Idefics2-8b needs it on a 24 GB machine). Default: bf16 where the CPU has a bf16 hardware path (AVX2 and up), else f32.") var precision: WeightPrecision = DenseWeight.bf16HasHardwarePath ? .bf16 : .f32
+    @Option(help: "f32, or bf16 (half the memory; Idefics2-8b needs it on a 24 GB machine). Default: bf16 where the CPU has a bf16 hardware path (AVX2 and up), else f32.") var precision: WeightPrecision = .encoderDefault
     @Option(name: [.customShort("o"), .long], help: "Output conditioning file (.safetensors).") var output: String
     @Flag(help: "Overwrite an existing output.") var force = false
     @Flag(help: "No per-stage timings.") var quiet = false

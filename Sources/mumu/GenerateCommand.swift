@@ -54,7 +54,7 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Karras sigmas (euler, euler_a, dpmpp_2m).") var karras = false
     @Option(help: "epsilon or v_prediction (default: the checkpoint's scheduler config or ModelSpec, else epsilon).") var prediction: Prediction?
     @Option(parsing: .unconditional, help: "Images per prompt (one batch, one seed).") var images = 1
-    @Option(help: "f32, or bf16 (half the memory; faster than f32 with AMX or AVX-512 BF16, 1.07-1.10x f32's time with AVX2 alone). Default: the faster one on this CPU (bf16 with AMX or AVX-512 BF16, else f32).") var precision: WeightPrecision = DenseWeight.bf16IsFaster ? .bf16 : .f32
+    @Option(help: "f32, or bf16 (half the memory; faster than f32 with AMX or AVX-512 BF16, 1.07-1.10x f32's time with AVX2 alone). Default: the faster one on this CPU (bf16 with AMX or AVX-512 BF16, else f32).") var precision: WeightPrecision = .generationDefault
     @Option(help: "A safetensors file with `context` [B, T, 2048] and `pooled` [B, 1280] to use instead of the text encoders.") var conditioning: String?
     @Option(name: [.customShort("o"), .long], help: "Output PNG (with several images or styles: the stem of their names). Default: numbered names in --output-dir, never overwriting.") var output: String?
     @Option(help: "Folder for numbered outputs (00012-SEED.png, as A1111) when -o is not given.") var outputDir = "outputs"
@@ -88,7 +88,7 @@ struct GenerateCommand: ParsableCommand {
             request.grid = grid
             request.overwrite = force
             request.precision = precision
-            request.encoderPrecision = encoderPrecision ?? (encoder == nil ? nil : DenseWeight.bf16HasHardwarePath ? .bf16 : .f32)
+            request.encoderPrecision = encoderPrecision ?? (encoder == nil ? nil : .encoderDefault)
             request.registryHome = registry.home
             request.version = "mumu " + MumuVersion.string
             let job = try GenerateJob(request)

@@ -13,6 +13,14 @@ public enum WeightPrecision: String, Sendable, CaseIterable {
     case bf16
 }
 
+extension WeightPrecision {
+    /// Generation's default: the faster precision on this CPU (`DenseWeight.bf16IsFaster`).
+    public static var generationDefault: WeightPrecision { DenseWeight.bf16IsFaster ? .bf16 : .f32 }
+    /// MUMU's encoder's default: bf16 wherever the bf16 kernel has a hardware path, for its size
+    /// (`DenseWeight.bf16HasHardwarePath`).
+    public static var encoderDefault: WeightPrecision { DenseWeight.bf16HasHardwarePath ? .bf16 : .f32 }
+}
+
 /// Reads one component's tensors by sgm name (under `prefix`), checks each shape against what the model's
 /// configuration says and every value for NaN / infinity, and converts to what the layers hold.
 /// Weights are copied out of the (memory-mapped) checkpoint as they are read, one tensor at a time.
