@@ -37,9 +37,10 @@ final class WorldSemanticTests: XCTestCase {
     /// The base draws the named colors at the named positions, well above chance: on the 24 fixture prompts (8 each
     /// of one, two and three shapes) its images pass the checker for their own prompts far more often than for
     /// other prompts with as many shapes (the same images checked against prompts 3, 6 and 9 places on: what
-    /// passes by chance, as a background or a blob happening to match). Measured here on the step-7,600 base: 34 of
-    /// 48 shapes against 5.3 by chance; scripts/eval_world.py on 200 prompts: 283 of 399 (70.9%), below the issue's
-    /// 90% (docs/world-models.md; the step-3,600 base passed 15 of 48 here and 28.1% there). The bounds sit below
+    /// passes by chance, as a background or a blob happening to match). Measured here on the step-7,600 base with
+    /// the VAE's run-8 decoder: 39 of 48 shapes against 5.0 by chance (with the run-5 decoder: 34); scripts/eval_world.py
+    /// on 200 prompts: 306 of 399 (76.7%; 70.9% with the run-5 decoder), below the 90% (docs/world-models.md; the step-3,600 base passed 15 of 48
+    /// here and 28.1% there). The bounds sit below
     /// the measured figures by a few shapes, so a rounding difference cannot flip them, while a base that ignored
     /// its prompt (passing at the chance rate) fails both.
     func testBasePutsColorsWherePromptsSay() throws {
@@ -61,8 +62,8 @@ final class WorldSemanticTests: XCTestCase {
         print("WorldSemanticTests base: \(passed) of \(shapes) shapes at their color and position, \(Double(chance) / 3) by chance; style claims of 24: \(claimed)")
         XCTAssertGreaterThanOrEqual(passed, 30, "\(passed)/\(shapes) shapes at their named color and position")
         XCTAssertGreaterThanOrEqual(Double(passed), 2 * Double(chance) / 3, "\(passed) against \(Double(chance) / 3) by chance")
-        // The base is flat: on 200 prompts every classifier claims at most 3% of its images (the bound is
-        // 10%); here pastel claims 1 of 24. The bound: no classifier claims more than 3 (12.5%).
+        // The base is flat: on 200 prompts every classifier claims at most 2% of its images (the issue's
+        // bound is 10%); here striped claims 2 of 24 and pastel 1. The bound: no classifier claims more than 3 (12.5%).
         for (style, count) in claimed { XCTAssertLessThan(count, 4, "\(style) claims \(count) of 24 base images") }
     }
 
@@ -83,36 +84,55 @@ final class WorldSemanticTests: XCTestCase {
         return try report.images.map { try PNG.read($0.path).image }
     }
 
-    /// The pastel fine-tune (shipped as its rank-8 LoRA, linear and 3x3 convolutions) draws in pastel: on 6 held-out
-    /// prompts the pastel classifier claims at least 4 of its images (printed); eval_world.py on 50 prompts: 90% of
-    /// them (the full fine-tune 100%, the base 3% of 200). The outline LoRA is not asserted alone: its classifier
-    /// claims 10% of its images on 50 prompts against the base's 0% (the full fine-tune: 30%; the VAE keeps 44% of
-    /// true outline renders recognizable), too little for a few prompts to tell apart (docs/world-models.md).
-    /// Skipped until the style ships.
-    func testPastelStyleDrawsInPastel() throws {
+    /// How many of the first `count` fixture prompts' images, rendered under a shipped style (its rank-8 LoRA, added
+    /// to a fresh registry as `mumu styles add` does), the style's own classifier claims; nil when the style does
+    /// not ship.
+    static func styleClaims(_ style: String, count: Int = 6) throws -> Int? {
         let shipped = try ShippedModels(folder: World.models.path)
-        guard shipped.sums["base.safetensors"] != nil, shipped.sums["pastel.safetensors"] != nil else {
-            throw XCTSkip("models/shapes does not ship the pastel fine-tune yet (docs/world-models.md)")
-        }
+        guard shipped.sums["base.safetensors"] != nil, shipped.sums["\(style).safetensors"] != nil else { return nil }
         let (constants, scenes) = try World.load()
         let checker = World.Checker(constants)
-        let dir = try makeTemporaryURL("world-styles")
+        let dir = try makeTemporaryURL("world-\(style)")
         let registry = try StyleRegistry(home: dir.appendingPathComponent("registry").path)
-        try registry.add(StyleAddRequest(name: "pastel", from: try shipped.path("pastel.safetensors")))
+        try registry.add(StyleAddRequest(name: style, from: try shipped.path("\(style).safetensors")))
         var claimed = 0
-        for scene in scenes.prefix(6) {
-            let image = try Self.generate(scene.caption, seed: scene.seed, checkpoint: try Self.model("base.safetensors"),
-                                          styles: ["pastel"], registry: registry.home, dir: dir)[0]
-            claimed += checker.styles(image, scene)["pastel"] == true ? 1 : 0
+        for scene in scenes.prefix(count) {
+            let image = try generate(scene.caption, seed: scene.seed, checkpoint: try model("base.safetensors"),
+                                     styles: [style], registry: registry.home, dir: dir)[0]
+            claimed += checker.styles(image, scene)[style] == true ? 1 : 0
         }
-        print("WorldSemanticTests pastel: the classifier claims \(claimed) of 6 images")
+        print("WorldSemanticTests \(style): the classifier claims \(claimed) of \(count) images")
+        return claimed
+    }
+
+    /// The pastel fine-tune (shipped as its rank-8 LoRA, linear and 3x3 convolutions) draws in pastel: on 6 held-out
+    /// prompts the pastel classifier claims at least 4 of its images (printed); eval_world.py on 50 prompts: 90% of
+    /// them (the full fine-tune 100%, the base 3% of 200). Skipped until the style ships.
+    func testPastelStyleDrawsInPastel() throws {
+        guard let claimed = try Self.styleClaims("pastel") else {
+            throw XCTSkip("models/shapes does not ship the pastel fine-tune yet (docs/world-models.md)")
+        }
         XCTAssertGreaterThanOrEqual(claimed, 4, "the pastel classifier claims \(claimed) of 6 images")
+    }
+
+    /// The outline fine-tune (its rank-8 LoRA) draws hollow shapes: on 12 held-out prompts the outline classifier
+    /// claims 4 of its images here, where it claims none of the base's 24 (testBasePutsColorsWherePromptsSay);
+    /// eval_world.py on 50 prompts: 36% (the full fine-tune 60%, the base 0% of 200), below the 90%: the
+    /// VAE's decoder keeps 66 of 100 true outline renders recognizable (docs/world-models.md). The bound (2) leaves
+    /// two images of margin and still fails a LoRA that changed nothing.
+    func testOutlineStyleDrawsHollowShapes() throws {
+        guard let claimed = try Self.styleClaims("outline", count: 12) else {
+            throw XCTSkip("models/shapes does not ship the outline fine-tune yet (docs/world-models.md)")
+        }
+        XCTAssertGreaterThanOrEqual(claimed, 2, "the outline classifier claims \(claimed) of 12 images")
     }
 
     /// A merge of the two style fine-tunes at 0.5 (outline and pastel baked into the base, then a weighted sum: the
     /// recipe `mumu demo` runs) moves the images toward both styles: on the 24 fixture prompts the outline and
-    /// pastel classifiers claim 5 and 7 of its images against the base's 0 and 1, both rendered here. Weak, as the
-    /// outline style is (docs/world-models.md); the bounds (3 and 5 more than the base) leave margin each.
+    /// pastel classifiers claim 3 and 6 of its images against the base's 0 and 1, both rendered here (with the
+    /// VAE's run-5 decoder: 5 and 7). Weak: half of each style is half as strong, and the outline LoRA alone is
+    /// recognized in 36% (docs/world-models.md). The bounds (2 and 3 more than the base) leave one and two
+    /// images of margin.
     func testMergeOfTwoStylesMovesTowardBoth() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard ["base", "outline", "pastel"].allSatisfy({ shipped.sums["\($0).safetensors"] != nil }) else {
@@ -145,16 +165,17 @@ final class WorldSemanticTests: XCTestCase {
         }
         print("WorldSemanticTests merge of outline and pastel at 0.5, classifier claims of 24 (base, merged): \(claims)")
         let (outline, pastel) = (claims["outline"]!, claims["pastel"]!)
-        XCTAssertGreaterThanOrEqual(outline.merged, outline.base + 3, "outline claims \(outline.merged) of 24 merged images, \(outline.base) base images")
-        XCTAssertGreaterThanOrEqual(pastel.merged, pastel.base + 5, "pastel claims \(pastel.merged) of 24 merged images, \(pastel.base) base images")
+        XCTAssertGreaterThanOrEqual(outline.merged, outline.base + 2, "outline claims \(outline.merged) of 24 merged images, \(outline.base) base images")
+        XCTAssertGreaterThanOrEqual(pastel.merged, pastel.base + 3, "pastel claims \(pastel.merged) of 24 merged images, \(pastel.base) base images")
     }
 
     /// The tiny MUMU draws a prompt image's color where the prompt puts it: the replace form (the first shape's
     /// crop in place of its size, color and shape words; docs/world.md) on 12 held-out prompts, through the Swift
     /// encoder, connector and decoder, far more often than by chance (the same images checked against the first
-    /// shape of prompts 3, 6 and 9 places on). Measured with the MUMU trained against the step-7,600 base: 10 of 12
-    /// against 1 by chance (the MUMU before it: 8); on 100 prompts (scripts/eval_world.py) 69%, short of the issue's
-    /// 80% (docs/world-models.md). Skipped until the tiny MUMU ships.
+    /// shape of prompts 3, 6 and 9 places on). Measured with the MUMU trained against the step-7,600 base and the
+    /// VAE's run-8 decoder: 9 of 12 against 1 by chance (with the run-4 decoder: 10; the MUMU before it: 8); on 100
+    /// prompts (scripts/eval_world.py) 74% (69% with the run-4 decoder), short of the 80%
+    /// (docs/world-models.md). Skipped until the tiny MUMU ships.
     func testMumuDrawsThePromptImagesColor() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard shipped.sums["mumu-decoder.safetensors"] != nil else {
