@@ -178,8 +178,9 @@ def fix_latent_scale(vae, u8):
 
 def edge_loss(r, x, w):
     """Weighted L1 between the horizontal and vertical neighbour differences of a reconstruction and its target.
-    A squared or absolute pixel loss is content with a blurred edge a pixel wide; this one is not, and it is what
-    makes hollow outlines, stripes and 4x4 pixel blocks come back sharp."""
+    A squared or absolute pixel loss is content with an edge blurred over a pixel or two; this one is not, and it is
+    what brought hollow outlines and 4x4 pixel blocks back sharp (docs/world-models.md, VAE runs 6-8; stripes stay
+    lost in the frozen encoder)."""
     total = 0.0
     for dim in (2, 3):
         n = x.shape[dim] - 1

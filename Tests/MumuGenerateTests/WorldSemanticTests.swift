@@ -38,11 +38,11 @@ final class WorldSemanticTests: XCTestCase {
     /// of one, two and three shapes) its images pass the checker for their own prompts far more often than for
     /// other prompts with as many shapes (the same images checked against prompts 3, 6 and 9 places on: what
     /// passes by chance, as a background or a blob happening to match). Measured here on the step-7,600 base with
-    /// the VAE's run-8 decoder: 39 of 48 shapes against 5.0 by chance (with the run-5 decoder: 34); scripts/eval_world.py
-    /// on 200 prompts: 306 of 399 (76.7%; 70.9% with the run-5 decoder), below the 90% (docs/world-models.md; the step-3,600 base passed 15 of 48
-    /// here and 28.1% there). The bounds sit below
-    /// the measured figures by a few shapes, so a rounding difference cannot flip them, while a base that ignored
-    /// its prompt (passing at the chance rate) fails both.
+    /// the VAE's run-8 decoder: 39 of 48 shapes against 5.0 by chance (with the run-5 decoder: 34);
+    /// scripts/eval_world.py on 200 prompts: 306 of 399 (76.7%; 70.9% with the run-5 decoder), below the 90%
+    /// (docs/world-models.md; the step-3,600 base passed 15 of 48 here and 28.1% there). The bounds sit below the
+    /// measured figures by a few shapes, so a rounding difference cannot flip them, while a base that ignored its
+    /// prompt (passing at the chance rate) fails both.
     func testBasePutsColorsWherePromptsSay() throws {
         guard try ShippedModels(folder: World.models.path).sums["base.safetensors"] != nil else {
             throw XCTSkip("models/shapes does not ship base.safetensors yet (docs/world-models.md)")
@@ -107,7 +107,7 @@ final class WorldSemanticTests: XCTestCase {
 
     /// The pastel fine-tune (shipped as its rank-8 LoRA, linear and 3x3 convolutions) draws in pastel: on 6 held-out
     /// prompts the pastel classifier claims at least 4 of its images (printed); eval_world.py on 50 prompts: 90% of
-    /// them (the full fine-tune 100%, the base 3% of 200). Skipped until the style ships.
+    /// them (the full fine-tune 100%, the base 2% of 200). Skipped until the style ships.
     func testPastelStyleDrawsInPastel() throws {
         guard let claimed = try Self.styleClaims("pastel") else {
             throw XCTSkip("models/shapes does not ship the pastel fine-tune yet (docs/world-models.md)")
