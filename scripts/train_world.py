@@ -192,7 +192,12 @@ def edge_loss(r, x, w):
 
 def cmd_vae(a):
     torch.manual_seed(a.seed)
-    repeat = dict((s, int(k)) for s, k in (o.split(":") for o in a.oversample)) if a.oversample else {}
+    repeat = {}
+    for o in a.oversample or []:
+        style, _, k = o.partition(":")
+        if style not in world.STYLES or not k.isdigit() or int(k) < 1:
+            sys.exit(f"--oversample {o}: expected STYLE:K with STYLE one of {', '.join(world.STYLES)} and K a whole number >= 1")
+        repeat[style] = int(k)
     data = np.concatenate([images(a.work, s, 200_000 + i * a.per_style, a.per_style)
                            for i, s in enumerate(world.STYLES) for _ in range(repeat.get(s, 1))])
     vae = build_vae()
@@ -670,7 +675,7 @@ def main(argv=None):
     v.add_argument("--resume", action="store_true", help="start from the work folder's vae.pt")
     v.add_argument("--decoder-only", action="store_true", help="train the decoder only (the latent space stays)")
     v.add_argument("--edge-weight", type=float, default=0.0,
-                   help="weight of an L1 loss on the images' neighbour differences (sharp edges, stripes, pixel blocks)")
+                   help="weight of an L1 loss on the images' neighbour differences (sharp edges, outlines, pixel blocks)")
     v.add_argument("--oversample", nargs="*", metavar="STYLE:K", help="draw a style's images K times as often")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
     ve = sub.add_parser("vae-eval", help="the VAE's round trip on unseen scenes of every style (checker, classifiers)")
