@@ -246,7 +246,7 @@ static size_t count_at_least_avx2(const uint32_t *u, size_t n, uint32_t limit) {
 
 static size_t count_at_least_dispatch(const float *x, size_t n, uint32_t limit) {
 #ifdef MUMU_X86
-    if (mumu_has_f16c()) return count_at_least_avx2((const uint32_t *)x, n, limit);   // (it checks AVX2 too)
+    if (mumu_cpu_vector_level() >= 1) return count_at_least_avx2((const uint32_t *)x, n, limit);
 #endif
     return count_at_least((const uint32_t *)x, n, limit);
 }
