@@ -159,6 +159,12 @@ def lr_at(step, steps, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def resumed_lr(step, start, steps, peak, warmup, rewarm):
+    """lr_at, and for a run resumed at `start` (a fresh AdamW) a second linear warm-up over `rewarm` steps."""
+    lr = lr_at(step, steps, peak, warmup)
+    return lr * ((step - start + 1) / rewarm) if start and step - start < rewarm else lr
+
+
 # --------------------------------------------------------------------------- VAE
 @torch.no_grad()
 def fix_latent_scale(vae, u8):
@@ -226,7 +232,7 @@ def cmd_vae(a):
         # 1 + fg_weight, or the decoder learns backgrounds and draws every shape as the same blob.
         w = 1 + a.fg_weight * ((x - x[:, :, :1, :1]).abs().amax(1, keepdim=True) > 0.1).float()
         rec = ((r - x) ** 2 * w).mean() + 0.5 * ((r - x).abs() * w).mean()
-        if a.edge_weight:  # the images' finite differences too: edges, stripes and pixel blocks, not only colors
+        if a.edge_weight:  # the images' neighbour differences too: edges, outlines and pixel blocks, not only colors
             rec = rec + a.edge_weight * edge_loss(r, x, w)
         loss = rec + a.kl * post.kl().mean()
         opt.zero_grad(set_to_none=True)
@@ -424,9 +430,7 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
     avg = None
     for step in range(start, steps):
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, steps, lr, a.warmup)
-            if start and step - start < a.rewarm:
-                pg["lr"] *= (step - start + 1) / a.rewarm
+            pg["lr"] = resumed_lr(step, start, steps, lr, a.warmup, a.rewarm)
         idx = torch.randint(n, (a.batch,), generator=g)
         zt, noise, t = noised_batch(mean, std, idx, sched, a.noise_offset, g)
         ctx, pooled = encode_text(te1, te2, ids1[idx], ids2[idx])

@@ -276,9 +276,7 @@ def cmd_train(a):
     t0, avg = time.time() - seconds, None
     for step in range(start, a.steps):
         for pg in opt.param_groups:
-            pg["lr"] = W.lr_at(step, a.steps, a.lr, a.warmup)
-            if start and step - start < a.rewarm:
-                pg["lr"] *= (step - start + 1) / a.rewarm
+            pg["lr"] = W.resumed_lr(step, start, a.steps, a.lr, a.warmup, a.rewarm)
         idx = torch.randint(len(mean), (a.batch,), generator=g)
         zt, noise, t = W.noised_batch(mean, std, idx, sched, a.noise_offset, g)
         prompts, images = zip(*[data.prompt(int(i), rng) for i in idx])
