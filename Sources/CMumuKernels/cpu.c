@@ -16,6 +16,11 @@ int mumu_cpu_vector_level(void) {
 #if defined(__GLIBC__)
 #include <malloc.h>
 void mumu_release_freed_heap(void) { malloc_trim(0); }
+void mumu_keep_freed_heap(void) {
+    mallopt(M_MMAP_MAX, 0);        // every allocation from the heap, however large
+    mallopt(M_TRIM_THRESHOLD, -1); // and nothing freed returned to the OS but by malloc_trim
+}
 #else
 void mumu_release_freed_heap(void) {}
+void mumu_keep_freed_heap(void) {}
 #endif

@@ -49,6 +49,9 @@ int mumu_has_f16c(void);
 int mumu_cpu_vector_level(void);
 // Returns the malloc heap's free pages to the OS (glibc malloc_trim; nothing elsewhere).
 void mumu_release_freed_heap(void);
+// From now on, serves large allocations from the malloc heap too (not mmap) and keeps freed memory for reuse
+// until mumu_release_freed_heap (glibc mallopt; nothing elsewhere).
+void mumu_keep_freed_heap(void);
 
 // Network kernels (AVX-512, AVX2 + FMA, portable; accuracy in nn.c).
 // Softmax of each of `rows` rows of `cols` values (row stride ld), in place, maximum subtracted.

@@ -41,7 +41,7 @@ public final class Idefics2Encoder: @unchecked Sendable {
                                             inputs: config.vision.hiddenSize, intermediate: config.text.intermediateSize,
                                             outputs: config.text.hiddenSize, activation: config.text.activation)
         text = try MistralModel(reader: folder.reader("text_model.", precision: precision, table: parameters), config: config.text)
-        WeightMemory.releaseFreedHeap()
+        WeightMemory.modelLoaded()
     }
 
     /// The projected patches of one image: pixels [3, height, width] (rescaled and normalized, row-major), height

@@ -212,7 +212,7 @@ public final class CLIPTextEncoder: @unchecked Sendable {
         let reader = try checkpoint.reader(component, precision: precision)
         let config = try checkpoint.config(component).map { try Config.from(json: $0, reader: reader) }
         try self.init(reader: reader, config: config)
-        WeightMemory.releaseFreedHeap()
+        WeightMemory.modelLoaded()
     }
 
     /// Loads every weight through `reader` (shapes checked against `config`, NaN / infinity reported by name).

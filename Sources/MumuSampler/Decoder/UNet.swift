@@ -34,7 +34,7 @@ public final class UNet: @unchecked Sendable {
         let reader = try checkpoint.reader(.unet, precision: precision)
         let config = try checkpoint.config(.unet).map { try UNetConfig.fromDiffusers($0, path: checkpoint.path) } ?? UNetConfig.infer(reader)
         try self.init(config: config, reader: reader)
-        WeightMemory.releaseFreedHeap()
+        WeightMemory.modelLoaded()
     }
 
     public init(config c: UNetConfig, reader r: WeightReader) throws {

@@ -163,7 +163,7 @@ public final class VAE: @unchecked Sendable {
         let reader = try checkpoint.reader(.vae, precision: precision)
         let config = try checkpoint.config(.vae).map { try Config.from(json: $0, path: reader.path) }
         try self.init(reader: reader, config: config)
-        WeightMemory.releaseFreedHeap()
+        WeightMemory.modelLoaded()
     }
 
     /// Loads every weight through `reader` (shapes checked against `config`, NaN / infinity reported by name).

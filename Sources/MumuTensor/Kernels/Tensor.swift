@@ -93,9 +93,20 @@ public enum WeightMemory {
 
     public static func free(_ p: UnsafeMutableRawPointer, _ bytes: Int) { munmap(p, max(bytes, 1)) }
 
-    /// Returns the heap's free pages to the OS (glibc `malloc_trim`): called once a model is loaded, after the
-    /// loader's conversion buffers are gone.
+    /// Returns the heap's free pages to the OS (glibc `malloc_trim`): the loaders call it as they go, after
+    /// their conversion buffers are gone.
     public static func releaseFreedHeap() {
         mumu_release_freed_heap()
+    }
+
+    /// Called once a model is loaded, before it runs: returns the loader's freed pages to the OS, then has the
+    /// heap keep what the activations free. glibc maps every allocation over 32 MB (most of a UNet's or VAE's
+    /// activations at 512 and up) fresh from the OS and unmaps it when freed, so each evaluation faulted in and
+    /// zeroed its activations again, page by page: 0.85 M page faults and about 9 s of system time per VAE decode
+    /// at 512x512. From the heap, one evaluation's freed buffers serve the next (docs/benchmarks.md, "Activation
+    /// memory"); the process holds its peak activation memory until it exits or a loader trims the heap.
+    public static func modelLoaded() {
+        mumu_release_freed_heap()
+        mumu_keep_freed_heap()
     }
 }
