@@ -62,7 +62,7 @@ final class WorldSemanticTests: XCTestCase {
         print("WorldSemanticTests base: \(passed) of \(shapes) shapes at their color and position, \(Double(chance) / 3) by chance; style claims of 24: \(claimed)")
         XCTAssertGreaterThanOrEqual(passed, 38, "\(passed)/\(shapes) shapes at their named color and position")
         XCTAssertGreaterThanOrEqual(Double(passed), 2 * Double(chance) / 3, "\(passed) against \(Double(chance) / 3) by chance")
-        // The base is flat: on 200 prompts every classifier claims at most 2% of its images (the issue's
+        // The base is flat: on 200 prompts every classifier claims at most 1% of its images (the issue's
         // bound is 10%); here none claims any of 24 (the step-7,600 base: striped 2, pastel 1). The bound: no
         // classifier claims more than 3 (12.5%).
         for (style, count) in claimed { XCTAssertLessThan(count, 4, "\(style) claims \(count) of 24 base images") }
@@ -108,7 +108,7 @@ final class WorldSemanticTests: XCTestCase {
 
     /// The pastel fine-tune (shipped as its rank-8 LoRA, linear and 3x3 convolutions) draws in pastel: on 6 held-out
     /// prompts the pastel classifier claims at least 4 of its images (printed); eval_world.py on 50 prompts: 90% of
-    /// them (the full fine-tune 100%, the base 2% of 200). Skipped until the style ships.
+    /// them (the full fine-tune 100%, the base 0% of 200). Skipped until the style ships.
     func testPastelStyleDrawsInPastel() throws {
         guard let claimed = try Self.styleClaims("pastel") else {
             throw XCTSkip("models/shapes does not ship the pastel fine-tune yet (docs/world-models.md)")
@@ -120,9 +120,8 @@ final class WorldSemanticTests: XCTestCase {
     /// claims 5 of its images here, where it claims none of the base's 24 (testBasePutsColorsWherePromptsSay); the
     /// LoRA was extracted against the step-7,600 base and runs on the shipped step-14,000 one (there 4 of 12);
     /// eval_world.py on 50 prompts: 34% (36% on the step-7,600 base; the full fine-tune 60%, the base 0% of 200),
-    /// below the 90%: the
-    /// VAE's decoder keeps 66 of 100 true outline renders recognizable (docs/world-models.md). The bound (2) leaves
-    /// two images of margin and still fails a LoRA that changed nothing.
+    /// below the 90%: the VAE's decoder keeps 66 of 100 true outline renders recognizable
+    /// (docs/world-models.md). The bound (2) leaves two images of margin and still fails a LoRA that changed nothing.
     func testOutlineStyleDrawsHollowShapes() throws {
         guard let claimed = try Self.styleClaims("outline", count: 12) else {
             throw XCTSkip("models/shapes does not ship the outline fine-tune yet (docs/world-models.md)")
@@ -133,9 +132,9 @@ final class WorldSemanticTests: XCTestCase {
     /// A merge of the two style fine-tunes at 0.5 (outline and pastel baked into the base, then a weighted sum: the
     /// recipe `mumu demo` runs) moves the images toward both styles: on the 24 fixture prompts the outline and
     /// pastel classifiers claim 4 and 7 of its images against the base's 0 and 0, both rendered here (on the
-    /// step-7,600 base: 3 and 6 against 0 and 1; with the VAE's run-5 decoder: 5 and 7). Weak: half of each style is half as strong, and the outline LoRA alone is
-    /// recognized in 36% (docs/world-models.md). The bounds (2 and 3 more than the base) leave one and two
-    /// images of margin.
+    /// step-7,600 base: 3 and 6 against 0 and 1; with the VAE's run-5 decoder: 5 and 7). Weak: half of each style
+    /// is half as strong, and the outline LoRA alone is recognized in 34% (docs/world-models.md). The bounds (2 and
+    /// 3 more than the base) leave two and four images of margin.
     func testMergeOfTwoStylesMovesTowardBoth() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard ["base", "outline", "pastel"].allSatisfy({ shipped.sums["\($0).safetensors"] != nil }) else {
@@ -178,8 +177,8 @@ final class WorldSemanticTests: XCTestCase {
     /// shape of prompts 3, 6 and 9 places on). Measured with the MUMU trained against the step-7,600 base, its
     /// decoder on the step-14,000 base: 9 of 12 against 0.7 by chance (on the step-7,600 base: 9; with the run-4
     /// decoder: 10; the MUMU before it: 8); on 100 prompts (scripts/eval_world.py) 75% (74% on the step-7,600
-    /// base, 69% with the run-4 decoder), short of the 80%
-    /// (docs/world-models.md). Skipped until the tiny MUMU ships.
+    /// base, 69% with the run-4 decoder), short of the 80% (docs/world-models.md). Skipped until the tiny
+    /// MUMU ships.
     func testMumuDrawsThePromptImagesColor() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard shipped.sums["mumu-decoder.safetensors"] != nil else {
