@@ -9,7 +9,7 @@
 #                                             when missing; SIZES default "512 1024")
 # env: MUMU (binary, default .build/release/mumu), THREADS (default 2), PRECISIONS (default "f32 bf16": the UNet
 # precisions run on both sides; PEER_PRECISIONS overrides diffusers' own), REPEATS (default 2: evaluations each, the best reported), VAE and TEXT (default 1;
-# 0 skips the VAE decode and the text encoders). Needs torch + diffusers for the peer. On CPUs without AVX-512-BF16
+# 0 skips the VAE decode and the text encoders), VAE_PRECISIONS (default f32; "f32 bf16" decodes in both, each side). Needs torch + diffusers for the peer. On CPUs without AVX-512-BF16
 # torch's bf16 runs at a fraction of its f32 (21 against 118 GFLOP/s on an AVX2 AMD EPYC): PRECISIONS=f32 at 1024.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,9 +44,11 @@ for size in $sizes; do
     fi
 done
 if [ "${VAE:-1}" != 0 ]; then
-    echo "== VAE decode 1024x1024 (f32): diffusers, then mumu"
-    t python3 scripts/bench_decoder_diffusers.py vae "$dir/base.safetensors" 1024 "$threads"
-    t "$mumu" bench vae "$dir/base.safetensors" --size 1024 --repeat 2
+    for precision in ${VAE_PRECISIONS:-f32}; do
+        echo "== VAE decode 1024x1024 ($precision): diffusers, then mumu"
+        VAE_PRECISION=$precision t python3 scripts/bench_decoder_diffusers.py vae "$dir/base.safetensors" 1024 "$threads"
+        t "$mumu" bench vae "$dir/base.safetensors" --size 1024 --repeat 2 --precision $precision
+    done
 fi
 if [ "${TEXT:-1}" != 0 ]; then
     echo "== text encoders on one prompt (CLIP-L + bigG), mumu f32"

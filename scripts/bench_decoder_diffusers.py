@@ -26,7 +26,9 @@ from sdxl_configs import SDXL_BASE_UNET  # noqa: E402
 
 
 def vae_decode(ckpt, size, threads):
-    """diffusers AutoencoderKL decode of seeded latents at `size` pixels, f32 (the SDXL VAE is run in f32)."""
+    """diffusers AutoencoderKL decode of seeded latents at `size` pixels, in f32 (the SDXL VAE is run in f32) or
+    in the dtype VAE_PRECISION names (bf16)."""
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[os.environ.get("VAE_PRECISION", "f32")]
     torch.set_num_threads(threads)
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
@@ -38,12 +40,13 @@ def vae_decode(ckpt, size, threads):
     vae = AutoencoderKL(**cfg)
     vae.load_state_dict(convert_ldm_vae_checkpoint(state, cfg))
     vae.eval()
-    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(7))
+    vae.to(dtype)
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(7)).to(dtype)
     with torch.inference_mode():
         for i in range(2):
             t0 = time.time()
             image = vae.decode(latents).sample
-            print(f"diffusers VAE decode {i + 1}: {time.time() - t0:.2f} s, image {list(image.shape)}", flush=True)
+            print(f"diffusers VAE decode {i + 1} ({dtype}): {time.time() - t0:.2f} s, image {list(image.shape)}", flush=True)
     print(f"diffusers VAE: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB", flush=True)
 
 

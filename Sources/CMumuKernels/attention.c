@@ -73,7 +73,7 @@ int mumu_attention_path_available(int path, int bf16) {
     if (path <= 0) return 1;
 #ifdef MUMU_X86
     if (path == 1) return mumu_gemm_bf16_isa_available(1);                 // AVX2 + FMA, as the GEMM's avx2
-    if (bf16) return mumu_gemm_bf16_isa_available(path >= 3 ? 3 : 2);   // the GEMM's avx512bf16 / amx
+    if (bf16) return mumu_gemm_bf16_isa_available(path >= 3 ? 4 : 2);   // the GEMM's avx512bf16 / amx
     return path == 2 && mumu_cpu_vector_level() >= 2;
 #else
     return 0;
@@ -87,8 +87,12 @@ static int clamp_path(int path, int bf16) {
     return path;
 }
 
-// The GEMM's cap (0 portable, 1 avx2, 2 avx512bf16, 3 amx) is the attention path's cap too.
-int mumu_attention_path(int bf16) { return clamp_path(mumu_gemm_isa_cap(), bf16); }
+// The GEMM's cap (0 portable, 1 avx2, 2 avx512bf16, 3 avx512fp16, 4 amx) caps the attention's path too: amx at 4,
+// avx512 at 2 and 3.
+int mumu_attention_path(int bf16) {
+    const int cap = mumu_gemm_isa_cap();
+    return clamp_path(cap >= 4 ? 3 : cap == 3 ? 2 : cap, bf16);
+}
 
 const char *mumu_attention_path_name(int path) {
     switch (path) {

@@ -17,6 +17,7 @@
 //    the whole slice and stores it with tilestored (C's lines prefetched for writing while the products run).
 //    Tiles cut by the ends of M or N go through a bounce buffer and masked AVX-512 stores.
 #include "mumu_gemm.h"
+#include "gemm_f16.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,6 +171,13 @@ static int detect_avx512bf16(void) {
     return (a >> 5) & 1;                                                          // AVX512_BF16
 }
 
+// AVX-512 FP16 (CPUID.(7,0):EDX[23]), only where AVX-512 BF16 is: the paths below it are all available then.
+static int detect_avx512fp16(void) {
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (d >> 23) & 1;
+}
+
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 static int detect_amx(void) {
@@ -188,7 +196,7 @@ static int hardware_isa(void) {
     if (v >= 0) return v;
     v = 0;
 #ifdef MUMU_X86
-    if (detect_avx512bf16()) v = detect_amx() ? 3 : 2;
+    if (detect_avx512bf16()) v = detect_amx() ? 4 : detect_avx512fp16() ? 3 : 2;
     else if (detect_avx2_fma()) v = 1;
 #endif
     __atomic_store_n(&isa_hw, v, __ATOMIC_RELEASE);
@@ -196,15 +204,18 @@ static int hardware_isa(void) {
 }
 
 int mumu_gemm_bf16_isa_available(int isa) {
-    // The AVX-512 BF16 paths' CPUs all have AVX2 and FMA as well.
+    // The AVX-512 paths' CPUs all have AVX2 and FMA as well. AMX's (Sapphire Rapids and later) have AVX-512 FP16.
     return isa <= hardware_isa();
 }
+
+int mumu_gemm_isa_uses_f16(int isa) { return isa == 3; }
 
 const char *mumu_gemm_bf16_isa_name(int isa) {
     switch (isa) {
     case 1: return "avx2";
     case 2: return "avx512bf16";
-    case 3: return "amx";
+    case 3: return "avx512fp16";
+    case 4: return "amx";
     default: return "portable";
     }
 }
@@ -214,12 +225,13 @@ static int isa_cap = -1;
 int mumu_gemm_isa_cap(void) {
     int cap = __atomic_load_n(&isa_cap, __ATOMIC_ACQUIRE);
     if (cap >= 0) return cap;
-    cap = 3;
+    cap = 4;
     const char *e = getenv("MUMU_GEMM_ISA");
     if (e) {
         if (!strcmp(e, "portable")) cap = 0;
         else if (!strcmp(e, "avx2")) cap = 1;
         else if (!strcmp(e, "avx512bf16")) cap = 2;
+        else if (!strcmp(e, "avx512fp16")) cap = 3;
     }
     __atomic_store_n(&isa_cap, cap, __ATOMIC_RELEASE);
     return cap;
@@ -597,6 +609,24 @@ TGT_AMX static void gemm_amx(int n, int k, const float *a, long lda, const uint3
 }
 #endif
 
+// The f16 layout on a CPU without AVX-512 FP16 (never chosen by default: mumu_gemm_bf16_isa picks path 3 only
+// where it runs): one f32 dot product per element.
+static void gemm_f16_scalar(int n, int k, const float *a, long lda, const void *packed, const float *bias, float *c,
+                            long ldc, int accumulate, int m0, int m1, int n0, int n1) {
+    float *row = malloc((size_t)k * sizeof(float));
+    if (!row) abort();
+    for (int j = n0; j < n1; j++) {
+        for (int e = 0; e < k; e++) row[e] = mumu_f16_packed_value(packed, n, k, j, e);
+        for (int i = m0; i < m1; i++) {
+            float s = 0;
+            for (int e = 0; e < k; e++) s += a[(size_t)i * lda + e] * row[e];
+            float *ci = c + (size_t)i * ldc + j;
+            *ci = (accumulate ? *ci : 0) + s + (bias ? bias[j] : 0);
+        }
+    }
+    free(row);
+}
+
 // ---- entry points --------------------------------------------------------------------------------
 
 size_t mumu_bf16_gemm_scratch_bytes(int rows, int k) {
@@ -606,6 +636,8 @@ size_t mumu_bf16_gemm_scratch_bytes(int rows, int k) {
     if (portable > need) need = portable;
     size_t avx2 = (size_t)MC2 * KC2 * 4;                          // AVX2: packed A block (f32)
     if (avx2 > need) need = avx2;
+    size_t f16 = mumu_f16_gemm_scratch_bytes();                   // AVX-512 FP16: packed A block (f16) + scales
+    if (f16 > need) need = f16;
 #ifdef MUMU_X86
     size_t amx = amx_scratch_bytes(k);                            // AMX: packed A block + bounce tiles
     if (amx > need) need = amx;
@@ -624,10 +656,16 @@ void mumu_bf16_gemm_isa(int isa, int m, int n, int k, const float *a, long lda, 
                     c[(size_t)i * ldc + j] = (accumulate ? c[(size_t)i * ldc + j] : 0) + (bias ? bias[j] : 0);
         return;
     }
-    int hw = hardware_isa();
-    if (isa > hw) isa = hw;
+    const int hw = hardware_isa();
+    if (mumu_gemm_isa_uses_f16(isa)) {
+        if (hw < 3) { gemm_f16_scalar(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1); return; }
+    } else {
+        if (isa > hw) isa = hw;
+        if (isa == 3) isa = 2;   // the best bf16-layout path below AMX
+    }
 #ifdef MUMU_X86
-    if (isa == 3) { gemm_amx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
+    if (isa == 3) { mumu_f16_gemm_avx512(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
+    if (isa == 4) { gemm_amx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
     if (isa == 2) { gemm_avx(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
     if (isa == 1) { gemm_avx2(n, k, a, lda, packed, bias, c, ldc, accumulate, m0, m1, n0, n1, scratch); return; }
 #endif

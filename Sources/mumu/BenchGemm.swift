@@ -33,7 +33,7 @@ extension BenchCommand {
             getloadavg(&load, 3)
             print(String(format: "threads %d, best of %d; OpenBLAS core %@; bf16 default path %@; load average %.2f",
                          threads, repeats, String(cString: openblas_get_corename()), BF16Matrix.isa, load[0]))
-            print("GFLOP/s; err = max|C_bf16 - C_sgemm| / max|C_sgemm|")
+            print("GFLOP/s; err = max|C_path - C_sgemm| / max|C_sgemm|")
             var header = "     M     N     K   sgemm"
             for isa in isas { header += String(format: " %11@ (x sgemm)    err", isa.name) }
             print(header)
@@ -56,8 +56,8 @@ extension BenchCommand {
                 }
                 let scale = (0..<(m * n)).reduce(Float(0)) { max($0, abs(ref[$1])) }
                 var line = String(format: "%6d %5d %5d %7.1f", m, n, k, flops / sgemm / 1e9)
-                let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k) }
                 for isa in isas {
+                    let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k, isa: isa) }
                     let t = best {
                         matrix.multiply(a, m: m, lda: k, bias: nil, into: c, ldc: n, accumulate: false,
                                         threads: threads, isa: isa)

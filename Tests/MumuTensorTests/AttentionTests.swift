@@ -159,33 +159,36 @@ final class AttentionTests: XCTestCase {
         }
     }
 
-    /// The default path is the best one the CPU has, capped by MUMU_GEMM_ISA like the bf16 GEMM (same numbers).
+    /// The default path is the best one the CPU has, capped by MUMU_GEMM_ISA like the bf16 GEMM (its avx512bf16
+    /// and avx512fp16 both cap at avx512, its amx at amx).
     func testDefaultPath() {
-        let cap: Int32
+        let cap: Int32, pathCap: Int32
         switch ProcessInfo.processInfo.environment["MUMU_GEMM_ISA"] {
-        case "portable": cap = 0
-        case "avx2": cap = 1
-        case "avx512bf16": cap = 2
-        default: cap = 3
+        case "portable": (cap, pathCap) = (0, 0)
+        case "avx2": (cap, pathCap) = (1, 1)
+        case "avx512bf16": (cap, pathCap) = (2, 2)
+        case "avx512fp16": (cap, pathCap) = (3, 2)
+        default: (cap, pathCap) = (4, 3)
         }
         XCTAssertEqual(mumu_gemm_isa_cap(), cap)
         for precision in [NN.AttentionPrecision.f32, .bf16] {
-            let best = Self.paths.filter { $0.rawValue <= cap && $0.isAvailable(precision) }.last!
+            let best = Self.paths.filter { $0.rawValue <= pathCap && $0.isAvailable(precision) }.last!
             XCTAssertEqual(NN.AttentionPath.defaultPath(precision), best, "\(precision)")
         }
-        XCTAssertEqual(NN.AttentionPath.defaultPath(.bf16).rawValue, BF16Matrix.defaultISA.rawValue)
         print("AttentionTests default paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name)")
 
-        // Without a path, a bf16 request runs the f32 kernel where the best bf16 path is AVX2 (no bf16 dot
-        // product there: f32 is faster), else the bf16 kernel of the default path.
+        // Without a path, a bf16 request runs the f32 kernel where the bf16 one does not pay (AVX2 alone, or the
+        // GEMM on its AVX-512 FP16 path), else the bf16 kernel of the default path.
+        XCTAssertEqual(NN.bf16AttentionPays,
+                       NN.AttentionPath.defaultPath(.bf16) != .avx2 && BF16Matrix.defaultISA != .avx512fp16)
         var rng = Rng(state: 7)
         let q = rng.tensor([1, 100, 128]), k = rng.tensor([1, 90, 128]), v = rng.tensor([1, 90, 128])
         let byDefault = NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16)
         let bf16Best = NN.AttentionPath.defaultPath(.bf16)
-        let want = bf16Best == .avx2
+        let want = !NN.bf16AttentionPays
             ? NN.attention(q: q, k: k, v: v, heads: 2, precision: .f32, path: NN.AttentionPath.defaultPath(.f32))
             : NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16, path: bf16Best)
-        XCTAssertEqual(byDefault.data, want.data, "bf16 by default on \(bf16Best.name)")
+        XCTAssertEqual(byDefault.data, want.data, "bf16 by default on \(bf16Best.name), bf16 kernel \(NN.bf16AttentionPays)")
     }
 
     /// No keys: every row is zero (nothing to attend to), not NaN.

@@ -7,8 +7,8 @@
 // h / (heads / kv_heads) (grouped-query attention; kv_heads == heads for plain multi-head attention).
 //
 // Paths (`path`): 0 portable C, 1 AVX2 + FMA (register-tiled products, a vector softmax), 2 AVX-512
-// (f32: FMA; bf16: vdpbf16ps), 3 AMX (bf16: tdpbf16ps; f32 runs path 2). The numbers are the GEMM's (mumu_gemm.h):
-// the default one is the best the CPU has, capped by MUMU_GEMM_ISA (portable | avx2 | avx512bf16 | amx).
+// (f32: FMA; bf16: vdpbf16ps), 3 AMX (bf16: tdpbf16ps; f32 runs path 2). The default one is the best the CPU
+// has, capped by the GEMM's MUMU_GEMM_ISA (mumu_gemm.h): portable 0, avx2 1, avx512bf16 and avx512fp16 2, amx 3.
 // A path the CPU lacks is clamped to the best one it has.
 // Precision: f32 (bf16 = 0) computes in f32. bf16 (bf16 = 1) rounds q, k, v to bf16 (nearest even) and the
 // softmax numerators P to bf16 before the PV product, as flash-attention does; products accumulate in f32 and

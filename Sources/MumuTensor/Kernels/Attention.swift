@@ -12,9 +12,10 @@ extension NN {
         public static func matching(_ weight: DenseWeight) -> AttentionPrecision { weight.isBF16 ? .bf16 : .f32 }
     }
 
-    /// The paths of the fused attention kernel (mumu_attention.h): portable C, AVX2 + FMA (register tiles; bf16
-    /// requests run f32 there unless the path is given), AVX-512 (f32 FMA or bf16 vdpbf16ps), AMX (bf16 tdpbf16ps; f32 runs on AVX-512). The default is
-    /// the best the CPU has, capped by `MUMU_GEMM_ISA` like the bf16 GEMM (the same numbers).
+    /// The paths of the fused attention kernel (mumu_attention.h): portable C, AVX2 + FMA (register tiles), AVX-512
+    /// (f32 FMA or bf16 vdpbf16ps), AMX (bf16 tdpbf16ps; f32 runs on AVX-512). The default is the best the CPU has,
+    /// capped by `MUMU_GEMM_ISA` like the bf16 GEMM; bf16 requests run f32 where that pays (`bf16AttentionPays`)
+    /// unless the path is given.
     public enum AttentionPath: Int32, CaseIterable, Sendable {
         case portable = 0, avx2 = 1, avx512 = 2, amx = 3
         public var name: String { String(cString: mumu_attention_path_name(rawValue)) }
@@ -89,6 +90,15 @@ extension NN {
         return out
     }
 
+    /// Whether a bf16 request without a path runs the bf16 kernel. Not where the CPU lacks a fast bf16 dot
+    /// product: with AVX2 alone widening bf16 costs more than it saves (SDXL's 4,096-token self-attention: 43
+    /// against 55 GFLOP/s on an AVX2 AMD EPYC), and where the GEMM takes its AVX-512 FP16 path (no AMX, so an
+    /// Intel CPU whose vdpbf16ps issues at a quarter of vfmadd231ps's rate) the bf16 kernel runs at 0.66-0.77x the
+    /// f32 one (docs/benchmarks.md). f32 is the more exact of the two.
+    public static var bf16AttentionPays: Bool {
+        mumu_attention_path(1) != AttentionPath.avx2.rawValue && BF16Matrix.defaultISA != .avx512fp16
+    }
+
     /// The kernel's driver on raw rows: sample s of q / out starts at s * qStride / outStride, of k and v at
     /// s * kvStride. Trusted callers only (shapes checked by the public entry points).
     static func fusedAttention(q: UnsafePointer<Float>, qStride: Int, ldq: Int, k: UnsafePointer<Float>,
@@ -101,10 +111,7 @@ extension NN {
         guard tq <= Int(Int32.max), tk <= Int(Int32.max), d <= Int(Int32.max) else {
             fatalError("attention: \(tq) x \(tk) x \(d) is too large for the kernel")
         }
-        // A bf16 request without a path runs the f32 kernel where the best bf16 path is AVX2: without a bf16 dot
-        // product, widening bf16 costs more than it saves (SDXL's 4,096-token self-attention: 43 against 55
-        // GFLOP/s on an AVX2 AMD EPYC, docs/benchmarks.md), and f32 is the more exact of the two.
-        let bf: Int32 = precision == .bf16 && (path != nil || mumu_attention_path(1) != AttentionPath.avx2.rawValue) ? 1 : 0
+        let bf: Int32 = precision == .bf16 && (path != nil || bf16AttentionPays) ? 1 : 0
         let isa = path?.rawValue ?? mumu_attention_path(bf)
         var args = mumu_attention_args()
         args.tq = Int32(tq); args.tk = Int32(tk); args.d = Int32(d)

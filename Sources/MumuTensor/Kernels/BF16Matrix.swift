@@ -2,85 +2,109 @@ import CMumuKernels
 import Foundation
 
 /// A weight matrix W [rows = N, cols = K] (PyTorch `Linear` layout; a convolution's weight reordered to
-/// [Cout, kh*kw*Cin]) kept in bf16, packed once into the panel layout of `mumu_bf16_gemm` (mumu_gemm.h), and
-/// multiplied by f32 activations: C[M, N] (=|+=) A[M, K] · Wᵀ + bias. A is rounded to bf16 (nearest even) as it
-/// is packed and the products are accumulated in f32, on AMX, AVX-512 BF16, AVX2 + FMA (the weights widened
-/// to f32 in registers) or portable C (`isa`), chosen at run time and capped by the environment variable
-/// `MUMU_GEMM_ISA=portable|avx2|avx512bf16|amx`.
+/// [Cout, kh*kw*Cin]) kept in 16 bits, packed once into the panel layout of `mumu_bf16_gemm` (mumu_gemm.h), and
+/// multiplied by f32 activations: C[M, N] (=|+=) A[M, K] · Wᵀ + bias, accumulated in f32. The path (`isa`) is
+/// chosen at run time and capped by the environment variable
+/// `MUMU_GEMM_ISA=portable|avx2|avx512bf16|avx512fp16|amx`; it decides the layout when the matrix is packed:
+/// - bf16 (AMX, AVX-512 BF16, AVX2 + FMA with the weights widened in registers, portable C): W and A rounded to
+///   bf16 (nearest even);
+/// - f16 (AVX-512 FP16, for CPUs without AMX): W and A scaled by powers of two and rounded to f16, whose 11
+///   significant bits make it the more exact of the two (gemm_f16.c).
 public final class BF16Matrix: @unchecked Sendable {
-    /// The paths of the kernel.
+    /// The paths of the kernel, in order of preference (the last the CPU has is the default).
     public enum ISA: Int32, CaseIterable, Sendable {
-        case portable = 0, avx2 = 1, avx512bf16 = 2, amx = 3
+        case portable = 0, avx2 = 1, avx512bf16 = 2, avx512fp16 = 3, amx = 4
         public var name: String { String(cString: mumu_gemm_bf16_isa_name(rawValue)) }
         /// Whether this CPU and OS can run the path (ignores `MUMU_GEMM_ISA`).
         public var isAvailable: Bool { mumu_gemm_bf16_isa_available(rawValue) != 0 }
+        /// Whether the path multiplies W in the f16 layout (else bf16).
+        public var usesF16: Bool { mumu_gemm_isa_uses_f16(rawValue) != 0 }
     }
 
     /// N (output features) and K (input features).
     public let rows: Int, cols: Int
+    /// The path `multiply` takes (it fixed the layout of the packed weight).
+    public let isa: ISA
     private let packed: UnsafeMutableRawPointer
     private let packedBytes: Int
 
-    /// Bytes of the packed weight (K padded to a multiple of 32, N to a multiple of 32).
+    /// Bytes of the packed weight (K padded to a multiple of 32, N to a multiple of 32; the f16 layout adds N
+    /// column scales).
     public var byteCount: Int { packedBytes }
 
     /// The path `multiply` takes by default.
-    public static var isa: String { ISA(rawValue: mumu_gemm_bf16_isa())?.name ?? "portable" }
+    public static var isa: String { defaultISA.name }
     public static var defaultISA: ISA { ISA(rawValue: mumu_gemm_bf16_isa()) ?? .portable }
 
-    private init(rows n: Int, cols k: Int) {
+    private init(rows n: Int, cols k: Int, isa: ISA?) {
         precondition(n >= 0 && k >= 0 && n <= Int(Int32.max) && k <= Int(Int32.max), "BF16Matrix \(n) x \(k)")
         rows = n
         cols = k
-        packedBytes = mumu_bf16_packed_bytes(Int32(n), Int32(k))
+        self.isa = isa ?? Self.defaultISA
+        packedBytes = self.isa.usesF16 ? mumu_f16_packed_bytes(Int32(n), Int32(k)) : mumu_bf16_packed_bytes(Int32(n), Int32(k))
         packed = WeightMemory.allocate(max(64, packedBytes))
     }
 
-    /// From f32 W [rows, cols] row-major, rounded to bf16 (nearest even; inf and NaN kept).
-    public convenience init(f32 w: UnsafePointer<Float>, rows n: Int, cols k: Int) {
-        self.init(rows: n, cols: k)
-        mumu_bf16_pack_f32(w, Int32(n), Int32(k), packed)
+    /// From f32 W [rows, cols] row-major (rounded to bf16 or f16, nearest even; inf and NaN kept), for the path
+    /// `isa` (default: this CPU's).
+    public convenience init(f32 w: UnsafePointer<Float>, rows n: Int, cols k: Int, isa: ISA? = nil) {
+        self.init(rows: n, cols: k, isa: isa)
+        repack(f32: w)
     }
 
-    /// From bf16 W [rows, cols] row-major (bit patterns).
-    public convenience init(bf16 w: UnsafePointer<UInt16>, rows n: Int, cols k: Int) {
-        self.init(rows: n, cols: k)
-        mumu_bf16_pack_bf16(w, Int32(n), Int32(k), packed)
+    /// From bf16 W [rows, cols] row-major (bit patterns: the bf16 layout keeps them as they are), for the path
+    /// `isa` (default: this CPU's).
+    public convenience init(bf16 w: UnsafePointer<UInt16>, rows n: Int, cols k: Int, isa: ISA? = nil) {
+        self.init(rows: n, cols: k, isa: isa)
+        if self.isa.usesF16 {
+            mumu_f16_pack_bf16(w, Int32(n), Int32(k), packed)
+        } else {
+            mumu_bf16_pack_bf16(w, Int32(n), Int32(k), packed)
+        }
     }
 
     deinit { WeightMemory.free(packed, max(64, packedBytes)) }
 
-    /// Replaces the whole matrix with f32 W [rows, cols] (rounded to bf16), in place.
+    /// Replaces the whole matrix with f32 W [rows, cols] (rounded as the layout is), in place.
     public func repack(f32 w: UnsafePointer<Float>) {
-        mumu_bf16_pack_f32(w, Int32(rows), Int32(cols), packed)
+        if isa.usesF16 {
+            mumu_f16_pack_f32(w, Int32(rows), Int32(cols), packed)
+        } else {
+            mumu_bf16_pack_f32(w, Int32(rows), Int32(cols), packed)
+        }
     }
 
-    /// The matrix as f32 [rows, cols] (exact: every bf16 value is an f32).
+    /// The matrix as f32 [rows, cols] (exact: every bf16 value, and every f16 value times its power-of-two column
+    /// scale, is an f32).
     public func unpacked() -> [Float] {
         var out = [Float](repeating: 0, count: rows * cols)
         for r in 0..<rows {
-            for c in 0..<cols { out[r * cols + c] = Float(bitPattern: UInt32(element(r, c)) << 16) }
+            for c in 0..<cols { out[r * cols + c] = value(r, c) }
         }
         return out
     }
 
-    /// W[row, col] as bf16 bits, read back from the packed layout.
-    public func element(_ row: Int, _ col: Int) -> UInt16 {
+    /// W[row, col] as stored.
+    public func value(_ row: Int, _ col: Int) -> Float {
         precondition(row >= 0 && row < rows && col >= 0 && col < cols)
-        return mumu_bf16_packed_at(packed, Int32(rows), Int32(cols), Int32(row), Int32(col))
+        if isa.usesF16 { return mumu_f16_packed_value(packed, Int32(rows), Int32(cols), Int32(row), Int32(col)) }
+        return Float(bitPattern: UInt32(mumu_bf16_packed_at(packed, Int32(rows), Int32(cols), Int32(row), Int32(col))) << 16)
     }
 
     /// C[m, rows] = A[m, cols] · Wᵀ + bias (`accumulate`: C += A · Wᵀ + bias). A rows at stride `lda` (>= cols),
     /// C rows at stride `ldc` (>= rows), bias: `rows` floats or nil. The work is split into one block of rows or
     /// columns per thread (`threads`, default the active processor count) with `concurrentPerform`.
-    /// `isa` forces a path (clamped to what the CPU has), for tests and benchmarks.
+    /// `isa` forces a path of the matrix's layout (clamped to what the CPU has), for tests and benchmarks.
     public func multiply(_ a: UnsafePointer<Float>, m: Int, lda: Int, bias: UnsafePointer<Float>?,
                          into c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
                          threads: Int? = nil, isa: ISA? = nil) {
+        if let isa {
+            precondition(isa.usesF16 == self.isa.usesF16, "BF16Matrix packed for \(self.isa.name) cannot run \(isa.name)")
+        }
         let n = rows, k = cols
         precondition(m >= 0 && m <= Int(Int32.max) && lda >= k && ldc >= n, "BF16Matrix.multiply m \(m) lda \(lda) ldc \(ldc) for \(n) x \(k)")
         if m == 0 || n == 0 { return }
-        let path = isa?.rawValue ?? mumu_gemm_bf16_isa()
+        let path = (isa ?? self.isa).rawValue
         let plan = BF16Matrix.split(m: m, n: n, k: k, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
         let scratchBytes = mumu_bf16_gemm_scratch_bytes(Int32(min(m, plan.rowsPerTask)), Int32(k))
         let packed = UnsafeRawPointer(self.packed)

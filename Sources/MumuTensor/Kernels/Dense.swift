@@ -6,8 +6,9 @@ import Foundation
 /// once its weight is reordered to [Cout, kh·kw·Cin] (see `convWeight`) and A is an im2col of
 /// channels-last activations, so the models have exactly one matrix kernel to make fast.
 ///
-/// Storage is f32 (products through OpenBLAS `cblas_sgemm`) or bf16 (`BF16Matrix`: packed once, products
-/// through mumu's own kernel, activations rounded to bf16, f32 accumulation); the bias stays f32. The weights
+/// Storage is f32 (products through OpenBLAS `cblas_sgemm`) or 16 bits (`BF16Matrix`: packed once, products
+/// through mumu's own kernel, activations rounded to bf16, or to f16 on the AVX-512 FP16 path, f32
+/// accumulation); the bias stays f32. "bf16" below names that 16-bit precision. The weights
 /// are copied out of the checkpoint when the layer is built, so a layer never depends on the mapped file.
 public final class DenseWeight: @unchecked Sendable {
     /// Outputs (N) and inputs (K).
@@ -185,8 +186,8 @@ extension DenseWeight {
     /// than sgemm).
     public static var bf16HasHardwarePath: Bool { BF16Matrix.defaultISA != .portable }
 
-    /// Whether bf16 is the faster precision here: AMX or AVX-512 BF16 products (`MUMU_GEMM_ISA` allowing), the
-    /// default precision of generation then. With AVX2 alone the products run at 0.84-1.21x sgemm and SDXL's UNet
+    /// Whether bf16 is the faster precision here: AMX, AVX-512 FP16 or AVX-512 BF16 products (`MUMU_GEMM_ISA`
+    /// allowing), the default precision of generation then. With AVX2 alone the products run at 0.84-1.21x sgemm and SDXL's UNet
     /// (batch 2) takes 1.07x (512) and 1.10x (1024) of its f32 time (docs/benchmarks.md): f32 is the default there
     /// and bf16 the half-memory choice.
     public static var bf16IsFaster: Bool { BF16Matrix.defaultISA.rawValue >= BF16Matrix.ISA.avx512bf16.rawValue }

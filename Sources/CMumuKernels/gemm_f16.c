@@ -1,0 +1,264 @@
+// The half-precision GEMM's AVX-512 FP16 path (see mumu_gemm.h): for CPUs with AVX-512 FP16 and no AMX, where
+// vdpbf16ps issues at a quarter of the rate of vfmadd231ps (Sapphire Rapids with AMX masked: 1.34 against 5.48
+// G instructions/s a core, so the bf16 path peaks at half of sgemm) while vfmadd231ph does 32 multiply-adds
+// at the rate of vfmadd231ps's 16.
+//
+// Numbers: f16 has 11 significant bits (bf16 8) but a range of only 2^-24 .. 65504, and vfmadd231ph rounds its
+// sum to f16. So both operands are scaled by powers of two (exact) into a range where nothing overflows, and
+// the f16 sums are short:
+//  - W column c is stored as W[c, :] / sw[c], sw[c] = 2^(e+1) for max |W[c, :]| in [2^e, 2^(e+1)): |w| <= 1.
+//  - A row r is packed per chunk of CH = 64 k as A[r, chunk] * 2^(8-e), max |A[r, chunk]| in [2^e, 2^(e+1)):
+//    |a| < 2^9, so one chunk's sum of 64 products stays under 2^15.
+//  - Each chunk is summed in f16 registers, then widened and added into f32 accumulators times 2^(e-8); the
+//    column scales multiply the f32 sums when C is stored.
+// Rounding: operands to f16 (relative 2^-11, against bf16's 2^-8), plus the f16 sums of at most 64 terms (each
+// addition off by at most 2^-11 of the running sum). For random data the result is 2-4x closer to the exact
+// product than the bf16 paths'; the worst case bound is looser (BF16GemmTests states both). A column or chunk
+// holding inf or NaN is packed unscaled, so they reach the outputs that use them.
+//
+// Layout of the packed W: ceil(n/32) panels of kp16 = roundup(k, 32) rows of 32 f16 (64 bytes, one zmm), then
+// roundup(n, 32) f32 column scales. Blocking as the AVX-512 bf16 path: K slices of KS k, blocks of MC rows of A
+// packed row-major (f16, with their chunk scales) in the scratch, an 8 x 32 microkernel (8 f16 and 16 f32 zmm
+// accumulators, A broadcast from memory, one W vector per k) that keeps C in registers for the whole slice.
+#include "gemm_f16.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NR 32                 // panel width
+#define CH 64                 // k per f16 chunk
+#define KS 512                // k per slice (a multiple of CH)
+#define MR 8                  // microkernel rows
+#define MC (MR * 24)          // rows per packed block
+#define AS (KS + 32)          // f16 per packed A row (a multiple of 32: rows start on 64 bytes)
+#define NCH (KS / CH)         // chunks per slice
+
+static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+static inline int kp16(int k) { return (k + 31) & ~31; }
+static inline void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+// ---- packing of W (portable C: runs once per weight) ---------------------------------------------------
+
+size_t mumu_f16_packed_bytes(int n, int k) {
+    if (n <= 0 || k <= 0) return 0;
+    return (size_t)ceil_div(n, NR) * kp16(k) * NR * 2 + (size_t)ceil_div(n, NR) * NR * 4;
+}
+
+static inline float *col_scales(void *packed, int n, int k) {
+    return (float *)((char *)packed + (size_t)ceil_div(n, NR) * kp16(k) * NR * 2);
+}
+
+// f32 to f16 bits, nearest even, overflow to inf, NaN kept (quiet).
+static uint16_t f32_to_f16(float f) {
+    uint32_t x = f2u(f), sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return (uint16_t)(sign | 0x7E00 | ((ax >> 13) & 0x3FF));   // NaN
+    if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00);   // >= 65520 (rounds past 65504) or inf
+    if (ax < 0x38800000u) {                                     // below 2^-14: subnormal f16 or zero
+        if (ax < 0x33000000u) return (uint16_t)sign;            // below 2^-25: rounds to zero
+        int e = (int)(ax >> 23);                                // 102 .. 112
+        uint32_t mant = (ax & 0x7FFFFF) | 0x800000;
+        int shift = 126 - e;                                    // 14 .. 24
+        uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = ax + 0xFFF + ((ax >> 13) & 1);                 // round the 13 dropped bits, nearest even
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, mant = h & 0x3FF;
+    if (e == 0x1F) return u2f(sign | 0x7F800000u | (mant << 13));
+    if (e == 0) return (sign ? -1.0f : 1.0f) * (float)mant * 0x1p-24f;
+    return u2f(sign | ((e + 112) << 23) | (mant << 13));
+}
+
+// The column scale for max |W[c, :]| = mx: 2^(e+1) for mx in [2^e, 2^(e+1)); 1 for a zero or non-finite column.
+static float scale_for(float mx) {
+    if (!(mx > 0) || !isfinite(mx)) return 1;
+    int e;
+    frexpf(mx, &e);              // mx = f * 2^e, f in [0.5, 1): mx < 2^e
+    if (e > 127) e = 127;
+    return ldexpf(1, e);
+}
+
+// One row of W (f32) into its panel column, scaled by 1/s.
+static void pack_row(void *packed, int n, int k, int r, const float *src) {
+    float mx = 0;
+    int finite = 1;
+    for (int e = 0; e < k; e++) {
+        float v = fabsf(src[e]);
+        if (!isfinite(v)) finite = 0;
+        else if (v > mx) mx = v;
+    }
+    float s = finite ? scale_for(mx) : 1;
+    col_scales(packed, n, k)[r] = s;
+    uint16_t *dst = (uint16_t *)packed + (size_t)(r / NR) * kp16(k) * NR + (r % NR);
+    const float inv = 1 / s;     // a power of two: exact
+    for (int e = 0; e < k; e++) dst[(size_t)e * NR] = f32_to_f16(src[e] * inv);
+}
+
+void mumu_f16_pack_f32(const float *w, int n, int k, void *packed) {
+    size_t bytes = mumu_f16_packed_bytes(n, k);
+    if (bytes == 0) return;
+    memset(packed, 0, bytes);
+    float *scales = col_scales(packed, n, k);
+    for (int c = n; c < ceil_div(n, NR) * NR; c++) scales[c] = 1;
+    for (int r = 0; r < n; r++) pack_row(packed, n, k, r, w + (size_t)r * k);
+}
+
+void mumu_f16_pack_bf16(const uint16_t *w, int n, int k, void *packed) {
+    size_t bytes = mumu_f16_packed_bytes(n, k);
+    if (bytes == 0) return;
+    memset(packed, 0, bytes);
+    float *scales = col_scales(packed, n, k);
+    for (int c = n; c < ceil_div(n, NR) * NR; c++) scales[c] = 1;
+    float *row = malloc((size_t)k * sizeof(float));
+    if (!row) abort();
+    for (int r = 0; r < n; r++) {
+        for (int e = 0; e < k; e++) row[e] = u2f((uint32_t)w[(size_t)r * k + e] << 16);
+        pack_row(packed, n, k, r, row);
+    }
+    free(row);
+}
+
+float mumu_f16_packed_value(const void *packed, int n, int k, int row, int col) {
+    const uint16_t *p = packed;
+    uint16_t h = p[((size_t)(row / NR) * kp16(k) + col) * NR + row % NR];
+    return f16_to_f32(h) * col_scales((void *)packed, n, k)[row];
+}
+
+size_t mumu_f16_gemm_scratch_bytes(void) {
+    return (size_t)MC * AS * 2 + (size_t)MC * NCH * 4 + 64;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512fp16")))
+
+static inline __mmask16 mask_n(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+// Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst (row stride AS f16) and their chunk
+// scales into sc (row stride NCH): chunk q of row r is A * 2^(8-e) in f16 (vcvtps2ph, nearest even), sc the
+// inverse 2^(e-8); unscaled (sc 1) when the chunk holds inf or NaN. k beyond `k` (up to kc, a multiple of 32)
+// is zero; rows beyond `rows` up to the next multiple of MR are zero.
+TGT static void pack_a(const float *a, long lda, int rows, int k, int kc0, int kc, uint16_t *dst, float *sc) {
+    const int avail = k - kc0 < kc ? k - kc0 : kc;
+    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
+    const int padded = ceil_div(rows, MR) * MR;
+    for (int r = 0; r < padded; r++) {
+        uint16_t *d = dst + (size_t)r * AS;
+        float *s = sc + (size_t)r * NCH;
+        if (r >= rows) {
+            memset(d, 0, (size_t)kc * 2);
+            for (int q = 0; q < ceil_div(kc, CH); q++) s[q] = 0;
+            continue;
+        }
+        const float *src = a + (size_t)r * lda + kc0;
+        for (int q = 0; q * CH < kc; q++) {
+            __m512 x[CH / 16];
+            __m512i mx = _mm512_setzero_si512();
+            for (int v = 0; v < CH / 16; v++) {
+                const int e = q * CH + v * 16;
+                x[v] = _mm512_maskz_loadu_ps(mask_n(avail - e), src + e);
+                mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(x[v]), absm));
+            }
+            // The largest |value| as bits: >= 0x7F800000 for inf or NaN; its exponent otherwise.
+            const uint32_t top = (uint32_t)_mm512_reduce_max_epu32(mx);
+            int e = (int)(top >> 23) - 127;
+            if (e < -100) e = -100;                      // zero or subnormal chunks: any scale will do
+            __m512 mul = _mm512_set1_ps(u2f((uint32_t)(8 - e + 127) << 23));
+            float inv = u2f((uint32_t)(e - 8 + 127) << 23);
+            if (top >= 0x7F800000u) { mul = _mm512_set1_ps(1); inv = 1; }
+            s[q] = inv;
+            for (int v = 0; v < CH / 16; v++) {
+                const int e0 = q * CH + v * 16;
+                if (e0 >= kc) break;
+                __m256i h = _mm512_cvtps_ph(_mm512_mul_ps(x[v], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                _mm256_store_si256((__m256i *)(d + e0), h);
+            }
+        }
+    }
+}
+
+// C[0..mr) x 32 columns (masked by k0, k1) (=|+=) the product of kc k (a multiple of 32) of packed A rows
+// (stride AS, chunk scales sc at stride NCH) and a W panel slice (b: 32 f16 per k), times the column scales
+// cs, plus bias. The f16 sums of one chunk go to f32 at its end.
+TGT static inline __attribute__((always_inline)) void kernel(const int mr, int kc, const uint16_t *a,
+        const float *sc, const uint16_t *b, float *c, long ldc, __mmask16 k0, __mmask16 k1, int loadc,
+        const float *bias, const float *cs) {
+    __m512 lo[MR], hi[MR];
+    for (int r = 0; r < mr; r++) { lo[r] = _mm512_setzero_ps(); hi[r] = _mm512_setzero_ps(); }
+    for (int q = 0; q * CH < kc; q++) {
+        const int len = kc - q * CH < CH ? kc - q * CH : CH;
+        __m512h acc[MR];
+        for (int r = 0; r < mr; r++) acc[r] = _mm512_setzero_ph();
+        const uint16_t *ap = a + q * CH;
+        const _Float16 *bp = (const _Float16 *)b + (size_t)q * CH * NR;
+        for (int kk = 0; kk < len; kk++) {
+            const __m512h w = _mm512_loadu_ph(bp + (size_t)kk * NR);
+            for (int r = 0; r < mr; r++)
+                acc[r] = _mm512_fmadd_ph(_mm512_set1_ph(((const _Float16 *)ap)[(size_t)r * AS + kk]), w, acc[r]);
+        }
+        for (int r = 0; r < mr; r++) {
+            const __m512 s = _mm512_set1_ps(sc[(size_t)r * NCH + q]);
+            const __m512i bits = _mm512_castph_si512(acc[r]);
+            lo[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(bits)), s, lo[r]);
+            hi[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1)), s, hi[r]);
+        }
+    }
+    const __m512 s0 = _mm512_loadu_ps(cs), s1 = _mm512_loadu_ps(cs + 16);
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    if (bias) { b0 = _mm512_maskz_loadu_ps(k0, bias); b1 = _mm512_maskz_loadu_ps(k1, bias + 16); }
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        __m512 x0 = _mm512_fmadd_ps(lo[r], s0, b0), x1 = _mm512_fmadd_ps(hi[r], s1, b1);
+        if (loadc) {
+            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(k0, cr));
+            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(k1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, k0, x0);
+        _mm512_mask_storeu_ps(cr + 16, k1, x1);
+    }
+}
+
+#define KCASE(R) case R: kernel(R, kc, a, sc, b, c, ldc, k0, k1, loadc, bias, cs); break;
+TGT static void kernel_rows(int mr, int kc, const uint16_t *a, const float *sc, const uint16_t *b, float *c,
+                            long ldc, __mmask16 k0, __mmask16 k1, int loadc, const float *bias, const float *cs) {
+    switch (mr) {
+    KCASE(1) KCASE(2) KCASE(3) KCASE(4) KCASE(5) KCASE(6) KCASE(7)
+    default: kernel(MR, kc, a, sc, b, c, ldc, k0, k1, loadc, bias, cs); break;
+    }
+}
+
+TGT void mumu_f16_gemm_avx512(int n, int k, const float *a, long lda, const void *packed, const float *bias,
+                              float *c, long ldc, int accumulate, int m0, int m1, int n0, int n1, void *scratch) {
+    const int kp = kp16(k);
+    const uint16_t *w = packed;
+    const float *scales = col_scales((void *)packed, n, k);
+    uint16_t *abuf = align64(scratch);
+    float *sc = (float *)(abuf + (size_t)MC * AS);
+    for (int pc = 0; pc < kp; pc += KS) {
+        const int kc = kp - pc < KS ? kp - pc : KS;
+        const int loadc = pc > 0 || accumulate;
+        for (int ic = m0; ic < m1; ic += MC) {
+            const int mc = m1 - ic < MC ? m1 - ic : MC;
+            pack_a(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf, sc);
+            for (int jc = n0; jc < n1; jc += NR) {
+                const int nv = n1 - jc;
+                const __mmask16 k0 = mask_n(nv), k1 = mask_n(nv - 16);
+                const float *bj = pc == 0 && bias ? bias + jc : NULL;
+                const uint16_t *panel = w + ((size_t)(jc / NR) * kp + pc) * NR;
+                for (int ir = 0; ir < mc; ir += MR) {
+                    const int mr = mc - ir < MR ? mc - ir : MR;
+                    kernel_rows(mr, kc, abuf + (size_t)ir * AS, sc + (size_t)ir * NCH, panel,
+                                c + (size_t)(ic + ir) * ldc + jc, ldc, k0, k1, loadc, bj, scales + jc);
+                }
+            }
+        }
+    }
+}
+#endif
