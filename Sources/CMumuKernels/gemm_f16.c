@@ -85,20 +85,32 @@ static float scale_for(float mx) {
     return ldexpf(1, e);
 }
 
-// One row of W (f32) into its panel column, scaled by 1/s.
-static void pack_row(void *packed, int n, int k, int r, const float *src) {
-    float mx = 0;
-    int finite = 1;
-    for (int e = 0; e < k; e++) {
-        float v = fabsf(src[e]);
-        if (!isfinite(v)) finite = 0;
-        else if (v > mx) mx = v;
+static void convert_row_avx512(const float *src, int k, float inv, uint16_t *dst);
+static uint32_t max_abs_bits_avx512(const float *src, int k);
+static int have_avx512(void);
+
+// One row of W (f32) into its panel column, scaled by 1/s (`tmp`: k f16 of scratch).
+static void pack_row(void *packed, int n, int k, int r, const float *src, uint16_t *tmp) {
+    // The largest |value| as bits: at least 0x7F800000 when the row holds inf or NaN.
+    uint32_t top = 0;
+    if (have_avx512()) {
+        top = max_abs_bits_avx512(src, k);
+    } else {
+        for (int e = 0; e < k; e++) {
+            uint32_t b = f2u(src[e]) & 0x7FFFFFFFu;
+            top = b > top ? b : top;
+        }
     }
-    float s = finite ? scale_for(mx) : 1;
+    float s = top < 0x7F800000u ? scale_for(u2f(top)) : 1;
     col_scales(packed, n, k)[r] = s;
-    uint16_t *dst = (uint16_t *)packed + (size_t)(r / NR) * kp16(k) * NR + (r % NR);
     const float inv = 1 / s;     // a power of two: exact
-    for (int e = 0; e < k; e++) dst[(size_t)e * NR] = f32_to_f16(src[e] * inv);
+    if (have_avx512()) {
+        convert_row_avx512(src, k, inv, tmp);
+    } else {
+        for (int e = 0; e < k; e++) tmp[e] = f32_to_f16(src[e] * inv);
+    }
+    uint16_t *dst = (uint16_t *)packed + (size_t)(r / NR) * kp16(k) * NR + (r % NR);
+    for (int e = 0; e < k; e++) dst[(size_t)e * NR] = tmp[e];
 }
 
 void mumu_f16_pack_f32(const float *w, int n, int k, void *packed) {
@@ -107,7 +119,10 @@ void mumu_f16_pack_f32(const float *w, int n, int k, void *packed) {
     memset(packed, 0, bytes);
     float *scales = col_scales(packed, n, k);
     for (int c = n; c < ceil_div(n, NR) * NR; c++) scales[c] = 1;
-    for (int r = 0; r < n; r++) pack_row(packed, n, k, r, w + (size_t)r * k);
+    uint16_t *tmp = malloc((size_t)k * sizeof(uint16_t));
+    if (!tmp) abort();
+    for (int r = 0; r < n; r++) pack_row(packed, n, k, r, w + (size_t)r * k, tmp);
+    free(tmp);
 }
 
 void mumu_f16_pack_bf16(const uint16_t *w, int n, int k, void *packed) {
@@ -117,12 +132,14 @@ void mumu_f16_pack_bf16(const uint16_t *w, int n, int k, void *packed) {
     float *scales = col_scales(packed, n, k);
     for (int c = n; c < ceil_div(n, NR) * NR; c++) scales[c] = 1;
     float *row = malloc((size_t)k * sizeof(float));
-    if (!row) abort();
+    uint16_t *tmp = malloc((size_t)k * sizeof(uint16_t));
+    if (!row || !tmp) abort();
     for (int r = 0; r < n; r++) {
         for (int e = 0; e < k; e++) row[e] = u2f((uint32_t)w[(size_t)r * k + e] << 16);
-        pack_row(packed, n, k, r, row);
+        pack_row(packed, n, k, r, row, tmp);
     }
     free(row);
+    free(tmp);
 }
 
 float mumu_f16_packed_value(const void *packed, int n, int k, int row, int col) {
@@ -140,6 +157,29 @@ size_t mumu_f16_gemm_scratch_bytes(void) {
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512fp16")))
 
 static inline __mmask16 mask_n(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+static int have_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+__attribute__((target("avx512f"))) static uint32_t max_abs_bits_avx512(const float *src, int k) {
+    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
+    __m512i mx = _mm512_setzero_si512();
+    for (int e = 0; e < k; e += 16)
+        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(mask_n(k - e), src + e)), absm));
+    return (uint32_t)_mm512_reduce_max_epu32(mx);
+}
+
+// src * inv to f16, nearest even (vcvtps2ph: as f32_to_f16, subnormals kept, overflow to inf, NaN quiet).
+__attribute__((target("avx512f"))) static void convert_row_avx512(const float *src, int k, float inv, uint16_t *dst) {
+    const __m512 m = _mm512_set1_ps(inv);
+    int e = 0;
+    for (; e + 16 <= k; e += 16)
+        _mm256_storeu_si256((__m256i *)(dst + e),
+                            _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(src + e), m), _MM_FROUND_TO_NEAREST_INT));
+    for (; e < k; e++) dst[e] = f32_to_f16(src[e] * inv);
+}
 
 // Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst (row stride AS f16) and their chunk
 // scales into sc (row stride NCH): chunk q of row r is A * 2^(8-e) in f16 (vcvtps2ph, nearest even), sc the
@@ -261,4 +301,8 @@ TGT void mumu_f16_gemm_avx512(int n, int k, const float *a, long lda, const void
         }
     }
 }
+#else
+static int have_avx512(void) { return 0; }
+static void convert_row_avx512(const float *src, int k, float inv, uint16_t *dst) { (void)src; (void)k; (void)inv; (void)dst; }
+static uint32_t max_abs_bits_avx512(const float *src, int k) { (void)src; (void)k; return 0; }
 #endif
