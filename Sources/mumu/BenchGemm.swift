@@ -31,6 +31,7 @@ extension BenchCommand {
             let isas = BF16Matrix.ISA.allCases.filter { $0.isAvailable && $0.rawValue <= BF16Matrix.defaultISA.rawValue }
             var load = [Double](repeating: 0, count: 3)
             getloadavg(&load, 3)
+            print("CPU: \(Self.cpuModel()); 16-bit GEMM paths here: \(isas.map(\.name).joined(separator: ", "))")
             print(String(format: "threads %d, best of %d; OpenBLAS core %@; bf16 default path %@; load average %.2f",
                          threads, repeats, String(cString: openblas_get_corename()), BF16Matrix.isa, load[0]))
             print("GFLOP/s; err = max|C_path - C_sgemm| / max|C_sgemm|")
@@ -68,6 +69,14 @@ extension BenchCommand {
                 }
                 print(line)
             }
+        }
+
+        /// The first "model name" of /proc/cpuinfo, or "unknown".
+        static func cpuModel() -> String {
+            guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+                  let line = info.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+                  let colon = line.firstIndex(of: ":") else { return "unknown" }
+            return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
 
         static func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {

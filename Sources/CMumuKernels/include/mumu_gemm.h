@@ -1,5 +1,6 @@
-// bf16-weight GEMM: C[M,N] (=|+=) A[M,K] · Wᵀ + bias, with W [N,K] stored as bf16 in a packed panel layout,
-// A and C f32. A is rounded to bf16 (nearest even) as it is packed, products are accumulated in f32.
+// 16-bit-weight GEMM: C[M,N] (=|+=) A[M,K] · Wᵀ + bias, with W [N,K] stored in 16 bits in a packed panel layout,
+// A and C f32. W and A are bf16 (A rounded, nearest even, as it is packed) on every path but 3, which uses f16
+// scaled by powers of two (below); products are accumulated in f32.
 //
 // Paths, chosen at run time (mumu_gemm_bf16_isa), in order of preference from last to first:
 //   0 portable C (bf16-rounded A and W, f32 accumulation),

@@ -74,7 +74,7 @@ public final class DenseWeight: @unchecked Sendable {
     public var lowRank: [LowRankAdapter] = []
 
     public var hasBias: Bool { biasValues != nil }
-    /// Whether the weights are held in bf16.
+    /// Whether the weights are held in 16 bits (`BF16Matrix`: bf16, or f16 on the AVX-512 FP16 path).
     public var isBF16: Bool { packed != nil }
     /// Bytes held (weights and bias).
     public var byteCount: Int { (packed?.byteCount ?? rows * cols * 4) + (hasBias ? rows * 4 : 0) }
