@@ -21,6 +21,7 @@
 // packed row-major (f16, with their chunk scales) in the scratch, an 8 x 32 microkernel (8 f16 and 16 f32 zmm
 // accumulators, A broadcast from memory, one W vector per k) that keeps C in registers for the whole slice.
 #include "gemm_f16.h"
+#include "mumu_kernels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,32 +51,6 @@ static inline float *col_scales(void *packed, int n, int k) {
     return (float *)((char *)packed + (size_t)ceil_div(n, NR) * kp16(k) * NR * 2);
 }
 
-// f32 to f16 bits, nearest even, overflow to inf, NaN kept (quiet).
-static uint16_t f32_to_f16(float f) {
-    uint32_t x = f2u(f), sign = (x >> 16) & 0x8000;
-    uint32_t ax = x & 0x7FFFFFFFu;
-    if (ax > 0x7F800000u) return (uint16_t)(sign | 0x7E00 | ((ax >> 13) & 0x3FF));   // NaN
-    if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00);   // >= 65520 (rounds past 65504) or inf
-    if (ax < 0x38800000u) {                                     // below 2^-14: subnormal f16 or zero
-        if (ax < 0x33000000u) return (uint16_t)sign;            // below 2^-25: rounds to zero
-        int e = (int)(ax >> 23);                                // 102 .. 112
-        uint32_t mant = (ax & 0x7FFFFF) | 0x800000;
-        int shift = 126 - e;                                    // 14 .. 24
-        uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t r = ax + 0xFFF + ((ax >> 13) & 1);                 // round the 13 dropped bits, nearest even
-    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
-}
-
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, mant = h & 0x3FF;
-    if (e == 0x1F) return u2f(sign | 0x7F800000u | (mant << 13));
-    if (e == 0) return (sign ? -1.0f : 1.0f) * (float)mant * 0x1p-24f;
-    return u2f(sign | ((e + 112) << 23) | (mant << 13));
-}
-
 // The column scale for max |W[c, :]| = mx: 2^(e+1) for mx in [2^e, 2^(e+1)); 1 for a zero or non-finite column.
 static float scale_for(float mx) {
     if (!(mx > 0) || !isfinite(mx)) return 1;
@@ -85,47 +60,32 @@ static float scale_for(float mx) {
     return ldexpf(1, e);
 }
 
-static void convert_row_avx512(const float *src, int k, float inv, uint16_t *dst);
 static uint32_t max_abs_bits_avx512(const float *src, int k);
 static int have_avx512(void);
 
-// One row of W (f32) into its panel column, scaled by 1/s (`tmp`: k f16 of scratch).
-static void pack_row(void *packed, int n, int k, int r, const float *src, uint16_t *tmp) {
+// One row of W (`row`: k f32, scaled in place) into its panel column, scaled by 1/s (`tmp`: k f16 of scratch).
+static void pack_row(void *packed, int n, int k, int r, float *row, uint16_t *tmp) {
     // The largest |value| as bits: at least 0x7F800000 when the row holds inf or NaN.
     uint32_t top = 0;
     if (have_avx512()) {
-        top = max_abs_bits_avx512(src, k);
+        top = max_abs_bits_avx512(row, k);
     } else {
         for (int e = 0; e < k; e++) {
-            uint32_t b = f2u(src[e]) & 0x7FFFFFFFu;
+            uint32_t b = f2u(row[e]) & 0x7FFFFFFFu;
             top = b > top ? b : top;
         }
     }
     float s = top < 0x7F800000u ? scale_for(u2f(top)) : 1;
     col_scales(packed, n, k)[r] = s;
     const float inv = 1 / s;     // a power of two: exact
-    if (have_avx512()) {
-        convert_row_avx512(src, k, inv, tmp);
-    } else {
-        for (int e = 0; e < k; e++) tmp[e] = f32_to_f16(src[e] * inv);
-    }
+    for (int e = 0; e < k; e++) row[e] *= inv;
+    mumu_f32_to_f16(row, tmp, (size_t)k);   // nearest even, subnormals kept, overflow to inf, NaN quiet
     uint16_t *dst = (uint16_t *)packed + (size_t)(r / NR) * kp16(k) * NR + (r % NR);
     for (int e = 0; e < k; e++) dst[(size_t)e * NR] = tmp[e];
 }
 
-void mumu_f16_pack_f32(const float *w, int n, int k, void *packed) {
-    size_t bytes = mumu_f16_packed_bytes(n, k);
-    if (bytes == 0) return;
-    memset(packed, 0, bytes);
-    float *scales = col_scales(packed, n, k);
-    for (int c = n; c < ceil_div(n, NR) * NR; c++) scales[c] = 1;
-    uint16_t *tmp = malloc((size_t)k * sizeof(uint16_t));
-    if (!tmp) abort();
-    for (int r = 0; r < n; r++) pack_row(packed, n, k, r, w + (size_t)r * k, tmp);
-    free(tmp);
-}
-
-void mumu_f16_pack_bf16(const uint16_t *w, int n, int k, void *packed) {
+// Packs W row by row: `load(w, r, k, row)` puts row r of W as f32 into `row`.
+static void pack_rows(const void *w, int n, int k, void *packed, void (*load)(const void *, int, int, float *)) {
     size_t bytes = mumu_f16_packed_bytes(n, k);
     if (bytes == 0) return;
     memset(packed, 0, bytes);
@@ -135,17 +95,27 @@ void mumu_f16_pack_bf16(const uint16_t *w, int n, int k, void *packed) {
     uint16_t *tmp = malloc((size_t)k * sizeof(uint16_t));
     if (!row || !tmp) abort();
     for (int r = 0; r < n; r++) {
-        for (int e = 0; e < k; e++) row[e] = u2f((uint32_t)w[(size_t)r * k + e] << 16);
+        load(w, r, k, row);
         pack_row(packed, n, k, r, row, tmp);
     }
     free(row);
     free(tmp);
 }
 
+static void load_f32(const void *w, int r, int k, float *row) {
+    memcpy(row, (const float *)w + (size_t)r * k, (size_t)k * sizeof(float));
+}
+static void load_bf16(const void *w, int r, int k, float *row) {
+    mumu_bf16_to_f32((const uint16_t *)w + (size_t)r * k, row, (size_t)k);
+}
+
+void mumu_f16_pack_f32(const float *w, int n, int k, void *packed) { pack_rows(w, n, k, packed, load_f32); }
+void mumu_f16_pack_bf16(const uint16_t *w, int n, int k, void *packed) { pack_rows(w, n, k, packed, load_bf16); }
+
 float mumu_f16_packed_value(const void *packed, int n, int k, int row, int col) {
     const uint16_t *p = packed;
     uint16_t h = p[((size_t)(row / NR) * kp16(k) + col) * NR + row % NR];
-    return f16_to_f32(h) * col_scales((void *)packed, n, k)[row];
+    return mumu_f16_to_f32_scalar(h) * col_scales((void *)packed, n, k)[row];
 }
 
 size_t mumu_f16_gemm_scratch_bytes(void) {
@@ -169,16 +139,6 @@ __attribute__((target("avx512f"))) static uint32_t max_abs_bits_avx512(const flo
     for (int e = 0; e < k; e += 16)
         mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(mask_n(k - e), src + e)), absm));
     return (uint32_t)_mm512_reduce_max_epu32(mx);
-}
-
-// src * inv to f16, nearest even (vcvtps2ph: as f32_to_f16, subnormals kept, overflow to inf, NaN quiet).
-__attribute__((target("avx512f"))) static void convert_row_avx512(const float *src, int k, float inv, uint16_t *dst) {
-    const __m512 m = _mm512_set1_ps(inv);
-    int e = 0;
-    for (; e + 16 <= k; e += 16)
-        _mm256_storeu_si256((__m256i *)(dst + e),
-                            _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(src + e), m), _MM_FROUND_TO_NEAREST_INT));
-    for (; e < k; e++) dst[e] = f32_to_f16(src[e] * inv);
 }
 
 // Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst (row stride AS f16) and their chunk
@@ -303,6 +263,5 @@ TGT void mumu_f16_gemm_avx512(int n, int k, const float *a, long lda, const void
 }
 #else
 static int have_avx512(void) { return 0; }
-static void convert_row_avx512(const float *src, int k, float inv, uint16_t *dst) { (void)src; (void)k; (void)inv; (void)dst; }
 static uint32_t max_abs_bits_avx512(const float *src, int k) { (void)src; (void)k; return 0; }
 #endif
