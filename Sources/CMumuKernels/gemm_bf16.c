@@ -11,7 +11,7 @@
 //    broadcast A pair per row against the panel's two W vectors); C is stored after every slice (and loaded
 //    again for the next). On Sapphire Rapids vdpbf16ps zmm issues at half the rate of vfmadd zmm (measured 86
 //    against 175 GFLOP/s a core), so this path peaks at about f32 FMA speed; it is the fallback for CPUs
-//    without AMX.
+//    without AMX or AVX-512 FP16 (gemm_f16.c, the path of such Intel CPUs), e.g. AMD's Zen 4.
 //  AMX: slices of up to AMX_KCO_MAX pairs (all of K for every SDXL shape but K = 11520), blocks of rows sized to
 //    AMX_ABUDGET; a 32 x 32 microkernel (four C tiles, two A and two B tiles) keeps C in the tile registers for
 //    the whole slice and stores it with tilestored (C's lines prefetched for writing while the products run).

@@ -202,6 +202,23 @@ final class BF16GemmTests: XCTestCase {
         }
     }
 
+    /// The f16 layout multiplies on any CPU: with AVX-512 FP16 on its own path, elsewhere on the scalar loop
+    /// mumu_bf16_gemm_isa falls back to (never chosen by default there); within the f16 bound either way.
+    func testF16LayoutMultipliesEverywhere() {
+        let m = 37, n = 45, k = 130
+        var rng = SeededRNG(seed: 8)
+        let a = rng.floats(m * k), w = rng.floats(n * k, scale: 0.3), bias = rng.floats(n), c0 = rng.floats(m * n)
+        let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k, isa: .avx512fp16) }
+        for accumulate in [false, true] {
+            var c = c0
+            matrix.multiply(a, m: m, lda: k, bias: bias, into: &c, ldc: n, accumulate: accumulate, threads: 1)
+            let ref = Self.reference(m: m, n: n, k: k, a: a, lda: k, w: w, bias: bias, c0: accumulate ? c0 : nil,
+                                     ldc: n, for: .avx512fp16)
+            Self.check(c, ldc: n, m: m, n: n, k: k, ref: ref, isa: .avx512fp16,
+                       "f16 layout (\(BF16Matrix.ISA.avx512fp16.isAvailable ? "avx512fp16" : "scalar")) acc \(accumulate)")
+        }
+    }
+
     /// NaN and infinity in W reach the outputs that use them, on every path; other outputs stay finite.
     func testNaNAndInfinityPropagate() {
         let m = 20, n = 40, k = 37
