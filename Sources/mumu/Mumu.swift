@@ -14,6 +14,7 @@ struct Mumu: ParsableCommand {
 
     static func main() {
         BLASRuntime.reexecWithFasterKernelsIfNeeded()
+        if let note = BF16Matrix.environmentNote() { FileHandle.standardError.write(Data("mumu: note: \(note)\n".utf8)) }
         main(CommandLine.arguments.dropFirst().map { $0 })
     }
 

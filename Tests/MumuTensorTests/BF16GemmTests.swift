@@ -297,6 +297,22 @@ final class BF16GemmTests: XCTestCase {
         print("BF16Matrix: paths here \(Self.isas.map(\.name)), default \(BF16Matrix.isa)")
     }
 
+    /// MUMU_GEMM_ISA that is not a path, or names one the CPU lacks, is reported with the path taken; unset or a
+    /// path the CPU has is not.
+    func testEnvironmentNote() {
+        XCTAssertNil(BF16Matrix.environmentNote(nil))
+        XCTAssertNil(BF16Matrix.environmentNote("portable"))
+        let bad = BF16Matrix.environmentNote("avx9000")
+        XCTAssertEqual(bad, "MUMU_GEMM_ISA=avx9000 is not one of portable, avx2, avx512bf16, avx512fp16, amx: ignored, "
+                       + "the GEMM takes \(BF16Matrix.isa)")
+        for isa in BF16Matrix.ISA.allCases {
+            let note = BF16Matrix.environmentNote(isa.name)
+            if isa.isAvailable { XCTAssertNil(note, isa.name) } else {
+                XCTAssertEqual(note, "MUMU_GEMM_ISA=\(isa.name): this CPU has no \(isa.name) path, the GEMM takes \(BF16Matrix.isa)")
+            }
+        }
+    }
+
     /// The split gives both threads equal work for tall and for short M.
     func testSplit() {
         XCTAssertEqual(BF16Matrix.split(m: 8192, n: 320, k: 2880, threads: 2),

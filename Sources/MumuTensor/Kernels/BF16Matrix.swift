@@ -32,6 +32,19 @@ public final class BF16Matrix: @unchecked Sendable {
     /// column scales).
     public var byteCount: Int { packedBytes }
 
+    /// What to tell the user about `MUMU_GEMM_ISA=value` (the environment's by default): nil when unset or a
+    /// path this CPU has; else that the value is not a path (ignored) or names one this CPU lacks (the cap falls
+    /// back to the best path below it), with the path taken.
+    public static func environmentNote(_ value: String? = ProcessInfo.processInfo.environment["MUMU_GEMM_ISA"]) -> String? {
+        guard let value else { return nil }
+        guard let named = ISA.allCases.first(where: { $0.name == value }) else {
+            let names = ISA.allCases.map(\.name).joined(separator: ", ")
+            return "MUMU_GEMM_ISA=\(value) is not one of \(names): ignored, the GEMM takes \(defaultISA.name)"
+        }
+        if named.isAvailable { return nil }
+        return "MUMU_GEMM_ISA=\(value): this CPU has no \(value) path, the GEMM takes \(defaultISA.name)"
+    }
+
     /// The path `multiply` takes by default.
     public static var isa: String { defaultISA.name }
     public static var defaultISA: ISA { ISA(rawValue: mumu_gemm_bf16_isa()) ?? .portable }
