@@ -1,5 +1,5 @@
 // The half-precision GEMM's AVX-512 FP16 path (see mumu_gemm.h): for CPUs with AVX-512 FP16 and no AMX, where
-// vdpbf16ps issues at a quarter of the rate of vfmadd231ps (Sapphire Rapids with AMX masked: 1.34 against 5.48
+// vdpbf16ps issues at a quarter of the rate of vfmadd231ps (an Emerald Rapids Xeon with AMX masked: 1.34 against 5.48
 // G instructions/s a core, so the bf16 path peaks at half of sgemm) while vfmadd231ph does 32 multiply-adds
 // at the rate of vfmadd231ps's 16.
 //
