@@ -40,7 +40,7 @@ static inline void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(u
 static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-// ---- packing of W (portable C: runs once per weight) ---------------------------------------------------
+// ---- packing of W (once per weight; its largest value found with AVX-512 where the CPU has it) ----------
 
 size_t mumu_f16_packed_bytes(int n, int k) {
     if (n <= 0 || k <= 0) return 0;
@@ -51,9 +51,9 @@ static inline float *col_scales(void *packed, int n, int k) {
     return (float *)((char *)packed + (size_t)ceil_div(n, NR) * kp16(k) * NR * 2);
 }
 
-// The column scale for max |W[c, :]| = mx: 2^(e+1) for mx in [2^e, 2^(e+1)); 1 for a zero or non-finite column.
+// The column scale for max |W[c, :]| = mx (finite): 2^(e+1) for mx in [2^e, 2^(e+1)); 1 for a zero column.
 static float scale_for(float mx) {
-    if (!(mx > 0) || !isfinite(mx)) return 1;
+    if (!(mx > 0)) return 1;
     int e;
     frexpf(mx, &e);              // mx = f * 2^e, f in [0.5, 1): mx < 2^e
     if (e > 127) e = 127;
@@ -61,13 +61,12 @@ static float scale_for(float mx) {
 }
 
 static uint32_t max_abs_bits_avx512(const float *src, int k);
-static int have_avx512(void);
 
 // One row of W (`row`: k f32, scaled in place) into its panel column, scaled by 1/s (`tmp`: k f16 of scratch).
 static void pack_row(void *packed, int n, int k, int r, float *row, uint16_t *tmp) {
     // The largest |value| as bits: at least 0x7F800000 when the row holds inf or NaN.
     uint32_t top = 0;
-    if (have_avx512()) {
+    if (mumu_cpu_vector_level() >= 2) {
         top = max_abs_bits_avx512(row, k);
     } else {
         for (int e = 0; e < k; e++) {
@@ -127,11 +126,6 @@ size_t mumu_f16_gemm_scratch_bytes(void) {
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512fp16")))
 
 static inline __mmask16 mask_n(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
-
-static int have_avx512(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
 
 __attribute__((target("avx512f"))) static uint32_t max_abs_bits_avx512(const float *src, int k) {
     const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
@@ -262,6 +256,5 @@ TGT void mumu_f16_gemm_avx512(int n, int k, const float *a, long lda, const void
     }
 }
 #else
-static int have_avx512(void) { return 0; }
 static uint32_t max_abs_bits_avx512(const float *src, int k) { (void)src; (void)k; return 0; }
 #endif

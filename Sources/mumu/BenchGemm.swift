@@ -60,8 +60,7 @@ extension BenchCommand {
                 for isa in isas {
                     let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k, isa: isa) }
                     let t = best {
-                        matrix.multiply(a, m: m, lda: k, bias: nil, into: c, ldc: n, accumulate: false,
-                                        threads: threads, isa: isa)
+                        matrix.multiply(a, m: m, lda: k, bias: nil, into: c, ldc: n, accumulate: false, threads: threads)
                     }
                     var err: Float = 0
                     for i in 0..<(m * n) { err = max(err, abs(c[i] - ref[i])) }

@@ -95,7 +95,7 @@ final class BF16GemmTests: XCTestCase {
                 let b = bias ?? []
                 a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
                     matrix.multiply(ap.baseAddress!, m: m, lda: lda, bias: useBias ? bp.baseAddress! : nil,
-                                    into: cp.baseAddress!, ldc: ldc, accumulate: accumulate, threads: 1, isa: isa)
+                                    into: cp.baseAddress!, ldc: ldc, accumulate: accumulate, threads: 1)
                 } } }
                 Self.check(c, ldc: ldc, m: m, n: n, k: k, ref: ref, isa: isa,
                            "\(isa.name) m \(m) n \(n) k \(k) bias \(useBias) acc \(accumulate) lda \(lda) ldc \(ldc)")
@@ -232,7 +232,7 @@ final class BF16GemmTests: XCTestCase {
         for isa in Self.isas {
             let matrix = w.withUnsafeBufferPointer { BF16Matrix(f32: $0.baseAddress!, rows: n, cols: k, isa: isa) }
             var c = [Float](repeating: 0, count: m * n)
-            matrix.multiply(a, m: m, lda: k, bias: nil, into: &c, ldc: n, accumulate: false, threads: 1, isa: isa)
+            matrix.multiply(a, m: m, lda: k, bias: nil, into: &c, ldc: n, accumulate: false, threads: 1)
             for i in 0..<m {
                 for j in 0..<n {
                     let v = c[i * n + j]

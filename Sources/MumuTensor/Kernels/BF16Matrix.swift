@@ -106,18 +106,14 @@ public final class BF16Matrix: @unchecked Sendable {
 
     /// C[m, rows] = A[m, cols] · Wᵀ + bias (`accumulate`: C += A · Wᵀ + bias). A rows at stride `lda` (>= cols),
     /// C rows at stride `ldc` (>= rows), bias: `rows` floats or nil. The work is split into one block of rows or
-    /// columns per thread (`threads`, default the active processor count) with `concurrentPerform`.
-    /// `isa` forces a path of the matrix's layout (clamped to what the CPU has), for tests and benchmarks.
+    /// columns per thread (`threads`, default the active processor count) with `concurrentPerform`, on the
+    /// matrix's path (`isa`, given when it was packed: tests and benchmarks pack one matrix per path).
     public func multiply(_ a: UnsafePointer<Float>, m: Int, lda: Int, bias: UnsafePointer<Float>?,
-                         into c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-                         threads: Int? = nil, isa: ISA? = nil) {
-        if let isa {
-            precondition(isa.usesF16 == self.isa.usesF16, "BF16Matrix packed for \(self.isa.name) cannot run \(isa.name)")
-        }
+                         into c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int? = nil) {
         let n = rows, k = cols
         precondition(m >= 0 && m <= Int(Int32.max) && lda >= k && ldc >= n, "BF16Matrix.multiply m \(m) lda \(lda) ldc \(ldc) for \(n) x \(k)")
         if m == 0 || n == 0 { return }
-        let path = (isa ?? self.isa).rawValue
+        let path = isa.rawValue
         let plan = BF16Matrix.split(m: m, n: n, k: k, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
         let scratchBytes = mumu_bf16_gemm_scratch_bytes(Int32(min(m, plan.rowsPerTask)), Int32(k))
         let packed = UnsafeRawPointer(self.packed)
