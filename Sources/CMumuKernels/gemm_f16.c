@@ -18,8 +18,9 @@
 //
 // Layout of the packed W: ceil(n/32) panels of kp16 = roundup(k, 32) rows of 32 f16 (64 bytes, one zmm), then
 // roundup(n, 32) f32 column scales. Blocking as the AVX-512 bf16 path: K slices of KS k, blocks of MC rows of A
-// packed row-major (f16, with their chunk scales) in the scratch, an 8 x 32 microkernel (8 f16 and 16 f32 zmm
-// accumulators, A broadcast from memory, one W vector per k) that keeps C in registers for the whole slice.
+// packed row-major (f16, each twice in a 32-bit word, with their chunk scales) in the scratch, an 8 x 64
+// microkernel over two adjacent panels (16 f16 zmm accumulators, A broadcast from memory, two W vectors per k;
+// 8 x 32 for a last odd panel) that keeps its f32 sums for the whole slice.
 #include "gemm_f16.h"
 #include "mumu_kernels.h"
 #include <math.h>
@@ -28,10 +29,11 @@
 
 #define NR 32                 // panel width
 #define CH 64                 // k per f16 chunk
-#define KS 512                // k per slice (a multiple of CH)
+#define KS 256                // k per slice (a multiple of CH; two panels' slices, 32 KB, stay in L1)
 #define MR 8                  // microkernel rows
+#define NP 2                  // panels per microkernel
 #define MC (MR * 24)          // rows per packed block
-#define AS (KS + 32)          // f16 per packed A row (a multiple of 32: rows start on 64 bytes)
+#define AS (KS + 16)          // 32-bit words (one f16 twice) per packed A row (a multiple of 16: rows start on 64 bytes)
 #define NCH (KS / CH)         // chunks per slice
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -118,7 +120,7 @@ float mumu_f16_packed_value(const void *packed, int n, int k, int row, int col) 
 }
 
 size_t mumu_f16_gemm_scratch_bytes(void) {
-    return (size_t)MC * AS * 2 + (size_t)MC * NCH * 4 + 64;
+    return (size_t)MC * AS * 4 + (size_t)MC * NCH * 4 + 64;
 }
 
 #if defined(__x86_64__)
@@ -135,19 +137,21 @@ __attribute__((target("avx512f"))) static uint32_t max_abs_bits_avx512(const flo
     return (uint32_t)_mm512_reduce_max_epu32(mx);
 }
 
-// Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst (row stride AS f16) and their chunk
-// scales into sc (row stride NCH): chunk q of row r is A * 2^(8-e) in f16 (vcvtps2ph, nearest even), sc the
-// inverse 2^(e-8); unscaled (sc 1) when the chunk holds inf or NaN. k beyond `k` (up to kc, a multiple of 32)
-// is zero; rows beyond `rows` up to the next multiple of MR are zero.
-TGT static void pack_a(const float *a, long lda, int rows, int k, int kc0, int kc, uint16_t *dst, float *sc) {
+// Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst (row stride AS) and their chunk scales into
+// sc (row stride NCH): chunk q of row r is A * 2^(8-e) in f16 (vcvtps2ph, nearest even), each value stored twice
+// in one 32-bit word so that the microkernel broadcasts it with vbroadcastss (a load-port broadcast; a 16-bit
+// broadcast costs a shuffle on a port the FMAs need), sc the inverse 2^(e-8); unscaled (sc 1) when the chunk
+// holds inf or NaN. k beyond `k` (up to kc, a multiple of 32) is zero; rows beyond `rows` up to the next
+// multiple of MR are zero.
+TGT static void pack_a(const float *a, long lda, int rows, int k, int kc0, int kc, uint32_t *dst, float *sc) {
     const int avail = k - kc0 < kc ? k - kc0 : kc;
     const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
     const int padded = ceil_div(rows, MR) * MR;
     for (int r = 0; r < padded; r++) {
-        uint16_t *d = dst + (size_t)r * AS;
+        uint32_t *d = dst + (size_t)r * AS;
         float *s = sc + (size_t)r * NCH;
         if (r >= rows) {
-            memset(d, 0, (size_t)kc * 2);
+            memset(d, 0, (size_t)kc * 4);
             for (int q = 0; q < ceil_div(kc, CH); q++) s[q] = 0;
             continue;
         }
@@ -172,59 +176,67 @@ TGT static void pack_a(const float *a, long lda, int rows, int k, int kc0, int k
                 const int e0 = q * CH + v * 16;
                 if (e0 >= kc) break;
                 __m256i h = _mm512_cvtps_ph(_mm512_mul_ps(x[v], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                _mm256_store_si256((__m256i *)(d + e0), h);
+                __m512i w = _mm512_cvtepu16_epi32(h);
+                _mm512_store_si512((__m512i *)(d + e0), _mm512_or_si512(w, _mm512_slli_epi32(w, 16)));
             }
         }
     }
 }
 
-// C[0..mr) x 32 columns (masked by k0, k1) (=|+=) the product of kc k (a multiple of 32) of packed A rows
-// (stride AS, chunk scales sc at stride NCH) and a W panel slice (b: 32 f16 per k), times the column scales
-// cs, plus bias. The f16 sums of one chunk go to f32 at its end.
-TGT static inline __attribute__((always_inline)) void kernel(const int mr, int kc, const uint16_t *a,
-        const float *sc, const uint16_t *b, float *c, long ldc, __mmask16 k0, __mmask16 k1, int loadc,
+// C[0..mr) x 32 np columns (masked by km) (=|+=) the product of kc k (a multiple of 32) of packed A rows (stride
+// AS, chunk scales sc at stride NCH) and np adjacent W panel slices (b: 32 f16 per k; the next panel pstride f16
+// on), times the column scales cs, plus bias. The f16 sums of one chunk go to f32 at its end. With np = 2 the 16
+// f16 accumulators are independent enough to keep both FMA ports busy (8 are not: vfmadd231ph's latency); the 32
+// f32 sums then live in L1.
+TGT static inline __attribute__((always_inline)) void kernel(const int mr, const int np, int kc, const uint32_t *a,
+        const float *sc, const uint16_t *b, size_t pstride, float *c, long ldc, const __mmask16 *km, int loadc,
         const float *bias, const float *cs) {
-    __m512 lo[MR], hi[MR];
-    for (int r = 0; r < mr; r++) { lo[r] = _mm512_setzero_ps(); hi[r] = _mm512_setzero_ps(); }
+    __m512 f[MR][2 * NP];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < 2 * np; v++) f[r][v] = _mm512_setzero_ps();
     for (int q = 0; q * CH < kc; q++) {
         const int len = kc - q * CH < CH ? kc - q * CH : CH;
-        __m512h acc[MR];
-        for (int r = 0; r < mr; r++) acc[r] = _mm512_setzero_ph();
-        const uint16_t *ap = a + q * CH;
+        __m512h acc[MR][NP];
+        for (int r = 0; r < mr; r++)
+            for (int p = 0; p < np; p++) acc[r][p] = _mm512_setzero_ph();
+        const float *ap = (const float *)a + q * CH;
         const _Float16 *bp = (const _Float16 *)b + (size_t)q * CH * NR;
         for (int kk = 0; kk < len; kk++) {
-            const __m512h w = _mm512_loadu_ph(bp + (size_t)kk * NR);
-            for (int r = 0; r < mr; r++)
-                acc[r] = _mm512_fmadd_ph(_mm512_set1_ph(((const _Float16 *)ap)[(size_t)r * AS + kk]), w, acc[r]);
+            __m512h w[NP];
+            for (int p = 0; p < np; p++) w[p] = _mm512_loadu_ph(bp + p * pstride + (size_t)kk * NR);
+            for (int r = 0; r < mr; r++) {
+                const __m512h x = _mm512_castps_ph(_mm512_set1_ps(ap[(size_t)r * AS + kk]));
+                for (int p = 0; p < np; p++) acc[r][p] = _mm512_fmadd_ph(x, w[p], acc[r][p]);
+            }
         }
         for (int r = 0; r < mr; r++) {
             const __m512 s = _mm512_set1_ps(sc[(size_t)r * NCH + q]);
-            const __m512i bits = _mm512_castph_si512(acc[r]);
-            lo[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(bits)), s, lo[r]);
-            hi[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1)), s, hi[r]);
+            for (int p = 0; p < np; p++) {
+                const __m512i bits = _mm512_castph_si512(acc[r][p]);
+                f[r][2 * p] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(bits)), s, f[r][2 * p]);
+                f[r][2 * p + 1] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1)), s, f[r][2 * p + 1]);
+            }
         }
     }
-    const __m512 s0 = _mm512_loadu_ps(cs), s1 = _mm512_loadu_ps(cs + 16);
-    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    if (bias) { b0 = _mm512_maskz_loadu_ps(k0, bias); b1 = _mm512_maskz_loadu_ps(k1, bias + 16); }
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + (size_t)r * ldc;
-        __m512 x0 = _mm512_fmadd_ps(lo[r], s0, b0), x1 = _mm512_fmadd_ps(hi[r], s1, b1);
-        if (loadc) {
-            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(k0, cr));
-            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(k1, cr + 16));
+    for (int v = 0; v < 2 * np; v++) {
+        const __m512 sv = _mm512_loadu_ps(cs + 16 * v);
+        const __m512 bv = bias ? _mm512_maskz_loadu_ps(km[v], bias + 16 * v) : _mm512_setzero_ps();
+        for (int r = 0; r < mr; r++) {
+            float *cr = c + (size_t)r * ldc + 16 * v;
+            __m512 x = _mm512_fmadd_ps(f[r][v], sv, bv);
+            if (loadc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(km[v], cr));
+            _mm512_mask_storeu_ps(cr, km[v], x);
         }
-        _mm512_mask_storeu_ps(cr, k0, x0);
-        _mm512_mask_storeu_ps(cr + 16, k1, x1);
     }
 }
 
-#define KCASE(R) case R: kernel(R, kc, a, sc, b, c, ldc, k0, k1, loadc, bias, cs); break;
-TGT static void kernel_rows(int mr, int kc, const uint16_t *a, const float *sc, const uint16_t *b, float *c,
-                            long ldc, __mmask16 k0, __mmask16 k1, int loadc, const float *bias, const float *cs) {
+#define KCASE(R) case R: if (np == 2) kernel(R, 2, kc, a, sc, b, ps, c, ldc, km, loadc, bias, cs); \
+                         else kernel(R, 1, kc, a, sc, b, ps, c, ldc, km, loadc, bias, cs); break;
+TGT static void kernel_rows(int mr, int np, int kc, const uint32_t *a, const float *sc, const uint16_t *b, size_t ps,
+                            float *c, long ldc, const __mmask16 *km, int loadc, const float *bias, const float *cs) {
     switch (mr) {
     KCASE(1) KCASE(2) KCASE(3) KCASE(4) KCASE(5) KCASE(6) KCASE(7)
-    default: kernel(MR, kc, a, sc, b, c, ldc, k0, k1, loadc, bias, cs); break;
+    default: KCASE(MR)
     }
 }
 
@@ -233,7 +245,7 @@ TGT void mumu_f16_gemm_avx512(int n, int k, const float *a, long lda, const void
     const int kp = kp16(k);
     const uint16_t *w = packed;
     const float *scales = col_scales((void *)packed, n, k);
-    uint16_t *abuf = align64(scratch);
+    uint32_t *abuf = align64(scratch);
     float *sc = (float *)(abuf + (size_t)MC * AS);
     for (int pc = 0; pc < kp; pc += KS) {
         const int kc = kp - pc < KS ? kp - pc : KS;
@@ -241,15 +253,16 @@ TGT void mumu_f16_gemm_avx512(int n, int k, const float *a, long lda, const void
         for (int ic = m0; ic < m1; ic += MC) {
             const int mc = m1 - ic < MC ? m1 - ic : MC;
             pack_a(a + (size_t)ic * lda, lda, mc, k, pc, kc, abuf, sc);
-            for (int jc = n0; jc < n1; jc += NR) {
-                const int nv = n1 - jc;
-                const __mmask16 k0 = mask_n(nv), k1 = mask_n(nv - 16);
+            for (int jc = n0; jc < n1; jc += NP * NR) {
+                const int nv = n1 - jc, np = nv > NR ? 2 : 1;
+                __mmask16 km[2 * NP];
+                for (int v = 0; v < 2 * NP; v++) km[v] = mask_n(nv - 16 * v);
                 const float *bj = pc == 0 && bias ? bias + jc : NULL;
                 const uint16_t *panel = w + ((size_t)(jc / NR) * kp + pc) * NR;
                 for (int ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? mc - ir : MR;
-                    kernel_rows(mr, kc, abuf + (size_t)ir * AS, sc + (size_t)ir * NCH, panel,
-                                c + (size_t)(ic + ir) * ldc + jc, ldc, k0, k1, loadc, bj, scales + jc);
+                    kernel_rows(mr, np, kc, abuf + (size_t)ir * AS, sc + (size_t)ir * NCH, panel, (size_t)kp * NR,
+                                c + (size_t)(ic + ir) * ldc + jc, ldc, km, loadc, bj, scales + jc);
                 }
             }
         }
