@@ -483,7 +483,7 @@ def cmd_finetune(a):
     mean, std = latents(a.work, vae, a.style, 0, a.count)
     ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
     torch.manual_seed(a.seed)
-    base = torch.load(os.path.join(a.work, "base.pt"))
+    base = resume_state(a.work, "base")
     unet = build_unet()
     te1, te2 = build_text_encoders()
     unet.load_state_dict(base["unet"])
@@ -548,10 +548,11 @@ def wip_path(name):
     return os.path.join(MODELS, f"{name}-wip.safetensors")
 
 
-def shipped_state(path):
+def shipped_state(path, parts=("unet", "te1", "te2")):
     """A shipped checkpoint (sgm names, f16: `export`) back as the training modules' state dicts {unet, te1, te2}
-    and its training record: the inverse of sgm_state (bigG's fused in_proj split into q, k, v by rows, its
-    text_projection transposed back; position_ids, which sgm files leave out, kept from a fresh module)."""
+    (those of `parts`) and its training record: the inverse of sgm_state (bigG's fused in_proj split into q, k, v
+    by rows, its text_projection transposed back; position_ids, which sgm files leave out, kept from a fresh
+    module)."""
     import sdxl_keys as K
     from safetensors import safe_open
     with safe_open(path, "pt") as f:
@@ -559,6 +560,8 @@ def shipped_state(path):
         te1, te2 = build_text_encoders()
         out = {}
         for part, module in (("unet", build_unet()), ("te1", te1), ("te2", te2)):
+            if part not in parts:
+                continue
             prefix, state = K.PREFIXES[part], {}
             for n, t in module.state_dict().items():
                 if part == "te2":
