@@ -113,6 +113,9 @@ extension GenerateReport {
             ("height", .int(s.height)), ("steps", .int(s.steps)), ("cfg", .double(Double(s.cfg))), ("seed", .int(Int(s.seed))),
             ("sampler", .string(s.sampler.rawValue)), ("spacing", .string(s.spacing.rawValue)), ("karras", .bool(s.karras)),
             ("images_per_prompt", .int(s.images)), ("precision", .string(r.precision.rawValue)), ("checkpoint", .string(checkpoint)),
+            // The GEMM path the weights ran on: "bf16" names a 16-bit precision whose layout is the CPU's (scaled
+            // f16 on the avx512fp16 path); f32 weights multiply with OpenBLAS's sgemm.
+            ("gemm_path", .string(r.precision == .bf16 ? BF16Matrix.isa : "sgemm")),
             ("styles", .array(r.styles.map { .string($0.label) })),
             ("outputs", .array(images.map { .object([("index", .int($0.index)), ("infotext", .string($0.infotext)),
                                                       ("path", .string($0.path)), ("style", optional($0.style))]) })),

@@ -86,6 +86,7 @@ final class MultimodalTests: XCTestCase {
         let report = try job.run()
         // Without an encoder precision the encoder runs in generation's (f32 here, as the reference computed it).
         XCTAssertEqual(report.json(job)["encoder_precision"]?.stringValue, "f32")
+        XCTAssertEqual(report.json(job)["gemm_path"]?.stringValue, "sgemm", "f32 weights multiply with sgemm")
 
         let want = try Self.reference("one")
         let condPath = dir.appendingPathComponent("ref-cond.safetensors").path
