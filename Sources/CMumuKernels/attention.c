@@ -57,21 +57,30 @@ static inline float bf_lo(uint32_t w) { return u2f(w << 16); }
 static inline float bf_hi(uint32_t w) { return u2f(w & 0xFFFF0000u); }
 
 // Shape-derived sizes.
-typedef struct { int d, d16, dp, nb; } dims;
+// d16: the row stride of O and of packed V (channels padded to 16; to 32 for f16, a zmm of f16); dp: channel
+// pairs (bf16 Q and K words); nch: 64-channel chunks (f16 Q scales).
+typedef struct { int d, d16, dp, nch, nb; } dims;
 static dims dims_of(const mumu_attention_args *a) {
     dims s;
     s.d = a->d;
-    s.d16 = round_up(a->d, 16);
+    s.d16 = round_up(a->d, a->bf16 == MUMU_ATTENTION_F16 ? 32 : 16);
     s.dp = round_up(ceil_div(a->d, 2), 16);   // channel pairs, padded for AMX A tiles (16 pairs)
+    s.nch = ceil_div(a->d, 64);
     s.nb = ceil_div(a->tk, BK);
     return s;
 }
+
+// f16 block sizes in bytes: K = Kᵀ [d][BK] f16 and the key scales [BK] f32; V = [BK][d16] f16 and the channel
+// scales [d16] f32 (multiples of 64 bytes, so every block starts aligned).
+static size_t k_block_f16(dims s) { return (size_t)s.d * BK * 2 + BK * 4; }
+static size_t v_block_f16(dims s) { return (size_t)BK * s.d16 * 2 + (size_t)s.d16 * 4; }
 
 // ---- paths -----------------------------------------------------------------------------------------
 
 int mumu_attention_path_available(int path, int bf16) {
     if (path <= 0) return 1;
 #ifdef MUMU_X86
+    if (bf16 == MUMU_ATTENTION_F16) return path == 2 && mumu_gemm_bf16_isa_available(3);   // the GEMM's avx512fp16
     if (path == 1) return mumu_gemm_bf16_isa_available(1);                 // AVX2 + FMA, as the GEMM's avx2
     if (bf16) return mumu_gemm_bf16_isa_available(path >= 3 ? 4 : 2);   // the GEMM's avx512bf16 / amx
     return path == 2 && mumu_cpu_vector_level() >= 2;
@@ -82,7 +91,8 @@ int mumu_attention_path_available(int path, int bf16) {
 
 static int clamp_path(int path, int bf16) {
     if (path > 3) path = 3;
-    if (!bf16 && path == 3) path = 2;
+    if (bf16 != 1 && path == 3) path = 2;
+    if (bf16 == MUMU_ATTENTION_F16 && path == 1) path = 0;
     while (path > 0 && !mumu_attention_path_available(path, bf16)) path--;
     return path;
 }
@@ -91,6 +101,7 @@ static int clamp_path(int path, int bf16) {
 // avx512 at 2 and 3.
 int mumu_attention_path(int bf16) {
     const int cap = mumu_gemm_isa_cap();
+    if (bf16 == MUMU_ATTENTION_F16) return cap >= 3 ? clamp_path(2, bf16) : 0;
     return clamp_path(cap >= 4 ? 3 : cap == 3 ? 2 : cap, bf16);
 }
 
@@ -110,8 +121,93 @@ static void pack_kv_bf16_avx(const mumu_attention_args *a, const float *k, const
 
 // ---- packing -----------------------------------------------------------------------------------------
 
+// The power of two 2^e with 2^(e-1) <= mx < 2^e for finite mx > 0 (so |x| / 2^e < 1 for |x| <= mx); 1 for zero
+// and for inf / NaN (packed unscaled, so they reach the outputs).
+static float scale_above(float mx) {
+    if (!(mx > 0) || !isfinite(mx)) return 1;
+    int e;
+    frexpf(mx, &e);
+    return ldexpf(1, e > 127 ? 127 : e);
+}
+
+// f16 K and V (format 2; `packed` zeroed): per block of BK keys, Kᵀ with each key divided by its scale (keys past
+// Tk stay zero with scale 1), then V with each channel divided by its scale over the block's keys.
+static void pack_kv_f16(const mumu_attention_args *a, const float *k, const float *v, dims s, void *packed) {
+    const int d = s.d, d16 = s.d16, tk = a->tk;
+    float *row = malloc((size_t)(d16 > BK ? d16 : BK) * 4 + (size_t)d16 * 4);
+    uint16_t *h = malloc((size_t)d16 * 2);
+    if (!row || !h) abort();
+    float *mx = row + (d16 > BK ? d16 : BK);
+    char *vbase = (char *)packed + (size_t)s.nb * k_block_f16(s);
+    for (int kb = 0; kb < s.nb; kb++) {
+        uint16_t *kt = (uint16_t *)((char *)packed + (size_t)kb * k_block_f16(s));
+        float *ks = (float *)(kt + (size_t)d * BK);
+        uint16_t *vt = (uint16_t *)(vbase + (size_t)kb * v_block_f16(s));
+        float *vs = (float *)(vt + (size_t)BK * d16);
+        const int j0 = kb * BK, jn = tk - j0 < BK ? tk - j0 : BK;
+        for (int j = 0; j < BK; j++) ks[j] = 1;
+        for (int c = 0; c < d16; c++) { mx[c] = 0; vs[c] = 1; }
+        for (int j = 0; j < jn; j++) {
+            const float *kr = k + (size_t)(j0 + j) * a->ldk, *vr = v + (size_t)(j0 + j) * a->ldv;
+            float m = 0;
+            for (int c = 0; c < d; c++) { float x = fabsf(kr[c]); m = x > m || x != x ? x : m; }
+            ks[j] = scale_above(m);
+            for (int c = 0; c < d; c++) row[c] = kr[c] / ks[j];
+            mumu_f32_to_f16(row, h, (size_t)d);
+            for (int c = 0; c < d; c++) kt[(size_t)c * BK + j] = h[c];
+            for (int c = 0; c < d; c++) { float x = fabsf(vr[c]); mx[c] = x > mx[c] || x != x ? x : mx[c]; }
+        }
+        for (int c = 0; c < d; c++) vs[c] = scale_above(mx[c]);
+        for (int j = 0; j < jn; j++) {
+            const float *vr = v + (size_t)(j0 + j) * a->ldv;
+            for (int c = 0; c < d; c++) row[c] = vr[c] / vs[c];
+            mumu_f32_to_f16(row, vt + (size_t)j * d16, (size_t)d);
+        }
+    }
+    free(row);
+    free(h);
+}
+
+// The f16 block of Q (format 2): row r's 64-channel chunk q scaled by 2^(8-e) for max |chunk| in [2^e, 2^(e+1))
+// (|q| < 2^9, as the GEMM's A), each f16 stored twice in one 32-bit word, then the inverse scales [BQ][nch].
+// Rows past `rows` are zero.
+#ifdef MUMU_X86
+static void q_row_f16_avx(const float *src, int d, uint32_t *q, float *qs);
+#endif
+static void q_block_f16(const mumu_attention_args *a, dims s, int h, int ib, int rows, uint32_t *q) {
+    const int d = s.d, dq = round_up(d, 16);
+    float *qs = (float *)(q + (size_t)BQ * dq);
+    float tmp[64];
+    uint16_t hv[64];
+    memset(q, 0, (size_t)BQ * dq * 4 + (size_t)BQ * s.nch * 4);
+    for (int r = 0; r < rows; r++) {
+        const float *src = a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d;
+#ifdef MUMU_X86
+        if (mumu_cpu_vector_level() >= 2) { q_row_f16_avx(src, d, q + (size_t)r * dq, qs + (size_t)r * s.nch); continue; }
+#endif
+        for (int ch = 0; ch < s.nch; ch++) {
+            const int c0 = ch * 64, n = d - c0 < 64 ? d - c0 : 64;
+            float m = 0;
+            for (int c = 0; c < n; c++) { float x = fabsf(src[c0 + c]); m = x > m || x != x ? x : m; }
+            float mul = 1, inv = 1;
+            if (m > 0 && isfinite(m)) {
+                int e;
+                frexpf(m, &e);                   // m in [2^(e-1), 2^e)
+                e = e - 1 < -100 ? -100 : e - 1;
+                mul = ldexpf(1, 8 - e);
+                inv = ldexpf(1, e - 8);
+            }
+            for (int c = 0; c < n; c++) tmp[c] = src[c0 + c] * mul;
+            mumu_f32_to_f16(tmp, hv, (size_t)n);
+            for (int c = 0; c < n; c++) q[(size_t)r * dq + c0 + c] = hv[c] | (uint32_t)hv[c] << 16;
+            qs[(size_t)r * s.nch + ch] = inv;
+        }
+    }
+}
+
 size_t mumu_attention_kv_bytes(const mumu_attention_args *a) {
     dims s = dims_of(a);
+    if (a->bf16 == MUMU_ATTENTION_F16) return (size_t)s.nb * (k_block_f16(s) + v_block_f16(s));
     size_t kw = a->bf16 ? (size_t)s.dp : (size_t)s.d;         // K: rows of BK per block
     size_t vr = a->bf16 ? BK / 2 : BK;                          // V: rows per block
     return (size_t)s.nb * (kw * BK + vr * s.d16) * 4;
@@ -122,7 +218,9 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
     const int d = s.d, tk = a->tk;
     const float *k = a->k + (size_t)g * d, *v = a->v + (size_t)g * d;
     memset(packed, 0, mumu_attention_kv_bytes(a));
-    if (!a->bf16) {
+    if (a->bf16 == MUMU_ATTENTION_F16) {
+        pack_kv_f16(a, k, v, s, packed);
+    } else if (!a->bf16) {
         float *kp = packed, *vp = kp + (size_t)s.nb * d * BK;
         for (int j = 0; j < tk; j++) {
             const float *kr = k + (size_t)j * a->ldk, *vr = v + (size_t)j * a->ldv;
@@ -148,8 +246,13 @@ void mumu_attention_pack_kv(const mumu_attention_args *a, int g, void *packed) {
 }
 
 // The block of Q in the scratch: BQ rows of d floats (f32), dp words (bf16 paths 2-3) or 2·ceil(d/2) floats (the
-// AVX2 bf16 path's rounded values, rows of even length).
-static size_t q_block_bytes(dims s) { return (size_t)BQ * (s.d + 1 > s.dp ? s.d + 1 : s.dp) * 4; }
+// AVX2 bf16 path's rounded values, rows of even length), or, for f16, BQ rows of round_up(d, 16) words and the
+// rows' chunk scales.
+static size_t q_block_bytes(dims s) {
+    const size_t f16 = (size_t)BQ * (round_up(s.d, 16) + s.nch) * 4;
+    const size_t other = (size_t)BQ * (s.d + 1 > s.dp ? s.d + 1 : s.dp) * 4;
+    return f16 > other ? f16 : other;
+}
 
 size_t mumu_attention_scratch_bytes(const mumu_attention_args *a) {
     dims s = dims_of(a);
@@ -211,6 +314,38 @@ ATTR static void pv_##NAME(const blk *b, const void *vb, int jn) { \
 } \
 
 PORTABLE_KERNELS(portable, )
+
+// Format 2 (f16) where the CPU has no AVX-512 FP16: the packed f16 values, scales applied, multiplied in f32.
+// S as qk_portable's; PV reads P as f32 from S (the f32 softmax's) instead of the bf16 copy.
+static void qk_f16_portable(const blk *b, const void *kb) {
+    const int d = b->d, dq = round_up(d, 16), nch = ceil_div(d, 64);
+    const uint16_t *kt = kb;
+    const float *ks = (const float *)(kt + (size_t)d * BK);
+    const uint32_t *q = b->qp;
+    const float *qs = (const float *)(q + (size_t)BQ * dq);
+    for (int r = 0; r < b->rows; r++) {
+        float *sr = b->s + r * BK;
+        for (int j = 0; j < BK; j++) sr[j] = 0;
+        for (int c = 0; c < d; c++) {
+            const float x = mumu_f16_to_f32_scalar((uint16_t)q[(size_t)r * dq + c]) * qs[(size_t)r * nch + c / 64];
+            for (int j = 0; j < BK; j++) sr[j] += x * mumu_f16_to_f32_scalar(kt[(size_t)c * BK + j]);
+        }
+        for (int j = 0; j < BK; j++) sr[j] *= ks[j];
+    }
+}
+
+static void pv_f16_portable(const blk *b, const void *vb, int jn) {
+    const int d16 = b->d16;
+    const uint16_t *v = vb;
+    const float *vs = (const float *)(v + (size_t)BK * d16);
+    for (int r = 0; r < b->rows; r++) {
+        float *orow = b->o + (size_t)r * d16;
+        for (int j = 0; j < jn; j++) {
+            const float p = b->s[r * BK + j];
+            for (int c = 0; c < d16; c++) orow[c] += p * mumu_f16_to_f32_scalar(v[(size_t)j * d16 + c]) * vs[c];
+        }
+    }
+}
 
 // Visible key columns [lo, hi) of the block (clamped to [0, BK]) for each row; computed by the driver.
 static void softmax_portable(const blk *b, const int *lo, const int *hi, float scale) {
@@ -642,6 +777,130 @@ static void pv_avx_bf16(const blk *b, const uint32_t *vb, int jn) {
     }
 }
 
+// q_block_f16's row on AVX-512 (the same values: vcvtps2ph rounds to nearest even and keeps subnormals).
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) static void q_row_f16_avx(const float *src, int d,
+                                                                                       uint32_t *q, float *qs) {
+    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
+    for (int c0 = 0, ch = 0; c0 < d; c0 += 64, ch++) {
+        __m512 x[4];
+        __m512i mx = _mm512_setzero_si512();
+        for (int v = 0; v < 4; v++) {
+            const int left = d - c0 - 16 * v;
+            x[v] = _mm512_maskz_loadu_ps(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1), src + c0 + 16 * v);
+            mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(x[v]), absm));
+        }
+        // The largest |value| as bits: >= 0x7F800000 for inf or NaN (unscaled then); zero rows any scale.
+        const uint32_t top = (uint32_t)_mm512_reduce_max_epu32(mx);
+        int e = (int)(top >> 23) - 127;
+        if (e < -100) e = -100;
+        __m512 mul = _mm512_set1_ps(u2f((uint32_t)(8 - e + 127) << 23));
+        float inv = u2f((uint32_t)(e - 8 + 127) << 23);
+        if (top >= 0x7F800000u || top == 0) { mul = _mm512_set1_ps(1); inv = 1; }
+        qs[ch] = inv;
+        for (int v = 0; v < 4 && c0 + 16 * v < d; v++) {
+            const __m512i w = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_mul_ps(x[v], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            _mm512_storeu_si512((void *)(q + c0 + 16 * v), _mm512_or_si512(w, _mm512_slli_epi32(w, 16)));
+        }
+    }
+}
+
+// ---- AVX-512 FP16 (format 2) ----------------------------------------------------------------------------
+// 8-row tiles (BQ is a multiple of 8): per channel (S) or key (PV) two f16 vectors of K / V and eight 32-bit
+// broadcasts of Q / P (each word holds its f16 twice: vbroadcastss runs on the load ports, a 16-bit broadcast
+// would take a shuffle from the FMA ports), 16 f16 accumulators, widened into f32 at the end of each 64-channel
+// piece (S) or key block (PV).
+#define TGT_FP16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512fp16")))
+#define MF 8
+
+TGT_FP16 static inline __m512 widen_half(__m512h acc, int upper) {
+    const __m512i bits = _mm512_castph_si512(acc);
+    return _mm512_cvtph_ps(upper ? _mm512_extracti64x4_epi64(bits, 1) : _mm512_castsi512_si256(bits));
+}
+
+// S = (Q · Kᵀ) with the scales: per 64-channel piece, S (=|+=) f16 sums x q scale x key scales; keys [0, 32 nk)
+// (the softmax reads no column past the block's last key).
+TGT_FP16 static inline __attribute__((always_inline)) void qk_f16_keys(const blk *b, const void *kb, const int nk) {
+    const int d = b->d, dq = round_up(d, 16), nch = ceil_div(d, 64);
+    const _Float16 *kt = kb;
+    const float *ks = (const float *)(kt + (size_t)d * BK);
+    const float *q = b->qp;                         // the words, read as floats for vbroadcastss
+    const float *qs = q + (size_t)BQ * dq;
+    __m512 ksv[4];
+    for (int x = 0; x < 2 * nk; x++) ksv[x] = _mm512_load_ps(ks + 16 * x);
+    for (int r0 = 0; r0 < b->rows; r0 += MF) {
+        for (int ch = 0; ch < nch; ch++) {
+            const int c0 = ch * 64, c1 = d < c0 + 64 ? d : c0 + 64;
+            __m512h acc[MF][2];
+            for (int r = 0; r < MF; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ph();
+            for (int c = c0; c < c1; c++) {
+                const __m512h w0 = _mm512_load_ph(kt + (size_t)c * BK);
+                const __m512h w1 = nk > 1 ? _mm512_load_ph(kt + (size_t)c * BK + 32) : w0;
+                for (int r = 0; r < MF; r++) {
+                    const __m512h x = _mm512_castps_ph(_mm512_set1_ps(q[(size_t)(r0 + r) * dq + c]));
+                    acc[r][0] = _mm512_fmadd_ph(x, w0, acc[r][0]);
+                    if (nk > 1) acc[r][1] = _mm512_fmadd_ph(x, w1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < MF; r++) {
+                float *sr = b->s + (r0 + r) * BK;
+                const __m512 sq = _mm512_set1_ps(qs[(size_t)(r0 + r) * nch + ch]);
+                for (int x = 0; x < 2 * nk; x++) {
+                    const __m512 v = widen_half(acc[r][x / 2], x & 1), m = _mm512_mul_ps(sq, ksv[x]);
+                    _mm512_storeu_ps(sr + 16 * x, ch == 0 ? _mm512_mul_ps(v, m) : _mm512_fmadd_ps(v, m, _mm512_loadu_ps(sr + 16 * x)));
+                }
+            }
+        }
+    }
+}
+
+TGT_FP16 static void qk_f16(const blk *b, const void *kb, int jn) {
+    if (jn > 32) qk_f16_keys(b, kb, 2);
+    else qk_f16_keys(b, kb, 1);
+}
+
+// O[r0 .. r0+MF) x channels [c0, c0 + 32 np) += (P · V over keys [0, jn)) x the channel scales; p: the rows' P
+// as f16 words.
+TGT_FP16 static inline __attribute__((always_inline)) void pv_f16_tile(const float *p, const _Float16 *v,
+        const float *vs, float *o, int d16, int jn, const int np) {
+    __m512h acc[MF][2];
+    for (int r = 0; r < MF; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ph();
+    for (int j = 0; j < jn; j++) {
+        const __m512h w0 = _mm512_load_ph(v + (size_t)j * d16);
+        const __m512h w1 = np > 1 ? _mm512_load_ph(v + (size_t)j * d16 + 32) : w0;
+        for (int r = 0; r < MF; r++) {
+            const __m512h x = _mm512_castps_ph(_mm512_set1_ps(p[r * BK + j]));
+            acc[r][0] = _mm512_fmadd_ph(x, w0, acc[r][0]);
+            if (np > 1) acc[r][1] = _mm512_fmadd_ph(x, w1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < MF; r++)
+        for (int x = 0; x < 2 * np; x++) {
+            float *or = o + (size_t)r * d16 + 16 * x;
+            _mm512_storeu_ps(or, _mm512_fmadd_ps(widen_half(acc[r][x / 2], x & 1), _mm512_load_ps(vs + 16 * x), _mm512_loadu_ps(or)));
+        }
+}
+
+TGT_FP16 static void pv_f16(const blk *b, const void *vb, int jn) {
+    const int d16 = b->d16;
+    const _Float16 *v = vb;
+    const float *vs = (const float *)(v + (size_t)BK * d16);
+    uint32_t pw[MF * BK] __attribute__((aligned(64)));
+    for (int r0 = 0; r0 < b->rows; r0 += MF) {
+        // The rows' P (f32 in S, from the f32 softmax) as f16 words, each value twice.
+        for (int r = 0; r < MF; r++)
+            for (int x = 0; x < 4; x++) {
+                const __m512i w = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_loadu_ps(b->s + (r0 + r) * BK + 16 * x),
+                                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                _mm512_store_si512((void *)(pw + r * BK + 16 * x), _mm512_or_si512(w, _mm512_slli_epi32(w, 16)));
+            }
+        float *o = b->o + (size_t)r0 * d16;
+        for (int c0 = 0; c0 < d16; c0 += 64) {
+            if (d16 - c0 > 32) pv_f16_tile((const float *)pw, v + c0, vs + c0, o + c0, d16, jn, 2);
+            else pv_f16_tile((const float *)pw, v + c0, vs + c0, o + c0, d16, jn, 1);
+        }
+    }
+}
+
 // n floats to bf16 (vcvtne2ps2bf16: nearest even, subnormals flushed), zero-filled to a multiple of 32.
 TGT_BF16 static void q_row_bf16_avx(const float *src, int n, uint16_t *dst) {
     for (int c = 0; c < n; c += 32) {
@@ -748,8 +1007,8 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
                          void *scratch) {
     if (r0 >= r1) return;
     const dims s = dims_of(a);
-    const int d = s.d, d16 = s.d16, dp = s.dp, tk = a->tk, bf = a->bf16 != 0;
-    path = clamp_path(path, bf);
+    const int d = s.d, d16 = s.d16, dp = s.dp, tk = a->tk, bf = a->bf16 == 1, f16 = a->bf16 == MUMU_ATTENTION_F16;
+    path = clamp_path(path, a->bf16);
     const int g = h / (a->heads / a->kv_heads);
     const long off = (long)tk - a->tq;   // query i sits at position i + off
     (void)g;
@@ -766,9 +1025,9 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
     b.l16 = (float *)sp;
 
     const char *kbase = packed;
-    const size_t kblock = (size_t)(bf ? dp : d) * BK * 4;                  // bytes per K block
+    const size_t kblock = f16 ? k_block_f16(s) : (size_t)(bf ? dp : d) * BK * 4;   // bytes per K block
     const char *vbase = kbase + (size_t)s.nb * kblock;
-    const size_t vblock = (size_t)(bf ? BK / 2 : BK) * d16 * 4;            // bytes per V block
+    const size_t vblock = f16 ? v_block_f16(s) : (size_t)(bf ? BK / 2 : BK) * d16 * 4;   // bytes per V block
 
 #ifdef MUMU_X86
     if (path == 3) amx_config();
@@ -778,7 +1037,9 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
         const int rows = r1 - ib < BQ ? r1 - ib : BQ;
         b.rows = rows;
         // Q block (rows beyond `rows` zero).
-        if (!bf) {
+        if (f16) {
+            q_block_f16(a, s, h, ib, rows, qp);
+        } else if (!bf) {
             float *q = qp;
             memset(q, 0, (size_t)BQ * d * 4);
             for (int r = 0; r < rows; r++) memcpy(q + (size_t)r * d, a->q + (size_t)(ib + r) * a->ldq + (size_t)h * d, (size_t)d * 4);
@@ -820,6 +1081,20 @@ void mumu_attention_rows(const mumu_attention_args *a, int path, int h, int r0, 
                 hi[r] = h0 < 0 ? 0 : h0 > BK ? BK : (int)h0;
             }
             const void *kb = kbase + (size_t)kbi * kblock, *vb = vbase + (size_t)kbi * vblock;
+            if (f16) {
+#ifdef MUMU_X86
+                if (path == 2) {
+                    qk_f16(&b, kb, jn);
+                    softmax_avx_f32(&b, lo, hi, a->scale);
+                    pv_f16(&b, vb, jn);
+                    continue;
+                }
+#endif
+                qk_f16_portable(&b, kb);
+                softmax_portable(&b, lo, hi, a->scale);
+                pv_f16_portable(&b, vb, jn);
+                continue;
+            }
             switch (path) {
 #ifdef MUMU_X86
             case 3:

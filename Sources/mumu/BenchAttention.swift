@@ -3,12 +3,13 @@ import Foundation
 import MumuTensor
 
 /// `mumu bench attention`: SDXL's attention shapes at 1024x1024 through the blocked-sgemm attention mumu had
-/// before (f32, OpenBLAS-threaded) and through the fused kernel (f32 and bf16, jobs over (sample, head, row
-/// block)); best of --repeat runs each, GFLOP/s counted as 4·B·Tq·Tk·C.
+/// before (f32, OpenBLAS-threaded) and through the fused kernel (f32, bf16 and, where the CPU has AVX-512 FP16,
+/// f16; jobs over (sample, head, row block)); best of --repeat runs each, GFLOP/s counted as 4·B·Tq·Tk·C. The
+/// 16-bit form a bf16 model runs by default is named on the first line.
 struct BenchAttention: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "attention",
-        abstract: "Time SDXL's attention shapes (UNet self / cross at 1024x1024, VAE mid-block): old blocked sgemm vs the fused kernel, f32 and bf16.")
+        abstract: "Time SDXL's attention shapes (UNet self / cross at 1024x1024, VAE mid-block): old blocked sgemm vs the fused kernel, f32, bf16 and f16.")
     @Option(name: .customLong("repeat"), help: "Runs per variant (the best is reported).") var repeats = 3
     @Option(help: "Only shapes whose name contains this.") var only: String?
 
@@ -22,7 +23,9 @@ struct BenchAttention: ParsableCommand {
     ]
 
     func run() throws {
-        print("fused attention paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name); "
+        let f16 = NN.AttentionPath.defaultPath(.f16)
+        print("fused attention paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name), "
+              + "f16 \(f16 == .portable ? "none (no AVX-512 FP16)" : f16.name); a bf16 model's attention runs \(NN.sixteenBitFormat(keys: 77)) over 77 keys, \(NN.sixteenBitFormat(keys: 4096)) over 4,096; "
               + "\(ProcessInfo.processInfo.activeProcessorCount) threads; best of \(max(1, repeats)) runs")
         for s in Self.shapes where only.map({ s.name.contains($0) }) ?? true {
             let q = BenchUNet.noise([s.b, s.tq, s.c], seed: 1), k = BenchUNet.noise([s.b, s.tk, s.c], seed: 2)
@@ -39,7 +42,7 @@ struct BenchAttention: ParsableCommand {
             }
             let (old, ref) = best { NN.attentionBlockedSGEMM(q: q, k: k, v: v, heads: s.heads) }
             let (f32, a) = best { NN.attention(q: q, k: k, v: v, heads: s.heads) }
-            let (bf16, b) = best { NN.attention(q: q, k: k, v: v, heads: s.heads, precision: .bf16) }
+            let (bf16, b) = best { NN.attention(q: q, k: k, v: v, heads: s.heads, precision: .bf16, path: .defaultPath(.bf16)) }
             func diff(_ x: Tensor) -> Double {
                 var m: Float = 0, r: Float = 0
                 for i in 0..<x.count { m = max(m, abs(x.data[i] - ref.data[i])); r = max(r, abs(ref.data[i])) }
@@ -47,7 +50,11 @@ struct BenchAttention: ParsableCommand {
             }
             print(String(format: "%@ (B %d, Tq %d, Tk %d, %d heads of %d): old sgemm f32 %.1f ms (%.1f GFLOP/s) | fused f32 %.1f ms (%.1f GFLOP/s, %.2fx, max|diff|/max|old| %.1e) | fused bf16 %.1f ms (%.1f GFLOP/s, %.2fx, %.1e)",
                          s.name, s.b, s.tq, s.tk, s.heads, s.c / s.heads, old * 1e3, flops / old / 1e9, f32 * 1e3, flops / f32 / 1e9,
-                         old / f32, diff(a), bf16 * 1e3, flops / bf16 / 1e9, old / bf16, diff(b)))
+                         old / f32, diff(a), bf16 * 1e3, flops / bf16 / 1e9, old / bf16, diff(b))
+                  + (f16 == .portable ? "" : { () -> String in
+                      let (t, c) = best { NN.attention(q: q, k: k, v: v, heads: s.heads, precision: .f16) }
+                      return String(format: " | fused f16 %.1f ms (%.1f GFLOP/s, %.2fx, %.1e)", t * 1e3, flops / t / 1e9, old / t, diff(c))
+                  }()))
         }
     }
 }

@@ -15,6 +15,12 @@ import XCTest
 ///   the softmax numerators P to bf16 before P·V: each weight off by at most 2^-9 relative moves the output by at
 ///   most 2^-9·max|v| (the row sum l is taken in f32 before rounding). Allowed: 2^-8·max|v| (twice that bound, for
 ///   the f32 roundings on top; measured: at most 1.2e-3).
+/// - f16: against the f32 reference (the kernel's power-of-two scalings before rounding cannot be replayed
+///   exactly here). q, k and v are rounded to f16 (2^-12 relative, bf16's is 2^-9), QKᵀ sums each 64-channel
+///   piece in f16 (every addition rounded at 2^-12 of a partial sum) and PV each 64-key block, P is rounded to f16.
+///   These are random-walk errors of a few 2^-12 on scores of order 1 and on weights below 1; allowed, as for
+///   bf16: 2^-8·max|v| (measured on this file's cases: see the printed errors, at most 1.0e-3 on an Emerald Rapids
+///   Xeon, the portable fallback's f32 arithmetic at most 6e-4).
 final class AttentionTests: XCTestCase {
     struct Rng {
         var state: UInt64
@@ -95,7 +101,7 @@ final class AttentionTests: XCTestCase {
         let q = rng.tensor([t.b, t.tq, t.heads * t.d]), k = rng.tensor([t.b, t.tk, kvh * t.d])
         let v = rng.tensor([t.b, t.tk, kvh * t.d])
         let vmax = Double(v.data.map(abs).max() ?? 1)
-        for precision in [NN.AttentionPrecision.f32, .bf16] {
+        for precision in [NN.AttentionPrecision.f32, .bf16, .f16] {
             let ref = Self.reference(q: q, k: k, v: v, heads: t.heads, kvHeads: kvh, causal: t.causal,
                                      window: t.window, bf16: precision == .bf16)
             let tol = (precision == .f32 ? 1e-5 : 1.0 / 256) * vmax
@@ -152,7 +158,7 @@ final class AttentionTests: XCTestCase {
             for r in 0..<(b * t) { for e in 0..<c { x.data[r * c + e] = qkv.data[r * 3 * c + o * c + e] } }
             return x
         }
-        for precision in [NN.AttentionPrecision.f32, .bf16] {
+        for precision in [NN.AttentionPrecision.f32, .bf16, .f16] {
             let want = NN.attention(q: slice(0), k: slice(1), v: slice(2), heads: heads, causal: true, precision: precision)
             let got = NN.attention(qkv: qkv, heads: heads, causal: true, precision: precision)
             XCTAssertEqual(got.data, want.data, "\(precision)")
@@ -175,20 +181,25 @@ final class AttentionTests: XCTestCase {
             let best = Self.paths.filter { $0.rawValue <= pathCap && $0.isAvailable(precision) }.last!
             XCTAssertEqual(NN.AttentionPath.defaultPath(precision), best, "\(precision)")
         }
-        print("AttentionTests default paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name)")
+        // f16 has one vector path, AVX-512 FP16, taken where the GEMM's cap allows avx512fp16; else the fallback.
+        XCTAssertEqual(NN.AttentionPath.defaultPath(.f16),
+                       cap >= 3 && NN.AttentionPath.avx512.isAvailable(.f16) ? .avx512 : .portable)
+        XCTAssertEqual(NN.AttentionPath.avx512.isAvailable(.f16), BF16Matrix.ISA.avx512fp16.isAvailable)
+        print("AttentionTests default paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name), f16 \(NN.AttentionPath.defaultPath(.f16).name)")
 
-        // Without a path, a bf16 request runs the f32 kernel where the bf16 one does not pay (AVX2 alone, or the
-        // GEMM on its AVX-512 FP16 path), else the bf16 kernel of the default path.
-        XCTAssertEqual(NN.bf16AttentionPays,
-                       NN.AttentionPath.defaultPath(.bf16) != .avx2 && BF16Matrix.defaultISA != .avx512fp16)
+        // Without a path, a bf16 request runs the f16 kernel where the GEMM takes its AVX-512 FP16 path (from 128
+        // keys on; f32 below), the f32 one where the bf16 kernel does not pay (AVX2 alone), else the bf16 kernel of
+        // the default path.
         var rng = Rng(state: 7)
-        let q = rng.tensor([1, 100, 128]), k = rng.tensor([1, 90, 128]), v = rng.tensor([1, 90, 128])
-        let byDefault = NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16)
-        let bf16Best = NN.AttentionPath.defaultPath(.bf16)
-        let want = !NN.bf16AttentionPays
-            ? NN.attention(q: q, k: k, v: v, heads: 2, precision: .f32, path: NN.AttentionPath.defaultPath(.f32))
-            : NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16, path: bf16Best)
-        XCTAssertEqual(byDefault.data, want.data, "bf16 by default on \(bf16Best.name), bf16 kernel \(NN.bf16AttentionPays)")
+        for tk in [90, 130] {
+            let form = NN.sixteenBitFormat(keys: tk)
+            XCTAssertEqual(form, BF16Matrix.defaultISA == .avx512fp16 ? (tk >= 128 ? .f16 : .f32)
+                               : NN.AttentionPath.defaultPath(.bf16) != .avx2 ? .bf16 : .f32)
+            let q = rng.tensor([1, 100, 128]), k = rng.tensor([1, tk, 128]), v = rng.tensor([1, tk, 128])
+            let byDefault = NN.attention(q: q, k: k, v: v, heads: 2, precision: .bf16)
+            let want = NN.attention(q: q, k: k, v: v, heads: 2, precision: form, path: NN.AttentionPath.defaultPath(form))
+            XCTAssertEqual(byDefault.data, want.data, "bf16 over \(tk) keys by default runs \(form) on \(NN.AttentionPath.defaultPath(form).name)")
+        }
     }
 
     /// No keys: every row is zero (nothing to attend to), not NaN.

@@ -16,6 +16,13 @@
 // convert with vcvtne(2)ps2bf16, which flushes subnormal inputs to zero (as the bf16 GEMM does); portable and AVX2
 // keep them.
 //
+// f16 (bf16 = MUMU_ATTENTION_F16, for CPUs whose GEMM takes the avx512fp16 path): q, k, v rounded to f16 after
+// scaling by powers of two (each 64-channel piece of a q row to |q| < 2^9, each key to |k| < 1, each channel of v
+// over a block of 64 keys to |v| < 1; powers of two are exact) and P rounded to f16; QKᵀ sums each row's 64-channel
+// piece and PV each block's 64 keys in f16 (vfmadd231ph; no sum can exceed 2^15), then widens into f32 times the
+// scales. The softmax runs in f32. Path 2 only (AVX-512 FP16); on other paths the same packed values are
+// multiplied in f32 (a fallback for tests and CPUs without AVX-512 FP16).
+//
 // Use: pack K and V of each kv head once (mumu_attention_pack_kv, into mumu_attention_kv_bytes), then run
 // blocks of query rows of any head against them (mumu_attention_rows), each concurrent call with its own scratch.
 // The packed layout depends only on the precision and the shape, not on the path.
@@ -38,10 +45,13 @@ typedef struct {
     float scale;               // usually 1 / sqrt(d)
     int causal;                // query i (at position i + tk - tq) sees keys j <= its position
     int window;                // > 0: query i sees keys j > position - window only (sliding window)
-    int bf16;                  // 0: f32; 1: bf16 inputs and P, f32 accumulation
+    int bf16;                  // 0: f32; 1: bf16 inputs and P, f32 accumulation; 2: f16 (MUMU_ATTENTION_F16)
 } mumu_attention_args;
 
-// The path used by default for this precision (see above).
+#define MUMU_ATTENTION_F16 2
+
+// The path used by default for this precision (see above; f16: 2 where the CPU has AVX-512 FP16 and MUMU_GEMM_ISA
+// allows avx512fp16, else 0).
 int mumu_attention_path(int bf16);
 // 1 when `path` runs as itself here for this precision (0 always does); ignores MUMU_GEMM_ISA.
 int mumu_attention_path_available(int path, int bf16);

@@ -4,28 +4,32 @@ import Foundation
 
 extension NN {
     /// Arithmetic of `attention`: f32 throughout, or bf16 inputs (q, k, v and the softmax numerators rounded to
-    /// bf16, nearest even) with f32 accumulation and an f32 softmax. Callers follow the precision of their
-    /// projection weights (`DenseWeight.isBF16`).
+    /// bf16, nearest even) with f32 accumulation and an f32 softmax, or f16 (q, k, v scaled by powers of two and
+    /// rounded to f16, 64-term sums in f16 widened into f32, an f32 softmax: mumu_attention.h). Callers follow the
+    /// precision of their projection weights (`DenseWeight.isBF16`); a 16-bit request without a path runs the
+    /// CPU's 16-bit form (`sixteenBitFormat(keys:)`).
     public enum AttentionPrecision: Sendable {
-        case f32, bf16
+        case f32, bf16, f16
         /// `.bf16` when `weight` is held in bf16, else `.f32`.
         public static func matching(_ weight: DenseWeight) -> AttentionPrecision { weight.isBF16 ? .bf16 : .f32 }
+        /// The kernel's `bf16` argument: 0 f32, 1 bf16, 2 f16 (MUMU_ATTENTION_F16).
+        var format: Int32 { self == .f32 ? 0 : self == .bf16 ? 1 : Int32(MUMU_ATTENTION_F16) }
     }
 
     /// The paths of the fused attention kernel (mumu_attention.h): portable C, AVX2 + FMA (register tiles), AVX-512
-    /// (f32 FMA or bf16 vdpbf16ps), AMX (bf16 tdpbf16ps; f32 runs on AVX-512). The default is the best the CPU has,
-    /// capped by `MUMU_GEMM_ISA` like the bf16 GEMM; bf16 requests run f32 where that pays (`bf16AttentionPays`)
-    /// unless the path is given.
+    /// (f32 FMA, bf16 vdpbf16ps or f16 vfmadd231ph), AMX (bf16 tdpbf16ps; f32 runs on AVX-512). The default is the
+    /// best the CPU has, capped by `MUMU_GEMM_ISA` like the bf16 GEMM; bf16 requests run in the CPU's 16-bit form
+    /// (`sixteenBitFormat(keys:)`) unless the path is given.
     public enum AttentionPath: Int32, CaseIterable, Sendable {
         case portable = 0, avx2 = 1, avx512 = 2, amx = 3
         public var name: String { String(cString: mumu_attention_path_name(rawValue)) }
         /// Whether this CPU runs the path as itself for `precision` (ignores `MUMU_GEMM_ISA`).
         public func isAvailable(_ precision: AttentionPrecision) -> Bool {
-            mumu_attention_path_available(rawValue, precision == .bf16 ? 1 : 0) != 0
+            mumu_attention_path_available(rawValue, precision.format) != 0
         }
         /// The path `attention` takes by default for `precision`.
         public static func defaultPath(_ precision: AttentionPrecision) -> AttentionPath {
-            AttentionPath(rawValue: mumu_attention_path(precision == .bf16 ? 1 : 0)) ?? .portable
+            AttentionPath(rawValue: mumu_attention_path(precision.format)) ?? .portable
         }
     }
 
@@ -90,13 +94,16 @@ extension NN {
         return out
     }
 
-    /// Whether a bf16 request without a path runs the bf16 kernel. Not where the CPU lacks a fast bf16 dot
-    /// product: with AVX2 alone widening bf16 costs more than it saves (SDXL's 4,096-token self-attention: 43
-    /// against 55 GFLOP/s on an AVX2 AMD EPYC), and where the GEMM takes its AVX-512 FP16 path (no AMX, so an
-    /// Intel CPU whose vdpbf16ps issues at a quarter of vfmadd231ps's rate) the bf16 kernel runs at 0.66-0.77x the
-    /// f32 one (docs/benchmarks.md). f32 is the more exact of the two.
-    public static var bf16AttentionPays: Bool {
-        mumu_attention_path(1) != AttentionPath.avx2.rawValue && BF16Matrix.defaultISA != .avx512fp16
+    /// What a bf16 request without a path runs over `keys` keys. Where the GEMM takes its AVX-512 FP16 path (no
+    /// AMX: an Intel CPU whose vdpbf16ps issues at a quarter of vfmadd231ps's rate, so the bf16 kernel runs at
+    /// 0.6-0.9x the f32 one) the f16 kernel from 128 keys on (SDXL's self-attention and the VAE's: 1.0-1.9x the
+    /// f32 kernel's speed), and the f32 one below (the 77 keys of cross-attention and the text encoders, where the
+    /// f16 kernel's packing costs more than its products save); f32 where the CPU lacks a fast 16-bit dot product
+    /// (with AVX2 alone widening bf16 costs more than it saves: SDXL's 4,096-token self-attention at 43 against 55
+    /// GFLOP/s on an AVX2 AMD EPYC); bf16 elsewhere (docs/benchmarks.md).
+    public static func sixteenBitFormat(keys: Int) -> AttentionPrecision {
+        if BF16Matrix.defaultISA == .avx512fp16 { return keys >= 128 ? .f16 : .f32 }
+        return mumu_attention_path(1) != AttentionPath.avx2.rawValue ? .bf16 : .f32
     }
 
     /// The kernel's driver on raw rows: sample s of q / out starts at s * qStride / outStride, of k and v at
@@ -111,7 +118,8 @@ extension NN {
         guard tq <= Int(Int32.max), tk <= Int(Int32.max), d <= Int(Int32.max) else {
             fatalError("attention: \(tq) x \(tk) x \(d) is too large for the kernel")
         }
-        let bf: Int32 = precision == .bf16 && (path != nil || bf16AttentionPays) ? 1 : 0
+        let format = precision == .bf16 && path == nil ? sixteenBitFormat(keys: tk) : precision
+        let bf = format.format
         let isa = path?.rawValue ?? mumu_attention_path(bf)
         var args = mumu_attention_args()
         args.tq = Int32(tq); args.tk = Int32(tk); args.d = Int32(d)
