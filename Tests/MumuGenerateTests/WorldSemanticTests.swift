@@ -174,11 +174,10 @@ final class WorldSemanticTests: XCTestCase {
     /// The tiny MUMU draws a prompt image's color where the prompt puts it: the replace form (the first shape's
     /// crop in place of its size, color and shape words; docs/world.md) on 12 held-out prompts, through the Swift
     /// encoder, connector and decoder, far more often than by chance (the same images checked against the first
-    /// shape of prompts 3, 6 and 9 places on). Measured with the MUMU trained against the step-7,600 base, its
-    /// decoder on the step-14,000 base: 9 of 12 against 0.7 by chance (on the step-7,600 base: 9; with the run-4
-    /// decoder: 10; the MUMU before it: 8); on 100 prompts (scripts/eval_world.py) 75% (74% on the step-7,600
-    /// base, 69% with the run-4 decoder), short of the 80% (docs/world-models.md). Skipped until the tiny
-    /// MUMU ships.
+    /// shape of prompts 3, 6 and 9 places on). Measured with the shipped MUMU (trained 3,000 more steps against
+    /// the step-14,000 base, to step 9,000): 10 of 12 against 1.0 by chance (the step-6,000 MUMU trained against
+    /// the step-7,600 base: 9 of 12); on 200 prompts (scripts/eval_world.py) 86% (that MUMU: 79%), the issue's
+    /// floor 80% (docs/world-models.md). Bound: 9 of 12. Skipped until the tiny MUMU ships.
     func testMumuDrawsThePromptImagesColor() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard shipped.sums["mumu-decoder.safetensors"] != nil else {
@@ -195,7 +194,7 @@ final class WorldSemanticTests: XCTestCase {
             for k in [3, 6, 9] { chance += checker.check(image, scenes[(i + k) % scenes.count])[0] ? 1 : 0 }
         }
         print("WorldSemanticTests MUMU: \(first) of 12 prompt images' colors at their position, \(Double(chance) / 3) by chance")
-        XCTAssertGreaterThanOrEqual(first, 8, "\(first)/12 prompt images' colors drawn at their position")
+        XCTAssertGreaterThanOrEqual(first, 9, "\(first)/12 prompt images' colors drawn at their position")
         XCTAssertGreaterThanOrEqual(Double(first), 2 * Double(chance) / 3, "\(first) against \(Double(chance) / 3) by chance")
     }
 }
