@@ -239,13 +239,13 @@ def build_all(a):
     return unet, lora, encoder, connector
 
 
-def shipped_state(base_unet, names, rank=LORA_RANK):
+def shipped_state(lora, rank=LORA_RANK):
     """The shipped tiny MUMU (models/shapes/encoder/, mumu-decoder.safetensors) back as a training state, for
-    `train --resume` without the work folder's mumu.pt: the encoder (bf16) and the connector as shipped, and the LoRA
-    of each projection in `names` from its merged delta, the decoder's projection minus base_unet's (the base the run continues on), cut to
-    its top `rank` singular directions (up = U sqrt(S), down = sqrt(S) V^T). On the base the decoder was exported
-    on, that delta is the trained LoRA up to the two files' f16 rounding; on another base it also carries the
-    difference of the bases, of which the cut keeps the part the LoRA can express."""
+    `train --resume` without the work folder's mumu.pt: the encoder (bf16) and the connector as shipped, and each
+    LoRA of `lora` ({name: LoRALinear} on the base the run continues on) from its merged delta, the decoder's
+    projection minus that base's, cut to its top `rank` singular directions (up = U sqrt(S), down = sqrt(S) V^T).
+    On the base the decoder was exported on, that delta is the trained LoRA up to the two files' f16 rounding; on
+    another base it also carries the difference of the bases, of which the cut keeps the part a LoRA can express."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     decoder_path = os.path.join(W.MODELS, "mumu-decoder.safetensors")
@@ -253,15 +253,15 @@ def shipped_state(base_unet, names, rank=LORA_RANK):
     with safe_open(decoder_path, "pt") as f:
         connector = {k[len("connector."):]: f.get_tensor(k).float() for k in f.keys() if k.startswith("connector.")}
     encoder = {k: v.float() for k, v in load_file(os.path.join(W.MODELS, "encoder", "model.safetensors")).items()}
-    lora, kept = {}, []
-    for k in names:
-        delta = decoder["unet"][k + ".weight"] - base_unet[k + ".weight"]
+    factors, kept = {}, []
+    for k, m in lora.items():
+        delta = decoder["unet"][k + ".weight"] - m.base.weight.detach()
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
         root = s[:rank].sqrt()
-        lora[k + ".up"] = (u[:, :rank] * root).contiguous()
-        lora[k + ".down"] = (root[:, None] * vh[:rank]).contiguous()
+        factors[k + ".up"] = (u[:, :rank] * root).contiguous()
+        factors[k + ".down"] = (root[:, None] * vh[:rank]).contiguous()
         kept.append(float((s[:rank] ** 2).sum() / (s ** 2).sum().clamp_min(1e-30)))
-    return {"encoder": encoder, "connector": connector, "lora": lora, "step": decoder["step"],
+    return {"encoder": encoder, "connector": connector, "lora": factors, "step": decoder["step"],
             "seconds": decoder["seconds"], "loss": decoder["loss"], "kept": kept}
 
 
@@ -284,7 +284,7 @@ def cmd_train(a):
         if os.path.exists(state_path(a.work)):
             st = torch.load(state_path(a.work))
         else:
-            st = shipped_state(W.resume_state(a.work, "base")["unet"], list(lora))
+            st = shipped_state(lora)
             W.log(a.work, "mumu", f"no {state_path(a.work)}: continuing the shipped MUMU (its LoRA from the decoder's "
                   f"delta, rank {LORA_RANK} keeps {min(st['kept']):.6f}-{max(st['kept']):.6f} of each delta's energy)")
         encoder.load_state_dict(st["encoder"])
