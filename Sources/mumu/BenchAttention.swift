@@ -25,7 +25,7 @@ struct BenchAttention: ParsableCommand {
     func run() throws {
         let f16 = NN.AttentionPath.defaultPath(.f16)
         print("fused attention paths: f32 \(NN.AttentionPath.defaultPath(.f32).name), bf16 \(NN.AttentionPath.defaultPath(.bf16).name), "
-              + "f16 \(f16 == .portable ? "none (no AVX-512 FP16)" : f16.name); a bf16 model's attention runs \(NN.sixteenBitFormat(keys: 77)) over 77 keys, \(NN.sixteenBitFormat(keys: 4096)) over 4,096; "
+              + "f16 \(f16 != .portable ? f16.name : NN.AttentionPath.avx512.isAvailable(.f16) ? "off (MUMU_GEMM_ISA below avx512fp16)" : "none (no AVX-512 FP16)"); a bf16 model's attention runs \(NN.sixteenBitFormat(keys: 77)) over 77 keys, \(NN.sixteenBitFormat(keys: 4096)) over 4,096; "
               + "\(ProcessInfo.processInfo.activeProcessorCount) threads; best of \(max(1, repeats)) runs")
         for s in Self.shapes where only.map({ s.name.contains($0) }) ?? true {
             let q = BenchUNet.noise([s.b, s.tq, s.c], seed: 1), k = BenchUNet.noise([s.b, s.tk, s.c], seed: 2)
