@@ -25,6 +25,7 @@
 //   portable: the same blocks in scalar C (bf16 rounding emulated), for CPUs without AVX-512 and for tests.
 #include "mumu_attention.h"
 #include "mumu_gemm.h"
+#include "gemm_f16.h"
 #include "mumu_kernels.h"
 #include <math.h>
 #include <stdlib.h>
@@ -121,15 +122,6 @@ static void pack_kv_bf16_avx(const mumu_attention_args *a, const float *k, const
 
 // ---- packing -----------------------------------------------------------------------------------------
 
-// The power of two 2^e with 2^(e-1) <= mx < 2^e for finite mx > 0 (so |x| / 2^e < 1 for |x| <= mx); 1 for zero
-// and for inf / NaN (packed unscaled, so they reach the outputs).
-static float scale_above(float mx) {
-    if (!(mx > 0) || !isfinite(mx)) return 1;
-    int e;
-    frexpf(mx, &e);
-    return ldexpf(1, e > 127 ? 127 : e);
-}
-
 // f16 K and V (format 2; `packed` zeroed): per block of BK keys, Kᵀ with each key divided by its scale (keys past
 // Tk stay zero with scale 1), then V with each channel divided by its scale over the block's keys.
 static void pack_kv_f16(const mumu_attention_args *a, const float *k, const float *v, dims s, void *packed) {
@@ -151,13 +143,13 @@ static void pack_kv_f16(const mumu_attention_args *a, const float *k, const floa
             const float *kr = k + (size_t)(j0 + j) * a->ldk, *vr = v + (size_t)(j0 + j) * a->ldv;
             float m = 0;
             for (int c = 0; c < d; c++) { float x = fabsf(kr[c]); m = x > m || x != x ? x : m; }
-            ks[j] = scale_above(m);
+            ks[j] = mumu_f16_scale_above(m);
             for (int c = 0; c < d; c++) row[c] = kr[c] / ks[j];
             mumu_f32_to_f16(row, h, (size_t)d);
             for (int c = 0; c < d; c++) kt[(size_t)c * BK + j] = h[c];
             for (int c = 0; c < d; c++) { float x = fabsf(vr[c]); mx[c] = x > mx[c] || x != x ? x : mx[c]; }
         }
-        for (int c = 0; c < d; c++) vs[c] = scale_above(mx[c]);
+        for (int c = 0; c < d; c++) vs[c] = mumu_f16_scale_above(mx[c]);
         for (int j = 0; j < jn; j++) {
             const float *vr = v + (size_t)(j0 + j) * a->ldv;
             for (int c = 0; c < d; c++) row[c] = vr[c] / vs[c];
@@ -777,31 +769,12 @@ static void pv_avx_bf16(const blk *b, const uint32_t *vb, int jn) {
     }
 }
 
-// q_block_f16's row on AVX-512 (the same values: vcvtps2ph rounds to nearest even and keeps subnormals).
+// q_block_f16's row on AVX-512: the scalar loop's values (an all-zero piece's scale differs; it multiplies zeros).
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) static void q_row_f16_avx(const float *src, int d,
                                                                                        uint32_t *q, float *qs) {
-    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
-    for (int c0 = 0, ch = 0; c0 < d; c0 += 64, ch++) {
-        __m512 x[4];
-        __m512i mx = _mm512_setzero_si512();
-        for (int v = 0; v < 4; v++) {
-            const int left = d - c0 - 16 * v;
-            x[v] = _mm512_maskz_loadu_ps(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1), src + c0 + 16 * v);
-            mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(x[v]), absm));
-        }
-        // The largest |value| as bits: >= 0x7F800000 for inf or NaN (unscaled then); zero rows any scale.
-        const uint32_t top = (uint32_t)_mm512_reduce_max_epu32(mx);
-        int e = (int)(top >> 23) - 127;
-        if (e < -100) e = -100;
-        __m512 mul = _mm512_set1_ps(u2f((uint32_t)(8 - e + 127) << 23));
-        float inv = u2f((uint32_t)(e - 8 + 127) << 23);
-        if (top >= 0x7F800000u || top == 0) { mul = _mm512_set1_ps(1); inv = 1; }
-        qs[ch] = inv;
-        for (int v = 0; v < 4 && c0 + 16 * v < d; v++) {
-            const __m512i w = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_mul_ps(x[v], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            _mm512_storeu_si512((void *)(q + c0 + 16 * v), _mm512_or_si512(w, _mm512_slli_epi32(w, 16)));
-        }
-    }
+    const int words = round_up(d, 16);
+    for (int c0 = 0; c0 < d; c0 += 64)
+        qs[c0 / 64] = mumu_f16_piece_words(src + c0, d - c0, words - c0 < 64 ? words - c0 : 64, q + c0);
 }
 
 // ---- AVX-512 FP16 (format 2) ----------------------------------------------------------------------------

@@ -53,15 +53,6 @@ static inline float *col_scales(void *packed, int n, int k) {
     return (float *)((char *)packed + (size_t)ceil_div(n, NR) * kp16(k) * NR * 2);
 }
 
-// The column scale for max |W[c, :]| = mx (finite): 2^(e+1) for mx in [2^e, 2^(e+1)); 1 for a zero column.
-static float scale_for(float mx) {
-    if (!(mx > 0)) return 1;
-    int e;
-    frexpf(mx, &e);              // mx = f * 2^e, f in [0.5, 1): mx < 2^e
-    if (e > 127) e = 127;
-    return ldexpf(1, e);
-}
-
 static uint32_t max_abs_bits_avx512(const float *src, int k);
 
 // One row of W (`row`: k f32, scaled in place) into its panel column, scaled by 1/s (`tmp`: k f16 of scratch).
@@ -76,7 +67,7 @@ static void pack_row(void *packed, int n, int k, int r, float *row, uint16_t *tm
             top = b > top ? b : top;
         }
     }
-    float s = top < 0x7F800000u ? scale_for(u2f(top)) : 1;
+    const float s = mumu_f16_scale_above(u2f(top));   // 1 for a column with inf or NaN (top >= 0x7F800000)
     col_scales(packed, n, k)[r] = s;
     const float inv = 1 / s;     // a power of two: exact
     for (int e = 0; e < k; e++) row[e] *= inv;
@@ -138,14 +129,11 @@ __attribute__((target("avx512f"))) static uint32_t max_abs_bits_avx512(const flo
 }
 
 // Rows [0, rows) of A (stride lda) at k in [kc0, kc0 + kc) into dst (row stride AS) and their chunk scales into
-// sc (row stride NCH): chunk q of row r is A * 2^(8-e) in f16 (vcvtps2ph, nearest even), each value stored twice
-// in one 32-bit word so that the microkernel broadcasts it with vbroadcastss (a load-port broadcast; a 16-bit
-// broadcast costs a shuffle on a port the FMAs need), sc the inverse 2^(e-8); unscaled (sc 1) when the chunk
-// holds inf or NaN. k beyond `k` (up to kc, a multiple of 32) is zero; rows beyond `rows` up to the next
-// multiple of MR are zero.
+// sc (row stride NCH): chunk q of row r as mumu_f16_piece_words packs it (f16 scaled to |a| < 2^9, each value
+// twice in a 32-bit word), sc its inverse scale. k beyond `k` (up to kc, a multiple of 32) is zero; rows beyond
+// `rows` up to the next multiple of MR are zero.
 TGT static void pack_a(const float *a, long lda, int rows, int k, int kc0, int kc, uint32_t *dst, float *sc) {
     const int avail = k - kc0 < kc ? k - kc0 : kc;
-    const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
     const int padded = ceil_div(rows, MR) * MR;
     for (int r = 0; r < padded; r++) {
         uint32_t *d = dst + (size_t)r * AS;
@@ -156,30 +144,8 @@ TGT static void pack_a(const float *a, long lda, int rows, int k, int kc0, int k
             continue;
         }
         const float *src = a + (size_t)r * lda + kc0;
-        for (int q = 0; q * CH < kc; q++) {
-            __m512 x[CH / 16];
-            __m512i mx = _mm512_setzero_si512();
-            for (int v = 0; v < CH / 16; v++) {
-                const int e = q * CH + v * 16;
-                x[v] = _mm512_maskz_loadu_ps(mask_n(avail - e), src + e);
-                mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(x[v]), absm));
-            }
-            // The largest |value| as bits: >= 0x7F800000 for inf or NaN; its exponent otherwise.
-            const uint32_t top = (uint32_t)_mm512_reduce_max_epu32(mx);
-            int e = (int)(top >> 23) - 127;
-            if (e < -100) e = -100;                      // zero or subnormal chunks: any scale will do
-            __m512 mul = _mm512_set1_ps(u2f((uint32_t)(8 - e + 127) << 23));
-            float inv = u2f((uint32_t)(e - 8 + 127) << 23);
-            if (top >= 0x7F800000u) { mul = _mm512_set1_ps(1); inv = 1; }
-            s[q] = inv;
-            for (int v = 0; v < CH / 16; v++) {
-                const int e0 = q * CH + v * 16;
-                if (e0 >= kc) break;
-                __m256i h = _mm512_cvtps_ph(_mm512_mul_ps(x[v], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                __m512i w = _mm512_cvtepu16_epi32(h);
-                _mm512_store_si512((__m512i *)(d + e0), _mm512_or_si512(w, _mm512_slli_epi32(w, 16)));
-            }
-        }
+        for (int q = 0; q * CH < kc; q++)
+            s[q] = mumu_f16_piece_words(src + q * CH, avail - q * CH, kc - q * CH < CH ? kc - q * CH : CH, d + q * CH);
     }
 }
 
