@@ -198,22 +198,33 @@ def edge_loss(r, x, w):
 
 def cmd_vae(a):
     torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
     repeat = {}
     for o in a.oversample or []:
         style, _, k = o.partition(":")
         if style not in world.STYLES or not k.isdigit() or int(k) < 1:
             sys.exit(f"--oversample {o}: expected STYLE:K with STYLE one of {', '.join(world.STYLES)} and K a whole number >= 1")
         repeat[style] = int(k)
-    data = np.concatenate([images(a.work, s, 200_000 + i * a.per_style, a.per_style)
-                           for i, s in enumerate(world.STYLES) for _ in range(repeat.get(s, 1))])
+    drawn = [s for s in world.STYLES for _ in range(repeat.get(s, 1))]
+    data = np.concatenate([images(a.work, s, 200_000 + world.STYLES.index(s) * a.per_style, a.per_style) for s in drawn])
+    anchored_rows = torch.tensor(np.repeat([s in (a.anchor_styles or []) for s in drawn], a.per_style))
     vae = build_vae()
     if a.resume:
         vae.load_state_dict(resume_vae_state(a.work))
+    if (a.decoder_only or a.anchor) and not a.resume:
+        sys.exit("--decoder-only and --anchor continue a trained VAE: give --resume")
     if a.decoder_only:  # the latent space stays what the UNets were trained on: encoder and quant_conv frozen
-        if not a.resume:
-            sys.exit("--decoder-only continues a trained VAE: give --resume")
         for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
             p.requires_grad_(False)
+    anchor = None
+    if a.anchor:
+        # The encoder trains, but on the anchored styles' images (flat and pastel: what the base, the MUMU and the
+        # pastel fine-tune learned) its posterior means are held to those of the shipped encoder (base.safetensors'
+        # VAE, which encoded their training latents), so those models stay valid while the other styles' latents
+        # learn to carry stripes, outlines and pixel blocks.
+        anchor = build_vae()
+        anchor.load_state_dict(resume_vae_state(None))
+        anchor.eval().requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(a.seed)
     t0 = time.time()
@@ -227,6 +238,12 @@ def cmd_vae(a):
             x = x[:, :, oy:oy + a.crop, ox:ox + a.crop]
         post = vae.encode(x).latent_dist
         z = post.mean if a.deterministic else post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        drift = torch.zeros(())
+        rows = anchored_rows[idx]
+        if anchor is not None and rows.any():  # in the UNet's units (SCALING x latent has unit std)
+            with torch.no_grad():
+                target = anchor.encode(x[rows]).latent_dist.mean
+            drift = ((post.mean[rows] - target) * SCALING).pow(2).mean() * rows.float().mean()
         r = vae.decode(z).sample
         # Shapes cover a few percent of the pixels: weight them (pixels unlike the corner's background color)
         # 1 + fg_weight, or the decoder learns backgrounds and draws every shape as the same blob.
@@ -234,14 +251,15 @@ def cmd_vae(a):
         rec = ((r - x) ** 2 * w).mean() + 0.5 * ((r - x).abs() * w).mean()
         if a.edge_weight:  # the images' neighbour differences too: edges, outlines and pixel blocks, not only colors
             rec = rec + a.edge_weight * edge_loss(r, x, w)
-        loss = rec + a.kl * post.kl().mean()
+        loss = rec + a.kl * post.kl().mean() + a.anchor * drift
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 25 == 0 or step == a.steps - 1:
-            log(a.work, "vae", f"step {step} rec {rec.item():.5f} kl {post.kl().mean().item():.1f} {time.time() - t0:.0f}s")
+            log(a.work, "vae", f"step {step} rec {rec.item():.5f} kl {post.kl().mean().item():.1f}"
+                + (f" drift {drift.item():.6f}" if anchor is not None else "") + f" {time.time() - t0:.0f}s")
     vae.eval()
-    k = 1.0 if a.decoder_only else fix_latent_scale(vae, data)
+    k = 1.0 if a.decoder_only or a.anchor else fix_latent_scale(vae, data)
     with torch.no_grad():
         x = to_tensor(data[::50])
         r = vae.decode(vae.encode(x).latent_dist.mean).sample
@@ -294,9 +312,10 @@ def vae_sgm_names(state):
 
 
 def resume_vae_state(work):
-    """The VAE to continue from: the work folder's, else the shipped one (base.safetensors' first_stage_model.*, f16)."""
-    path = os.path.join(work, "vae.pt")
-    if os.path.exists(path):
+    """The VAE to continue from: the work folder's, else (or with work None) the shipped one (base.safetensors'
+    first_stage_model.*, f16)."""
+    path = os.path.join(work, "vae.pt") if work else None
+    if path and os.path.exists(path):
         return torch.load(path)["vae"]
     from safetensors.torch import load_file
     shipped = load_file(BASE_FILE)
@@ -684,6 +703,10 @@ def main(argv=None):
     v.add_argument("--edge-weight", type=float, default=0.0,
                    help="weight of an L1 loss on the images' neighbour differences (sharp edges, outlines, pixel blocks)")
     v.add_argument("--oversample", nargs="*", metavar="STYLE:K", help="draw a style's images K times as often")
+    v.add_argument("--anchor", type=float, default=0.0,
+                   help="train the encoder too, holding the anchored styles' latents to the starting encoder's (weight)")
+    v.add_argument("--anchor-styles", nargs="*", default=["flat", "pastel"], metavar="STYLE",
+                   help="the styles whose latents --anchor holds (default: flat pastel)")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
     ve = sub.add_parser("vae-eval", help="the VAE's round trip on unseen scenes of every style (checker, classifiers)")
     ve.add_argument("--work", default="/tmp/mumu-world")
