@@ -651,9 +651,17 @@ def vae_record(work):
 def cmd_export(a):
     os.makedirs(a.out, exist_ok=True)
     vae = resume_vae_state(a.work)       # the work folder's VAE, else the shipped one
-    for name in [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))
-                 and (not a.only or s in a.only.split(","))]:
-        ck = torch.load(os.path.join(a.work, name + ".pt"))
+    trained = [s for s in ["base"] + STYLES if os.path.exists(os.path.join(a.work, s + ".pt"))]
+    wanted = a.only.split(",") if a.only else trained
+    if not set(wanted) <= {"base", *STYLES}:
+        sys.exit(f"export --only {a.only}: models are base, {', '.join(STYLES)}")
+    # The base may come from the shipped file (resume_state), e.g. to ship it with a retrained VAE; a style's
+    # LoRA cannot give back its full fine-tune.
+    missing = [s for s in wanted if s not in trained and s != "base"]
+    if missing:
+        sys.exit(f"export: no {', '.join(s + '.pt' for s in missing)} in {a.work}: train_world.py finetune --style NAME first")
+    for name in wanted:
+        ck = resume_state(a.work, name) if name == "base" else torch.load(os.path.join(a.work, name + ".pt"))
         if a.wip:  # a run still going: its state, to continue from in another session (train_world.py NAME --resume)
             sd = {f"{part}.{k}": v.detach().to(torch.float16).contiguous() for part in ("unet", "te1", "te2")
                   for k, v in ck[part].items()}
@@ -704,7 +712,7 @@ def main(argv=None):
                    help="weight of an L1 loss on the images' neighbour differences (sharp edges, outlines, pixel blocks)")
     v.add_argument("--oversample", nargs="*", metavar="STYLE:K", help="draw a style's images K times as often")
     v.add_argument("--anchor", type=float, default=0.0,
-                   help="train the encoder too, holding the anchored styles' latents to the starting encoder's (weight)")
+                   help="train the encoder too, holding the anchored styles' latents to those of base.safetensors' encoder (weight)")
     v.add_argument("--anchor-styles", nargs="*", default=["flat", "pastel"], metavar="STYLE",
                    help="the styles whose latents --anchor holds (default: flat pastel)")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
