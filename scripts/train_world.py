@@ -213,17 +213,20 @@ def cmd_vae(a):
         vae.load_state_dict(resume_vae_state(a.work))
     if (a.decoder_only or a.anchor) and not a.resume:
         sys.exit("--decoder-only and --anchor continue a trained VAE: give --resume")
+    if a.decode_anchored and not (a.decoder_only and a.anchor_to):
+        sys.exit("--decode-anchored trains the decoder on another encoder's latents: give --decoder-only and --anchor-to")
     if a.decoder_only:  # the latent space stays what the UNets were trained on: encoder and quant_conv frozen
         for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
             p.requires_grad_(False)
     anchor = None
-    if a.anchor:
-        # The encoder trains, but on the anchored styles' images (flat and pastel: what the base, the MUMU and the
-        # pastel fine-tune learned) its posterior means are held to those of the shipped encoder (base.safetensors'
-        # VAE, which encoded their training latents), so those models stay valid while the other styles' latents
-        # learn to carry stripes, outlines and pixel blocks.
+    if a.anchor or a.decode_anchored:
+        # --anchor: the encoder trains, but on the anchored styles' images (flat and pastel: what the base, the MUMU
+        # and the pastel fine-tune learned) its posterior means are held to those of the anchor encoder (by default
+        # base.safetensors' VAE, which encoded their training latents), so those models stay valid while the other
+        # styles' latents learn to carry stripes, outlines and pixel blocks. --decode-anchored: the decoder learns
+        # the anchored styles' images from the anchor encoder's latents (what the base's samples imitate).
         anchor = build_vae()
-        anchor.load_state_dict(resume_vae_state(None))
+        anchor.load_state_dict(resume_vae_state(None, a.anchor_to or BASE_FILE))
         anchor.eval().requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(a.seed)
@@ -237,13 +240,18 @@ def cmd_vae(a):
             oy, ox = (torch.randint(0, (SIZE - a.crop) // 8 + 1, (2,), generator=g) * 8).tolist()
             x = x[:, :, oy:oy + a.crop, ox:ox + a.crop]
         post = vae.encode(x).latent_dist
-        z = post.mean if a.deterministic else post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        mean, std = post.mean, post.std
         drift = torch.zeros(())
         rows = anchored_rows[idx]
-        if anchor is not None and rows.any():  # in the UNet's units (SCALING x latent has unit std)
+        if anchor is not None and rows.any():
             with torch.no_grad():
-                target = anchor.encode(x[rows]).latent_dist.mean
-            drift = ((post.mean[rows] - target) * SCALING).pow(2).mean() * rows.float().mean()
+                target = anchor.encode(x[rows]).latent_dist
+            if a.decode_anchored:
+                mean, std = mean.clone(), std.clone()
+                mean[rows], std[rows] = target.mean, target.std
+            else:  # in the UNet's units (SCALING x latent has unit std)
+                drift = ((post.mean[rows] - target.mean) * SCALING).pow(2).mean() * rows.float().mean()
+        z = mean if a.deterministic else mean + std * torch.randn(mean.shape, generator=g)
         r = vae.decode(z).sample
         # Shapes cover a few percent of the pixels: weight them (pixels unlike the corner's background color)
         # 1 + fg_weight, or the decoder learns backgrounds and draws every shape as the same blob.
@@ -257,7 +265,7 @@ def cmd_vae(a):
         opt.step()
         if step % 25 == 0 or step == a.steps - 1:
             log(a.work, "vae", f"step {step} rec {rec.item():.5f} kl {post.kl().mean().item():.1f}"
-                + (f" drift {drift.item():.6f}" if anchor is not None else "") + f" {time.time() - t0:.0f}s")
+                + (f" drift {drift.item():.6f}" if a.anchor else "") + f" {time.time() - t0:.0f}s")
     vae.eval()
     k = 1.0 if a.decoder_only or a.anchor else fix_latent_scale(vae, data)
     with torch.no_grad():
@@ -311,14 +319,14 @@ def vae_sgm_names(state):
     return K.name_map("vae", list(state))
 
 
-def resume_vae_state(work):
-    """The VAE to continue from: the work folder's, else (or with work None) the shipped one (base.safetensors'
-    first_stage_model.*, f16)."""
+def resume_vae_state(work, checkpoint=BASE_FILE):
+    """The VAE to continue from: the work folder's, else (or with work None) a checkpoint's (first_stage_model.*,
+    f16; by default the shipped base.safetensors')."""
     path = os.path.join(work, "vae.pt") if work else None
     if path and os.path.exists(path):
         return torch.load(path)["vae"]
     from safetensors.torch import load_file
-    shipped = load_file(BASE_FILE)
+    shipped = load_file(checkpoint)
     template = build_vae().state_dict()
     out = {}
     for n, sgm in vae_sgm_names(template).items():
@@ -712,7 +720,10 @@ def main(argv=None):
                    help="weight of an L1 loss on the images' neighbour differences (sharp edges, outlines, pixel blocks)")
     v.add_argument("--oversample", nargs="*", metavar="STYLE:K", help="draw a style's images K times as often")
     v.add_argument("--anchor", type=float, default=0.0,
-                   help="train the encoder too, holding the anchored styles' latents to those of base.safetensors' encoder (weight)")
+                   help="train the encoder too, holding the anchored styles' latents to those of the --anchor-to encoder (weight)")
+    v.add_argument("--anchor-to", help="the checkpoint whose VAE encoder --anchor holds to (default models/shapes/base.safetensors)")
+    v.add_argument("--decode-anchored", action="store_true",
+                   help="with --decoder-only and --anchor-to: decode the anchored styles' images from that encoder's latents")
     v.add_argument("--anchor-styles", nargs="*", default=["flat", "pastel"], metavar="STYLE",
                    help="the styles whose latents --anchor holds (default: flat pastel)")
     v.add_argument("--deterministic", action="store_true", help="decode the posterior mean (an autoencoder) instead of a sample")
