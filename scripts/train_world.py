@@ -205,16 +205,18 @@ def cmd_vae(a):
         if style not in world.STYLES or not k.isdigit() or int(k) < 1:
             sys.exit(f"--oversample {o}: expected STYLE:K with STYLE one of {', '.join(world.STYLES)} and K a whole number >= 1")
         repeat[style] = int(k)
+    if (a.decoder_only or a.anchor) and not a.resume:
+        sys.exit("--decoder-only and --anchor continue a trained VAE: give --resume")
+    if a.anchor and a.decoder_only:
+        sys.exit("--anchor holds a training encoder's latents; with --decoder-only the encoder is frozen (--decode-anchored?)")
+    if a.decode_anchored and not (a.decoder_only and a.anchor_to):
+        sys.exit("--decode-anchored trains the decoder on another encoder's latents: give --decoder-only and --anchor-to")
     drawn = [s for s in world.STYLES for _ in range(repeat.get(s, 1))]
     data = np.concatenate([images(a.work, s, 200_000 + world.STYLES.index(s) * a.per_style, a.per_style) for s in drawn])
     anchored_rows = torch.tensor(np.repeat([s in (a.anchor_styles or []) for s in drawn], a.per_style))
     vae = build_vae()
     if a.resume:
         vae.load_state_dict(resume_vae_state(a.work))
-    if (a.decoder_only or a.anchor) and not a.resume:
-        sys.exit("--decoder-only and --anchor continue a trained VAE: give --resume")
-    if a.decode_anchored and not (a.decoder_only and a.anchor_to):
-        sys.exit("--decode-anchored trains the decoder on another encoder's latents: give --decoder-only and --anchor-to")
     if a.decoder_only:  # the latent space stays what the UNets were trained on: encoder and quant_conv frozen
         for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
             p.requires_grad_(False)
