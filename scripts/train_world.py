@@ -48,6 +48,9 @@ SIZE = 64
 LATENT = SIZE // 4
 SCALING = 0.13025          # SDXL's VAE scaling factor; the trained VAE is rescaled to it (see fix_latent_scale)
 STYLES = ["outline", "striped", "pixel", "pastel"]
+# The (linear, 3x3 convolution) ranks each style's LoRA ships at (models/shapes/README.md): outline's linear layers
+# at rank 4 keep what rank 8 keeps, and the 60 MB budget has no room for a third 1.90 MB LoRA.
+SHIPPED_RANKS = {"outline": (4, 8)}
 MODELS = os.path.join(ROOT, "models", "shapes")
 
 
@@ -692,10 +695,12 @@ def cmd_export(a):
         full = os.path.join(a.work, name + "-full.safetensors")
         save(sd, full, meta)
         out = os.path.join(a.out, name + ".safetensors")
+        shipped_rank, shipped_conv_rank = SHIPPED_RANKS.get(name, (8, 8))
+        rank = a.style_rank if a.style_rank is not None else shipped_rank
+        conv_rank = a.style_conv_rank if a.style_conv_rank is not None else shipped_conv_rank
         subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
-                        "--rank", str(a.style_rank), "--conv-rank", str(a.style_conv_rank), "--quiet", "--force", "-o", out],
-                       check=True)
-        print(f"{out}: rank {a.style_rank} (3x3 convs {a.style_conv_rank}) LoRA of {full}, {os.path.getsize(out) / 1e6:.2f} MB")
+                        "--rank", str(rank), "--conv-rank", str(conv_rank), "--quiet", "--force", "-o", out], check=True)
+        print(f"{out}: rank {rank} (3x3 convs {conv_rank}) LoRA of {full}, {os.path.getsize(out) / 1e6:.2f} MB")
 
 
 def main(argv=None):
@@ -760,9 +765,9 @@ def main(argv=None):
     e.add_argument("--out", default=MODELS)
     e.add_argument("--wip", action="store_true", help="write unfinished runs as models/shapes/NAME-wip.safetensors")
     e.add_argument("--only", help="comma-separated models to export (base, outline, ...; default: every one trained)")
-    e.add_argument("--style-rank", type=int, default=8, help="rank of the styles' LoRA extractions")
-    e.add_argument("--style-conv-rank", type=int, default=8,
-                   help="their rank on 3x3 convolutions (docs/world-models.md: with 0, kohya's default, the rank-8 "
+    e.add_argument("--style-rank", type=int, help="rank of the styles' LoRA extractions (default: the shipped one, SHIPPED_RANKS, else 8)")
+    e.add_argument("--style-conv-rank", type=int,
+                   help="their rank on 3x3 convolutions, default the shipped one (docs/world-models.md: with 0, kohya's default, the rank-8 "
                         "LoRA keeps none of the outline and pastel styles; 8 keeps most of pastel, at 6.6%% of the "
                         "fine-tune's size)")
     e.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"), help="the mumu binary (lora extract)")
