@@ -27,6 +27,7 @@ negative prompt gives in diffusers and mumu), min-SNR-5 loss weighting and a sma
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -67,9 +68,17 @@ def _render(args):
     return np.asarray(world.render(world.scene_for_seed(seed), style, SIZE), np.uint8)
 
 
+@functools.lru_cache(maxsize=None)
+def render_digest(style):
+    """A digest of how world.py draws a style (four scenes' renders): the caches below are keyed on it, so a change
+    to a style's drawing (the stripes' period, say) renders and encodes afresh instead of reusing stale images."""
+    import hashlib
+    return hashlib.sha1(b"".join(_render((s, style)).tobytes() for s in range(4))).hexdigest()[:8]
+
+
 def images(work, style, start, count):
     """uint8 [N, 64, 64, 3] of training seeds start..start+count-1 in a style, cached under work."""
-    path = os.path.join(work, f"images-{style}-{start}-{count}.npy")
+    path = os.path.join(work, f"images-{style}-{start}-{count}-{render_digest(style)}.npy")
     if os.path.exists(path):
         return np.load(path)
     from multiprocessing import Pool
@@ -352,12 +361,12 @@ def resume_vae_record(work):
 # --------------------------------------------------------------------------- UNet training
 @torch.no_grad()
 def latents(work, vae, style, start, count):
-    """(mean, std) of the VAE posterior for the images of the seeds, cached per encoder (a digest of the weights the
+    """(mean, std) of the VAE posterior for the images of the seeds, cached per style drawing and encoder (a digest of the weights the
     latents depend on: encoder and quant_conv, so training the decoder alone keeps the cache)."""
     import hashlib
     digest = hashlib.sha1(b"".join(v.detach().numpy().tobytes() for k, v in vae.state_dict().items()
                                    if k.startswith(("encoder.", "quant_conv.")))).hexdigest()[:10]
-    path = os.path.join(work, f"latents-{style}-{start}-{count}-{digest}.pt")
+    path = os.path.join(work, f"latents-{style}-{start}-{count}-{render_digest(style)}-{digest}.pt")
     if os.path.exists(path):
         return torch.load(path)
     u8 = images(work, style, start, count)

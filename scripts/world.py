@@ -75,7 +75,10 @@ STYLES = ["flat", "outline", "striped", "pixel", "pastel"]
 
 SUPERSAMPLE = 4          # flat/outline/striped/pastel are drawn at 4x and downsampled with BOX (area mean)
 OUTLINE_WIDTH = 0.025    # outline stroke width, fraction of the canvas side (3.2 px at 128)
-STRIPE_PERIOD = 0.07     # striped: period of the diagonal stripes, fraction of the canvas side (half shape color)
+STRIPE_PERIOD = 1 / 16   # striped: period of the diagonal stripes, fraction of the canvas side (half shape color):
+                         # one latent pixel at 64 (the VAE's factor is 4), so every latent pixel holds the same pattern
+STRIPE_PHASE = 1 / 8     # striped: the stripes start this fraction of a period early, so the 64 px render's pixels
+                         # come out near-pure (15/16, 3/16, 1/16, 13/16 shape color) rather than 10/16 and 6/16
 PIXEL_GRID = 16          # pixel: render at 16x16 (size/8 at 128), nearest-neighbour upscale
 PASTEL_MIX = 0.55        # pastel: every color (background too) mixed 55% toward white
 CROP_MARGIN = 0.02       # crops: bounding box grown by this fraction of the canvas side on every side
@@ -269,7 +272,7 @@ def render(scene, style="flat", size=128):
     if style == "striped":
         yy, xx = np.mgrid[0:S, 0:S]
         period = STRIPE_PERIOD * S
-        stripe_on = ((xx + yy) % period) < period / 2
+        stripe_on = ((xx + yy + STRIPE_PHASE * period) % period) < period / 2
     width = max(1, int(round(OUTLINE_WIDTH * S)))
     for s in ordered(scene):
         col = np.array(pal(COLORS[s["color"]]), np.float32)
