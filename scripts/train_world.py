@@ -4,7 +4,7 @@
     python3 scripts/train_world.py vae [--resume]      # the tiny VAE on every style (models/shapes/README.md: its runs)
     python3 scripts/train_world.py vae-eval            # its round trip on unseen scenes (docs/world-models.md's table)
     python3 scripts/train_world.py base                # UNet + both text encoders, flat style
-    python3 scripts/train_world.py finetune --style outline   # (striped, pixel, pastel)
+    python3 scripts/train_world.py finetune --style outline [--resume]   # (striped, pixel, pastel)
     python3 scripts/train_world.py export              # models/shapes/*.safetensors (f16)
 
 Every run is seeded (torch, the data seeds, the noise) and writes its state and a log under --work
@@ -524,16 +524,25 @@ def cmd_finetune(a):
     mean, std = latents(a.work, vae, a.style, 0, a.count)
     ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
     torch.manual_seed(a.seed)
-    base = resume_state(a.work, "base")
+    start, seconds = 0, 0.0
+    if a.resume:  # the work folder's fine-tune continues to --steps in all (its text encoders are the base's)
+        state = torch.load(os.path.join(a.work, a.style + ".pt"))
+        start, seconds = state["step"], state["seconds"]
+        if start >= a.steps:
+            sys.exit(f"finetune --resume: {a.style}.pt is at step {start} already; give --steps above it")
+        log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
+    else:
+        state = resume_state(a.work, "base")
     unet = build_unet()
     te1, te2 = build_text_encoders()
-    unet.load_state_dict(base["unet"])
-    te1.load_state_dict(base["te1"])
-    te2.load_state_dict(base["te2"])
+    unet.load_state_dict(state["unet"])
+    te1.load_state_dict(state["te1"])
+    te2.load_state_dict(state["te2"])
     for p in list(te1.parameters()) + list(te2.parameters()):
         p.requires_grad_(False)
     secs, loss = train_unet(a, a.style, unet, te1, te2, list(unet.parameters()), mean, std, ids1, ids2,
-                            a.steps, a.lr, 0, fgw=foreground_weights(a.work, a.style, 0, a.count, a.fg_weight))
+                            a.steps, a.lr, 0, start, seconds,
+                            fgw=foreground_weights(a.work, a.style, 0, a.count, a.fg_weight))
     log(a.work, a.style, f"done {secs:.0f}s loss {loss:.4f}")
 
 
@@ -663,6 +672,23 @@ def save(sd, path, meta, note=""):
     print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB{note}")
 
 
+def write_sums(out):
+    """Rewrites out/SHA256SUMS (sha256sum's format, which mumu checks every shipped file against) over the shipped
+    files: *.safetensors but work-in-progress ones, encoder/* and crops/*. Both scripts' `export` end with it."""
+    import glob
+    import hashlib
+    names = [n for n in sorted(glob.glob("*.safetensors", root_dir=out)) if not n.endswith("-wip.safetensors")]
+    names += sorted(glob.glob("encoder/*", root_dir=out)) + sorted(glob.glob("crops/*", root_dir=out))
+    lines = []
+    for n in names:
+        with open(os.path.join(out, n), "rb") as f:
+            lines.append(f"{hashlib.file_digest(f, 'sha256').hexdigest()}  {n}\n")
+    with open(os.path.join(out, "SHA256SUMS.tmp"), "w") as f:
+        f.writelines(lines)
+    os.replace(os.path.join(out, "SHA256SUMS.tmp"), os.path.join(out, "SHA256SUMS"))
+    print(f"{out}/SHA256SUMS: {len(names)} files")
+
+
 def vae_record(work):
     """The VAE's training record (steps, seconds, last loss) as the shipped files' `mumu.vae` metadata."""
     ck = resume_vae_record(work)
@@ -710,6 +736,8 @@ def cmd_export(a):
         subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
                         "--rank", str(rank), "--conv-rank", str(conv_rank), "--quiet", "--force", "-o", out], check=True)
         print(f"{out}: rank {rank} (3x3 convs {conv_rank}) LoRA of {full}, {os.path.getsize(out) / 1e6:.2f} MB")
+    if not a.wip:
+        write_sums(a.out)
 
 
 def main(argv=None):
@@ -754,6 +782,7 @@ def main(argv=None):
     common(f, 1000, 1e-4, 32)
     f.add_argument("--style", required=True, choices=STYLES)
     f.add_argument("--count", type=int, default=8000)
+    f.add_argument("--resume", action="store_true", help="continue the work folder's fine-tune of the style to --steps")
     for sp in (b, f):
         sp.add_argument("--warmup", type=int, default=100)
         sp.add_argument("--uncond", type=float, default=0.1)

@@ -402,6 +402,7 @@ def cmd_export(a):
     W.save(sd, os.path.join(a.out, "mumu-decoder.safetensors"),
            {"modelspec.title": "shapes tiny MUMU decoder", "mumu.world": record})
     write_crops(a.out)
+    W.write_sums(a.out)
 
 
 def main(argv=None):
