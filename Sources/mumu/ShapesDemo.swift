@@ -175,9 +175,12 @@ struct ShapesDemo {
     }
 
     /// Crops of shapes from held-out scenes' true renders (written by scripts/train_world_mumu.py export), in the
-    /// bootstrap's replace form: the crop stands for the shape's size, color and shape words.
+    /// bootstrap's replace form: the crop stands for the shape's size, color and shape words. Each prompt names
+    /// the background the crop was cut from: the bootstrap's crops always come from the image being captioned, so
+    /// the tiny MUMU reads a crop with its background, and a crop on another background comes out in the wrong
+    /// colors (docs/world-models.md).
     static let crops: [(file: String, prompt: String, seed: UInt64)] = [
-        ("orange-star.png", "a <image:CROP> on the left and a small blue square at the top right, on a white background", 1_000_000_101),
-        ("green-ring.png", "a <image:CROP> in the center, on a black background", 1_000_000_102),
+        ("orange-star.png", "a <image:CROP> on the left and a small blue square at the top right, on a black background", 1_000_000_101),
+        ("green-ring.png", "a <image:CROP> in the center, on a red background", 1_000_000_102),
     ]
 }
