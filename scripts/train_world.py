@@ -361,8 +361,9 @@ def resume_vae_record(work):
 # --------------------------------------------------------------------------- UNet training
 @torch.no_grad()
 def latents(work, vae, style, start, count):
-    """(mean, std) of the VAE posterior for the images of the seeds, cached per style drawing and encoder (a digest of the weights the
-    latents depend on: encoder and quant_conv, so training the decoder alone keeps the cache)."""
+    """(mean, std) of the VAE posterior for the images of the seeds, cached per style drawing (render_digest) and
+    encoder (a digest of the weights the latents depend on: encoder and quant_conv, so training the decoder alone
+    keeps the cache)."""
     import hashlib
     digest = hashlib.sha1(b"".join(v.detach().numpy().tobytes() for k, v in vae.state_dict().items()
                                    if k.startswith(("encoder.", "quant_conv.")))).hexdigest()[:10]
