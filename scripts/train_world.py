@@ -521,13 +521,16 @@ def cmd_base(a):
 
 def cmd_finetune(a):
     torch.set_num_threads(a.threads)
+    resumed = os.path.join(a.work, a.style + ".pt")
+    if a.resume and not os.path.exists(resumed):  # before the renders and latents, which take minutes
+        sys.exit(f"finetune --resume: no {resumed} to continue; train it first (finetune --style {a.style})")
     vae = load_vae(a.work)
     mean, std = latents(a.work, vae, a.style, 0, a.count)
     ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
     torch.manual_seed(a.seed)
     start, seconds = 0, 0.0
     if a.resume:  # the work folder's fine-tune continues to --steps in all (its text encoders are the base's)
-        state = torch.load(os.path.join(a.work, a.style + ".pt"))
+        state = torch.load(resumed)
         start, seconds = state["step"], state["seconds"]
         if start >= a.steps:
             sys.exit(f"finetune --resume: {a.style}.pt is at step {start} already; give --steps above it")
