@@ -521,22 +521,24 @@ def cmd_base(a):
 
 def cmd_finetune(a):
     torch.set_num_threads(a.threads)
-    resumed = os.path.join(a.work, a.style + ".pt")
-    if a.resume and not os.path.exists(resumed):  # before the renders and latents, which take minutes
-        sys.exit(f"finetune --resume: no {resumed} to continue; train it first (finetune --style {a.style})")
-    vae = load_vae(a.work)
-    mean, std = latents(a.work, vae, a.style, 0, a.count)
-    ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
-    torch.manual_seed(a.seed)
     start, seconds = 0, 0.0
-    if a.resume:  # the work folder's fine-tune continues to --steps in all (its text encoders are the base's)
+    if a.resume:  # the work folder's fine-tune continues to --steps in all (its text encoders are the base's);
+        # checked before the renders and latents, which take minutes
+        resumed = os.path.join(a.work, a.style + ".pt")
+        if not os.path.exists(resumed):
+            sys.exit(f"finetune --resume: no {resumed} to continue; train it first (finetune --style {a.style})")
         state = torch.load(resumed)
         start, seconds = state["step"], state["seconds"]
         if start >= a.steps:
             sys.exit(f"finetune --resume: {a.style}.pt is at step {start} already; give --steps above it")
-        log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
     else:
         state = resume_state(a.work, "base")
+    vae = load_vae(a.work)
+    mean, std = latents(a.work, vae, a.style, 0, a.count)
+    ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
+    torch.manual_seed(a.seed)
+    if a.resume:
+        log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
     unet = build_unet()
     te1, te2 = build_text_encoders()
     unet.load_state_dict(state["unet"])
