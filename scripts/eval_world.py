@@ -51,6 +51,8 @@ def main():
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--multimodal", choices=["insert", "replace", "insert_all", "replace_all"],
                    help="prompts with crops of the scene's shapes (needs an --encoder among the mumu arguments)")
+    p.add_argument("--score-only", action="store_true",
+                   help="score the images a previous run of this --name left (after a change to the checker or classifiers)")
     a = p.parse_args(argv)
     out = os.path.join(a.out, a.name)
     os.makedirs(out, exist_ok=True)
@@ -80,12 +82,21 @@ def main():
         return path
 
     t0 = time.time()
-    with ThreadPoolExecutor(a.jobs) as pool:
-        paths = list(pool.map(render, range(a.count)))
+    if a.score_only:
+        paths = [os.path.join(out, f"{i:04d}.png") for i in range(a.count)]
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            sys.exit(f"--score-only: {len(missing)} of the {a.count} images are missing, e.g. {missing[0]}")
+        with open(os.path.join(a.out, a.name + ".json")) as f:
+            extra = json.load(f)["args"]
+    else:
+        with ThreadPoolExecutor(a.jobs) as pool:
+            paths = list(pool.map(render, range(a.count)))
     seconds = time.time() - t0
     shapes_ok = shapes_n = named = first = first_color = 0
     per_count = {1: [0, 0], 2: [0, 0], 3: [0, 0]}
     styles = {k: 0 for k in world.STYLE_CLASSIFIERS}
+    judged = {k: 0 for k in world.STYLE_CLASSIFIERS}
     for i, path in enumerate(paths):
         img = Image.open(path).convert("RGB")
         sc = scenes[i]
@@ -99,13 +110,17 @@ def main():
         first += kinds[0] == world.ordered(sc)[0]["shape"]
         first_color += r[0]
         for k, fn in world.STYLE_CLASSIFIERS.items():
-            styles[k] += bool(fn(img, sc))
+            v = fn(img, sc)
+            styles[k] += v is True
+            judged[k] += v is not None
     res = {"name": a.name, "args": extra, "prompts": a.count, "multimodal": a.multimodal, "steps": a.steps, "cfg": a.cfg,
            "color_position": round(shapes_ok / shapes_n, 4), "shapes": shapes_n,
            "by_shape_count": {k: round(v[0] / v[1], 4) for k, v in per_count.items() if v[1]},
            "shape_named": round(named / shapes_n, 4),
            "first_shape": {"color_position": round(first_color / a.count, 4), "shape_named": round(first / a.count, 4)},
            "style_share": {k: round(v / a.count, 4) for k, v in styles.items()},
+           "style_judged": {k: v for k, v in judged.items() if v < a.count},
+           "style_share_of_judged": {k: round(styles[k] / v, 4) for k, v in judged.items() if 0 < v < a.count},
            "seconds": round(seconds, 1), "images": out}
     print(json.dumps(res))
     with open(os.path.join(a.out, a.name + ".json"), "w") as f:

@@ -4,8 +4,8 @@
 Writes Tests/MumuGenerateTests/Fixtures/world/:
   heldout.json   the first COUNT held-out prompts (docs/world.md: scene seed 10^9 + i, 1 + i % 3 shapes) with
                  what the checker needs: per shape its colors (flat, pastel), its region (the large-size box
-                 as world.check slices it) and its flat mask at 64x64 (hex, row-major, 4 bits a hex digit,
-                 most significant first); the background's colors; the constants the checker uses. For the first
+                 as world.check slices it), its flat mask at 64x64 (hex, row-major, 4 bits a hex digit,
+                 most significant first) and its outline core (world.outline_core, where is_outline looks); the background's colors; the constants the checker uses. For the first
                  RENDERS prompts also `templates`: per shape kind, the mask world.shape_of compares (the shape
                  drawn as that kind at its position and size, coverage > SHAPE_COVERAGE).
   crops/         per prompt, the crop of its first shape (reading order) cut from its true flat render, and in
@@ -13,7 +13,7 @@ Writes Tests/MumuGenerateTests/Fixtures/world/:
                  path relative to this folder), for the tiny MUMU's test
   renders/       true renders of the first RENDERS held-out scenes in every style (PNG), and in
   verdicts.json  world.py's verdicts on them: check() per shape (flat and the style's palette), interior
-                 fills, blockiness, every style classifier and shape_of. The Swift checker must agree exactly.
+                 and outline-core fills, blockiness, every style classifier and shape_of. The Swift checker must agree exactly.
 
     python3 scripts/gen_fixtures_world.py
 """
@@ -53,6 +53,7 @@ def scene_record(i, sc):
         "background_pastel": list(pastel(world.BACKGROUNDS[sc["background"]])),
         "shapes": [{**s, "rgb": list(world.COLORS[s["color"]]), "pastel": list(pastel(world.COLORS[s["color"]])),
                     "region": list(world.check_region(s, SIZE)), "mask": mask_hex(world.shape_mask(s, SIZE)),
+                    "outline_core": mask_hex(world.outline_core(s, SIZE)),
                     **({"templates": {k: mask_hex(world.shape_mask({**s, "shape": k}, SIZE, world.SHAPE_COVERAGE))
                                       for k in world.SHAPES}} if i < RENDERS else {})}
                    for s in world.ordered(sc)],
@@ -66,7 +67,7 @@ def main():
     for i, sc in enumerate(scenes):
         world.crops(world.render(sc, "flat", SIZE), sc, SIZE)[0].save(os.path.join(OUT, crop_path(i)))
     constants = {"size": SIZE, "check": {k: list(v) for k, v in world.CHECK_STYLE.items()},
-                 "check_tolerance": world.CHECK_TOL, "interior_erode": world.INTERIOR_ERODE,
+                 "check_tolerance": world.CHECK_TOL, "interior_erode": world.INTERIOR_ERODE, "judged_min": world.JUDGED_MIN,
                  "pixel_grid": world.PIXEL_GRID, "pixel_boundary": world.PIXEL_BOUNDARY}
     with open(os.path.join(OUT, "heldout.json"), "w") as f:
         json.dump({"generator": "scripts/gen_fixtures_world.py", "constants": constants,
@@ -83,7 +84,7 @@ def main():
                 "check_flat": [bool(x) for x in world.check(img, sc, "flat")],
                 "check_style": [bool(x) for x in world.check(img, sc, style)],
                 "interior": [[round(a, 6), round(b, 6)] for a, b in world.interior_fill(img, sc)],
-                "interior_deep": [[round(a, 6), round(b, 6)] for a, b in world.interior_fill(img, sc, deep=True)],
+                "outline": [[round(a, 6), round(b, 6)] for a, b in world.outline_fill(img, sc)],
                 "blockiness": round(world.blockiness(img), 6),
                 "classifiers": {k: bool(fn(img, sc)) for k, fn in world.STYLE_CLASSIFIERS.items()},
                 "shape_of": world.shape_of(img, sc, "pastel" if style == "pastel" else "flat"),

@@ -251,6 +251,20 @@ def _draw_shape(d, s, S, fill, hollow, width=0, bg=None):
         d.polygon(pts, fill=fill)
 
 
+def _stroke_width(S):
+    """The outline's stroke width in pixels on a canvas of side S."""
+    return max(1, int(round(OUTLINE_WIDTH * S)))
+
+
+def hollow_mask(s, size):
+    """Boolean (size, size) mask of the pixels of the shape's flat mask that its outline render leaves untouched
+    (no part of the stroke falls in the pixel): where an outline image shows the background inside the shape.
+    Empty for a small ring at 64, whose two strokes fill its band."""
+    S = size * SUPERSAMPLE
+    stroke = Image.fromarray(_mask_ss(s, S, hollow=True, width=_stroke_width(S)).astype(np.uint8) * 255)
+    return shape_mask(s, size) & (np.asarray(stroke.resize((size, size), Image.BOX)) == 0)
+
+
 def _mask_ss(s, S, hollow, width):
     m = Image.new("L", (S, S), 0)
     _draw_shape(ImageDraw.Draw(m), s, S, 255, hollow=hollow, width=width, bg=0)
@@ -273,7 +287,7 @@ def render(scene, style="flat", size=128):
         yy, xx = np.mgrid[0:S, 0:S]
         period = STRIPE_PERIOD * S
         stripe_on = ((xx + yy + STRIPE_PHASE * period) % period) < period / 2
-    width = max(1, int(round(OUTLINE_WIDTH * S)))
+    width = _stroke_width(S)
     for s in ordered(scene):
         col = np.array(pal(COLORS[s["color"]]), np.float32)
         m = _mask_ss(s, S, hollow=(style == "outline"), width=width)
@@ -384,7 +398,7 @@ def shape_of(image, scene, style="flat"):
 
 
 # Style classifiers (item 5). Each looks at one property a style fine-tune must have learned, per scene:
-#   outline   the shapes are hollow: little of the shape's color in the mask's interior
+#   outline   the shapes are hollow: little of the shape's color where a true outline render shows background
 #   striped   the interior holds both the shape's color and the background's
 #   pixel     the image is made of constant 4x4 blocks at 64 (the 16x16 grid): neighbour differences sit on
 #             block boundaries
@@ -400,43 +414,63 @@ def _erode(m, r):
     return out
 
 
-INTERIOR_ERODE = 0.016  # interior = flat mask eroded by 2x (else 1x) 0.016 of the canvas (1 px at 64, 2 px at 128)
+INTERIOR_ERODE = 0.016  # interior = flat mask eroded by 0.016 of the canvas (1 px at 64, 2 px at 128)
+JUDGED_MIN = 3          # a shape whose interior (hollow) has fewer pixels does not vote
 
 
-def interior_fill(image, scene, deep=False):
-    """Per shape with a non-empty interior: (fraction of interior pixels near the shape's color, fraction near
-    the background's), flat palette, tolerance CHECK_TOL."""
+def _fills(image, scene, cores):
+    """Per shape whose core (a mask, from cores(shape, size)) has at least JUDGED_MIN pixels: (fraction of the
+    core near the shape's color, fraction near the background's), flat palette, tolerance CHECK_TOL."""
     arr = np.asarray(image.convert("RGB"))
     size = arr.shape[0]
     bg = _color_hits(arr, BACKGROUNDS[scene["background"]])
     out = []
     for s in ordered(scene):
-        mask = shape_mask(s, size)
-        r = max(1, int(round(INTERIOR_ERODE * size)))
-        core = _erode(mask, 2 * r) if deep else None   # deep: eroded twice as far when that leaves 3 pixels
-        if core is None or core.sum() < 3:
-            core = _erode(mask, r)
+        core = cores(s, size)
         n = int(core.sum())
-        if n < 3:
+        if n < JUDGED_MIN:
             continue
         shape_hits = _color_hits(arr, COLORS[s["color"]]) & core
         out.append((float(shape_hits.sum()) / n, float((bg & core).sum()) / n))
     return out
 
 
+def interior_fill(image, scene):
+    """_fills over the shapes' interiors: the flat masks eroded by round(INTERIOR_ERODE x size) pixels."""
+    return _fills(image, scene, lambda s, size: _erode(shape_mask(s, size), max(1, int(round(INTERIOR_ERODE * size)))))
+
+
+def outline_core(s, size):
+    """Where is_outline looks inside a shape: the deep interior (the flat mask eroded twice as far as an
+    interior, 2 px at 64, past the 1.6 px stroke), else (thin shapes: rings, small stars) the hollow (hollow_mask:
+    the pixels no part of the stroke falls in). Never the stroke itself: a small ring's two strokes fill its band,
+    so it has no core and does not vote."""
+    deep = _erode(shape_mask(s, size), 2 * max(1, int(round(INTERIOR_ERODE * size))))
+    return deep if deep.sum() >= JUDGED_MIN else hollow_mask(s, size)
+
+
+def outline_fill(image, scene):
+    """_fills over the shapes' outline cores."""
+    return _fills(image, scene, outline_core)
+
+
 def is_outline(image, scene):
-    """Hollow shapes: the (deep) interiors hold much more background than shape color (mean difference > 0.3)."""
-    f = interior_fill(image, scene, deep=True)
-    return bool(f) and np.mean([b - a for a, b in f]) > 0.3
+    """Hollow shapes: the outline cores hold much more background than shape color (mean difference > 0.3). None
+    when no shape has a core to judge (small rings alone)."""
+    f = outline_fill(image, scene)
+    if not f:
+        return None
+    return bool(np.mean([b - a for a, b in f]) > 0.3)
 
 
 def is_striped(image, scene):
-    """Striped fill: the interiors hold both colors, each at least 0.2 on average, neither ahead by more than 0.3."""
+    """Striped fill: the interiors hold both colors, each at least 0.2 on average, neither ahead by more than 0.3.
+    None when no shape has an interior to judge."""
     f = interior_fill(image, scene)
     if not f:
-        return False
+        return None
     a, b = np.mean([a for a, _ in f]), np.mean([b for _, b in f])
-    return a >= 0.2 and b >= 0.2 and abs(a - b) <= 0.3
+    return bool(a >= 0.2 and b >= 0.2 and abs(a - b) <= 0.3)
 
 
 PIXEL_BOUNDARY = 0.6    # is_pixel: share of neighbour-difference energy on block boundaries
@@ -485,6 +519,8 @@ def is_pastel(image, scene):
     return votes > 0
 
 
+# Each classifier says True or False; outline and striped say None when no shape of the scene has pixels to judge
+# (bool(None) is False: such a scene is not claimed; scripts/eval_world.py also reports the share of judged scenes).
 STYLE_CLASSIFIERS = {"outline": is_outline, "striped": is_striped, "pixel": is_pixel, "pastel": is_pastel}
 
 
@@ -619,7 +655,9 @@ def cmd_selftest(a):
     print("style classifiers (scenes called the style, per rendered style):")
     renders = {st: [(render(scene_for_seed(s), st, a.size), scene_for_seed(s)) for s in seeds] for st in STYLES}
     for name, fn in STYLE_CLASSIFIERS.items():
-        row = ", ".join(f"{st} {sum(bool(fn(img, sc)) for img, sc in renders[st])}/{len(seeds)}" for st in STYLES)
+        verdicts = {st: [fn(img, sc) for img, sc in renders[st]] for st in STYLES}
+        row = ", ".join(f"{st} {sum(v is True for v in vs)}/{len(seeds)}" + (f" ({sum(v is None for v in vs)} not judged)"
+                        if None in vs else "") for st, vs in verdicts.items())
         print(f"  is_{name:8s} {row}")
 
 

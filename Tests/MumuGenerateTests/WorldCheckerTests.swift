@@ -23,9 +23,9 @@ final class WorldCheckerTests: XCTestCase {
             let image = try ImageLoader.load(World.fixtures.appendingPathComponent("renders/\(v["file"] as! String)").path)
             XCTAssertEqual(checker.check(image, scene), v["check_flat"] as! [Bool], label)
             XCTAssertEqual(checker.check(image, scene, palette: style), v["check_style"] as! [Bool], label)
-            for (key, deep) in [("interior", false), ("interior_deep", true)] {
+            for (key, fill) in [("interior", checker.interiorFill), ("outline", checker.outlineFill)] {
                 let want = v[key] as! [[Double]]
-                let got = checker.interiorFill(image, scene, deep: deep)
+                let got = fill(image, scene)
                 XCTAssertEqual(got.count, want.count, label)
                 for (g, w) in zip(got, want) {
                     XCTAssertEqual(g.0, w[0], accuracy: 1e-6, label)

@@ -17,6 +17,8 @@ public enum World {
         public var region: [Int]
         /// Row-major, side `size`.
         public var mask: [Bool]
+        /// world.outline_core: where is_outline looks (the deep interior, else the pixels the stroke leaves empty).
+        public var outlineCore: [Bool]
         /// world.shape_of's templates (the fixture's first prompts only): per kind, the shape drawn as that kind.
         public var templates: [String: [Bool]]?
     }
@@ -40,6 +42,8 @@ public enum World {
         public var check: [String: (Int, Double)]
         public var tolerance: Int
         public var interiorErode: Double
+        /// A shape whose interior (outline core) has fewer pixels does not vote.
+        public var judgedMin: Int
         public var pixelGrid: Int
         public var pixelBoundary: Double
     }
@@ -54,13 +58,14 @@ public enum World {
         var check: [String: (Int, Double)] = [:]
         for (k, v) in c["check"] as! [String: [Double]] { check[k] = (Int(v[0]), v[1]) }
         let constants = Constants(size: size, check: check, tolerance: c["check_tolerance"] as! Int,
-                                  interiorErode: c["interior_erode"] as! Double, pixelGrid: c["pixel_grid"] as! Int,
+                                  interiorErode: c["interior_erode"] as! Double, judgedMin: c["judged_min"] as! Int, pixelGrid: c["pixel_grid"] as! Int,
                                   pixelBoundary: c["pixel_boundary"] as! Double)
         let scenes = prompts.map { p -> Scene in
             let shapes = (p["shapes"] as! [[String: Any]]).map { s -> Shape in
                 Shape(shape: s["shape"] as! String, color: s["color"] as! String, position: s["position"] as! String,
                       size: s["size"] as! String, rgb: s["rgb"] as! [Int], pastel: s["pastel"] as! [Int],
                       region: s["region"] as! [Int], mask: unpack(s["mask"] as! String, count: size * size),
+                      outlineCore: unpack(s["outline_core"] as! String, count: size * size),
                       templates: (s["templates"] as? [String: String])?.mapValues { unpack($0, count: size * size) })
             }
             return Scene(index: p["index"] as! Int, seed: p["seed"] as! Int, caption: p["caption"] as! String,
@@ -175,17 +180,14 @@ public enum World {
             return out
         }
 
-        /// world.interior_fill: per shape with an interior of at least 3 pixels, the fractions of it near the
-        /// shape's color and near the background's.
-        public func interiorFill(_ image: RGBImage, _ scene: Scene, deep: Bool = false) -> [(Double, Double)] {
+        /// world._fills: per shape whose core has at least `judgedMin` pixels, the fractions of it near the shape's
+        /// color and near the background's.
+        func fills(_ image: RGBImage, _ scene: Scene, core: (Shape) -> [Bool]) -> [(Double, Double)] {
             let bg = hits(image, scene.backgroundRGB, constants.tolerance)
-            let r = max(1, Int((constants.interiorErode * Double(constants.size)).rounded(.toNearestOrEven)))
             return scene.shapes.compactMap { s in
-                var core = deep ? erode(s.mask, 2 * r) : nil
-                if core == nil || core!.filter({ $0 }).count < 3 { core = erode(s.mask, r) }
-                let c = core!
+                let c = core(s)
                 let n = c.filter { $0 }.count
-                guard n >= 3 else { return nil }
+                guard n >= constants.judgedMin else { return nil }
                 let sh = hits(image, s.rgb, constants.tolerance)
                 var a = 0, b = 0
                 for i in c.indices where c[i] {
@@ -196,11 +198,24 @@ public enum World {
             }
         }
 
+        /// world.interior_fill: over the flat masks eroded by round(interiorErode x size) pixels.
+        public func interiorFill(_ image: RGBImage, _ scene: Scene) -> [(Double, Double)] {
+            let r = max(1, Int((constants.interiorErode * Double(constants.size)).rounded(.toNearestOrEven)))
+            return fills(image, scene) { erode($0.mask, r) }
+        }
+
+        /// world.outline_fill: over the shapes' outline cores.
+        public func outlineFill(_ image: RGBImage, _ scene: Scene) -> [(Double, Double)] {
+            fills(image, scene) { $0.outlineCore }
+        }
+
+        /// world.is_outline; false where world.py says None (no shape to judge: not claimed).
         public func isOutline(_ image: RGBImage, _ scene: Scene) -> Bool {
-            let f = interiorFill(image, scene, deep: true)
+            let f = outlineFill(image, scene)
             return !f.isEmpty && f.map { $0.1 - $0.0 }.reduce(0, +) / Double(f.count) > 0.3
         }
 
+        /// world.is_striped; false where world.py says None.
         public func isStriped(_ image: RGBImage, _ scene: Scene) -> Bool {
             let f = interiorFill(image, scene)
             guard !f.isEmpty else { return false }
