@@ -270,6 +270,8 @@ struct StylesCommand: ParsableCommand {
     }
 }
 
+extension LoraExtractor.Layers: ExpressibleByArgument {}
+
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 
 struct LoraCommand: ParsableCommand {
@@ -283,6 +285,9 @@ struct LoraCommand: ParsableCommand {
         @Option(help: "The fine-tuned model.") var tuned: String
         @Option(help: "Rank for linear layers (and 1x1 convolutions).") var rank: Int
         @Option(help: "Rank for 3x3 convolutions (default 0: none, as kohya without --conv_dim).") var convRank: Int?
+        @Option(help: ArgumentHelp("Which layers: kohya (its LoRANetwork targets) or full (also the UNet's time and label embeddings at --rank and conv_in / conv_out at --conv-rank, as LyCORIS's full preset).",
+                                   valueName: "kohya|full"))
+        var layers: LoraExtractor.Layers = .kohya
         @Option(name: [.short, .customLong("output")], help: "Output .safetensors file.") var output: String
         @OptionGroup var out: OutputOptions
         func validate() throws {
@@ -293,7 +298,7 @@ struct LoraCommand: ParsableCommand {
                 try OutputPath.check(output, overwrite: out.force)
                 let b = try ModelFile.open(base).source, t = try ModelFile.open(tuned).source
                 let bar = ProgressBar("extract", quiet: out.quiet)
-                let report = try LoraExtractor.extract(base: b, tuned: t, rank: rank, convRank: convRank ?? 0, to: output,
+                let report = try LoraExtractor.extract(base: b, tuned: t, rank: rank, convRank: convRank ?? 0, layers: layers, to: output,
                                                        threads: max(1, out.threads), overwrite: out.force) { done, total in
                     bar.update(WorkProgress(done: done, total: total, unit: .modules))
                 }

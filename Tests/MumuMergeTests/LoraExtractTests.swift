@@ -293,6 +293,48 @@ final class LoraExtractTests: XCTestCase {
         XCTAssertEqual(try LoraDetector.detect(lora)?.kind, "LoRA")
     }
 
+    /// `layers: .full` adds the UNet's outer layers kohya leaves out (LyCORIS's full preset): the time and label
+    /// embeddings' linears at the rank, conv_in and conv_out at the conv rank; the file says so, LoraPatchSet
+    /// matches the new modules by their sgm names, and baking gives the delta back (its rank 1 kept whole: measured
+    /// 3e-8 from the tuned weights).
+    func testFullLayersAddTheOuterLayers() throws {
+        let sdxl = try XCTUnwrap(Architectures.named("sdxl-base"))
+        let model = sdxl.tensors.map { TensorInfo(name: $0.name, dtype: .f16, shape: $0.shape) }
+        func modules(_ layers: LoraExtractor.Layers, convRank: Int) throws -> Set<String> {
+            Set(try LoraExtractor.plannedOutputs(model: model, rank: 8, convRank: convRank, layers: layers).map { String($0.name.prefix { $0 != "." }) })
+        }
+        let embeddings: Set = ["lora_unet_time_embed_0", "lora_unet_time_embed_2", "lora_unet_label_emb_0_0", "lora_unet_label_emb_0_2"]
+        XCTAssertEqual(try modules(.full, convRank: 8).subtracting(try modules(.kohya, convRank: 8)),
+                       embeddings.union(["lora_unet_input_blocks_0_0", "lora_unet_out_2"]))
+        XCTAssertEqual(try modules(.full, convRank: 0).subtracting(try modules(.kohya, convRank: 0)), embeddings)
+
+        let key = "model.diffusion_model.time_embed.0.weight", other = "model.diffusion_model.input_blocks.1.1.proj_in.weight"
+        let w = (0..<96).map { Float($0 % 5) * 0.1 }
+        let base = MemorySource(path: "b.safetensors", [key: ([12, 8], w), other: ([8, 8], [Float](repeating: 0.1, count: 64))])
+        let tuned = MemorySource(path: "t.safetensors", [key: ([12, 8], w.enumerated().map { $0.1 + Float($0.0 / 8) * 0.01 }),
+                                                         other: ([8, 8], [Float](repeating: 0.2, count: 64))])
+        let path = tmp + "/full.safetensors"
+        let report = try LoraExtractor.extract(base: base, tuned: tuned, rank: 4, convRank: 4, layers: .full, to: path,
+                                               threads: 1, overwrite: false, dtype: .f32)
+        XCTAssertEqual(report.modules, 2)
+        let lora = try SafetensorsFile(path: path)
+        XCTAssertEqual(lora.metadata["mumu_layers"], "full")
+        let set = try LoraPatchSet(source: lora, target: base.tensors)
+        XCTAssertEqual(set.unmatchedModules, [])
+        XCTAssertEqual(set.patchedKeys, [key, other])
+        var got = w
+        try got.withUnsafeMutableBufferPointer { try set.apply(key: key, rows: 0..<12, values: $0.baseAddress!, strength: 1) }
+        let want = try tuned.tensor(key).floats()
+        let worst = zip(got, want).map { abs($0 - $1) }.max()!
+        print("full layers: time_embed.0 baked back, worst |got - tuned| \(worst)")
+        XCTAssertLessThan(worst, 1e-6)
+        // kohya's targets leave the time embedding alone.
+        let kohya = try LoraExtractor.extract(base: base, tuned: tuned, rank: 4, convRank: 4, to: tmp + "/kohya.safetensors",
+                                              threads: 1, overwrite: false, dtype: .f32)
+        XCTAssertEqual(kohya.modules, 1)
+        XCTAssertNil(try SafetensorsFile(path: tmp + "/kohya.safetensors").metadata["mumu_layers"])
+    }
+
     /// SD1's text encoder is kohya's `lora_te_`, which LoraPatchSet maps back; non-targets are left alone.
     func testSD1TextEncoderNames() throws {
         let q = "cond_stage_model.transformer.text_model.encoder.layers.3.self_attn.q_proj.weight"

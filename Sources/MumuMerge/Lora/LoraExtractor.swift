@@ -70,7 +70,12 @@ public enum LoraExtractError: Error, CustomStringConvertible, Equatable {
 /// skip_connection and the emb_layers.1 Linear at rank), Downsample2D `op` and Upsample2D `conv`; CLIP-L
 /// (`lora_te1_`; SD1's encoder `lora_te_`) self_attn q/k/v/out_proj and mlp fc1/fc2; bigG (`lora_te2_`):
 /// q/k/v are the row blocks 0:H, H:2H, 2H:3H of `attn.in_proj_weight`, out_proj = `attn.out_proj`,
-/// fc1 = `mlp.c_fc`, fc2 = `mlp.c_proj`. Inputs are models under sgm names.
+/// fc1 = `mlp.c_fc`, fc2 = `mlp.c_proj`. Inputs are models under sgm names. With `layers: .full` (LyCORIS's `full`
+/// preset) also the UNet layers kohya leaves out: the time embedding's and the label (pooled text and size)
+/// embedding's linears at rank, conv_in and conv_out at convRank, as `lora_unet_time_embed_0` … `lora_unet_out_2`;
+/// ComfyUI, A1111 and mumu load them under those names. On the shapes world's tiny UNet the embeddings carry a
+/// style's timing: a striped fine-tune's rank-8 extraction draws stripes in 19% of 100 prompts with them, 8% without
+/// (docs/world-models.md).
 ///
 /// Streamed: modules run on `threads` workers, each with single-threaded BLAS/LAPACK, so memory is about
 /// threads x (4 x the largest module's f32 size + the SVD's workspace); the output is declared whole and
@@ -80,15 +85,21 @@ public enum LoraExtractor {
     /// kohya's CLAMP_QUANTILE.
     public static let clampQuantile: Float = 0.99
 
-    public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, to path: String,
-                               threads: Int, overwrite: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
-        try extract(base: base, tuned: tuned, rank: rank, convRank: convRank, to: path, threads: threads,
+    /// Which layers an extraction targets: kohya's LoRANetwork targets, or every UNet Linear and Conv2d.
+    public enum Layers: String, Sendable, CaseIterable {
+        case kohya, full
+    }
+
+    public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers = .kohya,
+                               to path: String, threads: Int, overwrite: Bool,
+                               progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
+        try extract(base: base, tuned: tuned, rank: rank, convRank: convRank, layers: layers, to: path, threads: threads,
                     overwrite: overwrite, dtype: .f16, progress: progress)
     }
 
     /// As above, with the factors (and alpha) written in `dtype` (F16, BF16 or F32; kohya's save_precision).
-    public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, to path: String,
-                               threads: Int, overwrite: Bool, dtype: DType,
+    public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers = .kohya,
+                               to path: String, threads: Int, overwrite: Bool, dtype: DType,
                                progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
         guard rank >= 1 else { throw LoraExtractError.badArgument("rank must be at least 1 (got \(rank))") }
         guard convRank >= 0 else {
@@ -98,7 +109,7 @@ public enum LoraExtractor {
             throw LoraExtractError.badArgument("LoRA factors are written as F16, BF16 or F32, not \(dtype.rawValue)")
         }
         let workers = max(1, threads)
-        var (modules, notes) = try plan(base: base.tensors, tuned: tuned.tensors, rank: rank, convRank: convRank)
+        var (modules, notes) = try plan(base: base.tensors, tuned: tuned.tensors, rank: rank, convRank: convRank, layers: layers)
         guard !modules.isEmpty else {
             throw LoraExtractError.nothingToExtract("\(tuned.path): no LoRA target (UNet transformer linears, text encoder attention and MLP, "
                 + "or ResBlock convs with a conv rank) is present in both models under sgm names")
@@ -118,7 +129,7 @@ public enum LoraExtractor {
         }
 
         let outputs = modules.flatMap { $0.outputs(dtype: dtype) }
-        let metadata = self.metadata(base: base, tuned: tuned, rank: rank, convRank: convRank, output: path)
+        let metadata = self.metadata(base: base, tuned: tuned, rank: rank, convRank: convRank, layers: layers, output: path)
         let writer = try SafetensorsWriter(path: path, tensors: outputs, metadata: metadata, overwrite: overwrite)
         // Largest first, so the last module to finish is a small one.
         let order = modules.indices.sorted { (modules[$0].cost, modules[$1].name) > (modules[$1].cost, modules[$0].name) }
@@ -150,9 +161,10 @@ public enum LoraExtractor {
 
     /// The tensors an extraction writes when every target has changed (a zero delta drops its module's three):
     /// with `SafetensorsWriter.layout` this gives the file's size before anything is computed.
-    public static func plannedOutputs(model: [TensorInfo], rank: Int, convRank: Int, dtype: DType = .f16) throws -> [TensorInfo] {
+    public static func plannedOutputs(model: [TensorInfo], rank: Int, convRank: Int, layers: Layers = .kohya,
+                                      dtype: DType = .f16) throws -> [TensorInfo] {
         guard rank >= 1, convRank >= 0 else { throw LoraExtractError.badArgument("rank must be at least 1, conv rank at least 0") }
-        return try plan(base: model, tuned: model, rank: rank, convRank: convRank).modules.flatMap { $0.outputs(dtype: dtype) }
+        return try plan(base: model, tuned: model, rank: rank, convRank: convRank, layers: layers).modules.flatMap { $0.outputs(dtype: dtype) }
     }
 
     // MARK: - modules
@@ -195,6 +207,10 @@ public enum LoraExtractor {
     private static let convModules: [[String]] = [
         ["in_layers", "2"], ["out_layers", "3"], ["skip_connection"], ["emb_layers", "1"], ["op"], ["conv"],
     ]
+    /// The UNet's layers outside its blocks (`layers: .full`): time embedding, label embedding, conv_in, conv_out.
+    private static let outerModules: [[String]] = [
+        ["time_embed", "0|2"], ["label_emb", "0", "0|2"], ["input_blocks", "0", "0"], ["out", "2"],
+    ]
     private static let clipModules: [[String]] = [
         ["text_model", "encoder", "layers", "#", "self_attn", "q_proj|k_proj|v_proj|out_proj"],
         ["text_model", "encoder", "layers", "#", "mlp", "fc1|fc2"],
@@ -221,7 +237,7 @@ public enum LoraExtractor {
     /// The kohya module names of sgm tensor `key` (bigG's fused in_proj_weight: q, k, v, its row blocks in order)
     /// and whether it is a ResnetBlock2D / Downsample2D / Upsample2D layer (a target only with a conv rank);
     /// nil: not a target.
-    static func targets(of key: String) -> (names: [String], kind: TargetKind)? {
+    static func targets(of key: String, layers: Layers = .kohya) -> (names: [String], kind: TargetKind)? {
         guard let (prefix, local) = SGMPrefix.split(key) else { return nil }
         func underscored(_ s: Substring) -> String { String(s.map { $0 == "." ? "_" : $0 }) }
         switch prefix {
@@ -237,6 +253,9 @@ public enum LoraExtractor {
                 if convModules.contains(where: { matches(rest, $0) }) {
                     return (["lora_unet_" + underscored(path)], .conv)
                 }
+            }
+            if layers == .full, outerModules.contains(where: { matches(parts, $0) }) {
+                return (["lora_unet_" + underscored(path)], .linearOnly)   // conv_in / conv_out: 3x3, at convRank (plan)
             }
             return nil
         case .te1, .te1SD1:
@@ -262,13 +281,14 @@ public enum LoraExtractor {
     }
 
     /// The modules of two models (headers only): targets present in both, shapes checked, ranks chosen.
-    static func plan(base: [TensorInfo], tuned: [TensorInfo], rank: Int, convRank: Int) throws -> (modules: [Module], notes: [String]) {
+    static func plan(base: [TensorInfo], tuned: [TensorInfo], rank: Int, convRank: Int,
+                     layers: Layers = .kohya) throws -> (modules: [Module], notes: [String]) {
         let baseInfo = Dictionary(base.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var modules: [Module] = []
         var notes: [String] = []
         var convLeftOut = 0
         for t in tuned {
-            guard let (names, kind) = targets(of: t.name) else { continue }
+            guard let (names, kind) = targets(of: t.name, layers: layers) else { continue }
             if kind == .conv && convRank == 0 { convLeftOut += names.count; continue }
             guard let b = baseInfo[t.name] else { notes.append("\(t.name): not in the base model, not extracted"); continue }
             guard b.shape == t.shape else { throw LoraExtractError.shapeMismatch(tensor: t.name, base: b.shape, tuned: t.shape) }
@@ -497,7 +517,8 @@ public enum LoraExtractor {
 
     // MARK: - metadata
 
-    static func metadata(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, output: String) -> [String: String] {
+    static func metadata(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers = .kohya,
+                         output: String) -> [String: String] {
         let family = ModelDetector.detect(tuned.tensors, metadata: tuned.metadata).family
         var m: [String: String] = [
             "ss_network_module": "networks.lora",
@@ -511,6 +532,7 @@ public enum LoraExtractor {
             "mumu_extracted_from": "{\"base\":" + JSONWriter.quote((base.path as NSString).lastPathComponent)
                 + ",\"tuned\":" + JSONWriter.quote((tuned.path as NSString).lastPathComponent) + "}",
         ]
+        if layers == .full { m["mumu_layers"] = "full" }   // LyCORIS's preset name; kohya's targets write nothing
         switch family {
         case "sdxl"?:
             m["ss_base_model_version"] = "sdxl_base_v1-0"
