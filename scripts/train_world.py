@@ -22,7 +22,9 @@ Training follows diffusers' SDXL text-to-image recipe: epsilon prediction on SDX
 1000-step schedule, the penultimate hidden states of both encoders as context, bigG's projected pooled
 output, time ids (64, 64, 0, 0, 64, 64), 10% of captions dropped to zero conditioning (what an empty
 negative prompt gives in diffusers and mumu), min-SNR-5 loss weighting and a small noise offset
-(0.05) so that plain backgrounds keep their colors, EMA weights (0.999) as the result.
+(0.05) so that plain backgrounds keep their colors, EMA weights (0.999) as the result. A style whose
+mark is fine texture trains on with `--snr-gamma 0` (the plain epsilon loss): min-SNR-5 weighs the
+low-noise steps, where stripes are drawn, down to 5/SNR (docs/world-models.md).
 """
 
 import argparse
@@ -424,10 +426,10 @@ def min_snr(sched):
     return acp / (1 - acp)
 
 
-def loss_step(pred, noise, t, snr, opt, trainable, pixel_weights=None):
-    """The min-SNR-5 weighted epsilon loss (latent pixels weighted by pixel_weights when given), then one AdamW
-    step with gradients clipped at 1; returns the loss."""
-    w = torch.clamp(snr[t], max=5.0) / snr[t]
+def loss_step(pred, noise, t, snr, opt, trainable, pixel_weights=None, snr_gamma=5.0):
+    """The min-SNR-gamma weighted epsilon loss (plain epsilon MSE with gamma 0; latent pixels weighted by
+    pixel_weights when given), then one AdamW step with gradients clipped at 1; returns the loss."""
+    w = torch.clamp(snr[t], max=snr_gamma) / snr[t] if snr_gamma else torch.ones_like(snr[t])
     err = (pred - noise) ** 2
     if pixel_weights is not None:
         err = err * pixel_weights
@@ -480,7 +482,7 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
         ctx = ctx * (1 - drop)[:, None, None]
         pooled = pooled * (1 - drop)[:, None]
         pred = unet(zt, t, encoder_hidden_states=ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": tid}).sample
-        loss = loss_step(pred, noise, t, snr, opt, trainable, None if fgw is None else fgw[idx])
+        loss = loss_step(pred, noise, t, snr, opt, trainable, None if fgw is None else fgw[idx], a.snr_gamma)
         if ema:
             ema.update(step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
@@ -740,8 +742,10 @@ def cmd_export(a):
         rank = a.style_rank if a.style_rank is not None else shipped_rank
         conv_rank = a.style_conv_rank if a.style_conv_rank is not None else shipped_conv_rank
         subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
-                        "--rank", str(rank), "--conv-rank", str(conv_rank), "--quiet", "--force", "-o", out], check=True)
-        print(f"{out}: rank {rank} (3x3 convs {conv_rank}) LoRA of {full}, {os.path.getsize(out) / 1e6:.2f} MB")
+                        "--rank", str(rank), "--conv-rank", str(conv_rank), "--layers", a.style_layers,
+                        "--quiet", "--force", "-o", out], check=True)
+        print(f"{out}: rank {rank} (3x3 convs {conv_rank}, {a.style_layers} layers) LoRA of {full}, "
+              f"{os.path.getsize(out) / 1e6:.2f} MB")
     if not a.wip:
         write_sums(a.out)
 
@@ -796,6 +800,8 @@ def main(argv=None):
         sp.add_argument("--fg-weight", type=float, default=0.0,
                         help="extra loss weight of latent pixels covering a shape (0: unweighted, the first runs)")
         sp.add_argument("--rewarm", type=int, default=100, help="a resumed run's fresh AdamW warms up over these steps")
+        sp.add_argument("--snr-gamma", type=float, default=5.0,
+                        help="min-SNR weighting's gamma (0: plain epsilon MSE, which weighs the low-noise steps that draw fine texture more)")
     q = sub.add_parser("quick-eval", help="follow a run: held-out prompts through diffusers (eval_world.py gives the figures)")
     q.add_argument("--work", default="/tmp/mumu-world")
     q.add_argument("--state", help="a training state (.pt); default the work folder's base.pt")
@@ -814,6 +820,9 @@ def main(argv=None):
                    help="their rank on 3x3 convolutions, default the shipped one (docs/world-models.md: with 0, kohya's default, the rank-8 "
                         "LoRA keeps none of the outline and pastel styles; 8 keeps most of pastel, at 6.6%% of the "
                         "fine-tune's size)")
+    e.add_argument("--style-layers", default="full", choices=["kohya", "full"],
+                   help="the extractions' layers (mumu lora extract --layers; full adds the UNet's time and label "
+                        "embeddings, conv_in and conv_out, which carry much of a style's timing here: docs/world-models.md)")
     e.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"), help="the mumu binary (lora extract)")
     a = p.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)
