@@ -418,6 +418,10 @@ INTERIOR_ERODE = 0.016  # interior = flat mask eroded by 0.016 of the canvas (1 
 JUDGED_MIN = 3          # a shape whose interior (hollow) has fewer pixels does not vote
 
 
+def _interior_radius(size):
+    return max(1, int(round(INTERIOR_ERODE * size)))
+
+
 def _fills(image, scene, cores):
     """Per shape whose core (a mask, from cores(shape, size)) has at least JUDGED_MIN pixels: (fraction of the
     core near the shape's color, fraction near the background's), flat palette, tolerance CHECK_TOL."""
@@ -437,7 +441,7 @@ def _fills(image, scene, cores):
 
 def interior_fill(image, scene):
     """_fills over the shapes' interiors: the flat masks eroded by round(INTERIOR_ERODE x size) pixels."""
-    return _fills(image, scene, lambda s, size: _erode(shape_mask(s, size), max(1, int(round(INTERIOR_ERODE * size)))))
+    return _fills(image, scene, lambda s, size: _erode(shape_mask(s, size), _interior_radius(size)))
 
 
 def outline_core(s, size):
@@ -445,7 +449,7 @@ def outline_core(s, size):
     interior, 2 px at 64, past the 1.6 px stroke), else (thin shapes: rings, small stars) the hollow (hollow_mask:
     the pixels no part of the stroke falls in). Never the stroke itself: a small ring's two strokes fill its band,
     so it has no core and does not vote."""
-    deep = _erode(shape_mask(s, size), 2 * max(1, int(round(INTERIOR_ERODE * size))))
+    deep = _erode(shape_mask(s, size), 2 * _interior_radius(size))
     return deep if deep.sum() >= JUDGED_MIN else hollow_mask(s, size)
 
 

@@ -58,6 +58,23 @@ class WorldTest(unittest.TestCase):
             self.assertTrue(all(w.check(img, sc, st)), st)
         self.assertFalse(w.is_outline(w.render(sc, "flat", 128), sc))
 
+    def test_outline_core_stays_out_of_the_stroke(self):
+        # At 64 a small ring's two strokes fill its band: it has no core and does not vote; alone it is not judged.
+        ring = {"shape": "ring", "size": "small", "color": "red", "position": "top left"}
+        self.assertFalse(w.outline_core(ring, 64).any())
+        alone = {"background": "white", "shapes": [ring]}
+        self.assertIsNone(w.is_outline(w.render(alone, "outline", 64), alone))
+        # Beside a shape that votes, its true outline render is claimed and its flat render is not (the one-pixel
+        # interior the classifier used to fall back to held the ring's stroke and outvoted the square).
+        square = {"shape": "square", "size": "small", "color": "blue", "position": "right"}
+        both = {"background": "white", "shapes": [ring, square]}
+        self.assertIs(w.is_outline(w.render(both, "outline", 64), both), True)
+        self.assertIs(w.is_outline(w.render(both, "flat", 64), both), False)
+        # A thin shape whose deep interior is empty is judged on its hollow (large ring: the gap between strokes).
+        large_ring = {**ring, "size": "large"}
+        self.assertFalse(w._erode(w.shape_mask(large_ring, 64), 2).any())
+        self.assertGreaterEqual(int(w.outline_core(large_ring, 64).sum()), w.JUDGED_MIN)
+
     def test_heldout(self):
         scenes = w.heldout_scenes(200)
         cov, missing = w.coverage(scenes)

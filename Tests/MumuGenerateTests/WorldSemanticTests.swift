@@ -110,10 +110,11 @@ final class WorldSemanticTests: XCTestCase {
         return claimed
     }
 
-    /// The pastel fine-tune (shipped as its rank-8 LoRA, linear and 3x3 convolutions) draws in pastel: on 6 held-out
-    /// prompts the pastel classifier claims at least 4 of its images (5 here: the fine-tune of the step-14,000 base
-    /// with the run-15 VAE); eval_world.py on 200 prompts: 90.5% of them (the full fine-tune 99%, the base 0%;
-    /// the earlier step-7,600 fine-tune's LoRA 86% of 50). Skipped until the style ships.
+    /// The pastel fine-tune (shipped as its rank-8 LoRA: linears, 3x3 convolutions and the UNet's embeddings,
+    /// `lora extract --layers full`) draws in pastel: on 6 held-out prompts the pastel classifier claims at least 4 of
+    /// its images (6 here: the fine-tune of the step-14,000 base with the run-15 VAE; its kohya-layer LoRA 5);
+    /// eval_world.py on 200 prompts: 94.5% of them (kohya layers 90.5%; the full fine-tune 99%, the base 0%).
+    /// Skipped until the style ships.
     func testPastelStyleDrawsInPastel() throws {
         guard let claimed = try Self.styleClaims("pastel") else {
             throw XCTSkip("models/shapes does not ship the pastel fine-tune yet (docs/world-models.md)")
@@ -121,28 +122,28 @@ final class WorldSemanticTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(claimed, 4, "the pastel classifier claims \(claimed) of 6 images")
     }
 
-    /// The outline fine-tune (its LoRA: rank 4, 3x3 convolutions rank 8) draws hollow shapes: on 12 held-out prompts
-    /// the outline classifier claims 5 of its images here, where it claims none of the base's 24
-    /// (testBasePutsColorsWherePromptsSay); the fine-tune trained on the step-14,000 base with the run-11 VAE's
-    /// latents. eval_world.py with the run-15 VAE on 100 prompts: 45% (with run 12's 44% of 50; the earlier
-    /// step-7,600 LoRA 34%; the full fine-tune 77%, the base 0% of 200), below the 90%: the VAE keeps 79 of
-    /// 100 true outline renders recognizable
-    /// (docs/world-models.md). The bound (2) leaves two images of margin and still fails a LoRA that changed nothing.
+    /// The outline fine-tune (its LoRA: rank 4, 3x3 convolutions rank 8, with the UNet's embeddings) draws hollow
+    /// shapes: on 12 held-out prompts the outline classifier claims 6 of its images here, where
+    /// it claims none of the base's 24 (testBasePutsColorsWherePromptsSay); the fine-tune trained on the
+    /// step-14,000 base with the run-11 VAE's latents. eval_world.py with the run-15 VAE on 200 prompts: 49.5% (the
+    /// full fine-tune 77.5%, the base 0%), below the 90%: the VAE brings 86% of judged true outline renders
+    /// back hollow, its large rings 22% (docs/world-models.md). The bound (3) leaves three images of margin and
+    /// still fails a LoRA that changed nothing.
     func testOutlineStyleDrawsHollowShapes() throws {
         guard let claimed = try Self.styleClaims("outline", count: 12) else {
             throw XCTSkip("models/shapes does not ship the outline fine-tune yet (docs/world-models.md)")
         }
-        XCTAssertGreaterThanOrEqual(claimed, 2, "the outline classifier claims \(claimed) of 12 images")
+        XCTAssertGreaterThanOrEqual(claimed, 3, "the outline classifier claims \(claimed) of 12 images")
     }
 
-    /// The striped fine-tune (its rank-8 LoRA) fills shapes with stripes, weakly. Inside the shapes of 12 held-out
-    /// prompts' images (world.py's interior_fill: pixels near the background's color among the shape's interior),
-    /// the background shows through more under the striped LoRA than in the base's images of the same prompts:
-    /// measured here 0.127 against 0.055 (the share of interior pixels at the background's color; the earlier
-    /// fine-tune of the old stripes with the run-12 VAE: 0.096 against 0.046). eval_world.py on 200 prompts: 10.5%
-    /// (the full fine-tune 49.5%, the base 1%), far below the 90%: the LoRA keeps a fifth of the full
-    /// fine-tune's stripes (docs/world-models.md). The bound (0.025 above the base) is about a third of the measured
-    /// gap: a LoRA that changed nothing fails it.
+    /// The striped fine-tune (its rank-8 LoRA with the UNet's embeddings) fills shapes with stripes, weakly. Inside
+    /// the shapes of 12 held-out prompts' images (world.py's interior_fill: pixels near the background's color among
+    /// the shape's interior), the background shows through more under the striped LoRA than in the base's images of
+    /// the same prompts: measured here 0.204 against 0.055 (the share of interior pixels at the background's color;
+    /// the 2,000-step fine-tune's kohya-layer LoRA: 0.127). eval_world.py on 200 prompts: 18% striped images (the
+    /// full fine-tune, 4,800 steps, 77%; the base 1%), far below the 90%: rank 8 of the 3x3 convolutions
+    /// loses most of the stripes (docs/world-models.md). The bound (0.05 above the base) is about a third of the
+    /// measured gap: a LoRA that changed nothing fails it.
     func testStripedStyleFillsShapesWithStripes() throws {
         guard let rendered = try Self.styleImages("striped", count: 12) else {
             throw XCTSkip("models/shapes does not ship the striped fine-tune yet (docs/world-models.md)")
@@ -155,7 +156,7 @@ final class WorldSemanticTests: XCTestCase {
         let striped = background(rendered.map { ($0.scene, $0.image) })
         let base = background(Array(zip(rendered.map(\.scene), try Self.baseImages.get())))
         print("WorldSemanticTests striped: background inside the shapes \(striped), the base's \(base)")
-        XCTAssertGreaterThanOrEqual(striped, base + 0.025, "background inside the shapes: striped \(striped), base \(base)")
+        XCTAssertGreaterThanOrEqual(striped, base + 0.05, "background inside the shapes: striped \(striped), base \(base)")
     }
 
     /// A merge of the two style fine-tunes at 0.5 (outline and pastel baked into the base, then a weighted sum: the
