@@ -10,10 +10,11 @@ Renders held-out prompt i (scene seed 10^9 + i, 1 + i % 3 shapes; docs/world.md)
 (`mumu generate`, the arguments after `--`, plus the prompt, 64x64, 20 steps, euler, cfg 7, noise seed
 10^9 + i), then runs world.py's checker and every style classifier on each image. Prints one JSON line:
 color/position pass rate over the named shapes (flat palette and the --palette one), the share of images each
-style classifier claims, the share of shapes whose kind world.shape_of names right, the same two figures for
+style classifier claims (and, for outline and striped, how many images they could judge and the share of those), the share of shapes whose kind world.shape_of names right, the same two figures for
 each prompt's first shape (the crop's, with --multimodal), and the time. `--multimodal FORM` (insert, replace, insert_all, replace_all) writes
 the prompts in MUMU's bootstrap forms instead (world.multimodal_prompt): the first shape's crop (every shape's
-with _all) cut from the scene's true flat render, written as a PNG beside the images. Two mumu processes run at once with one BLAS thread each (2 cores).
+with _all) cut from the scene's true flat render, written as a PNG beside the images. `--score-only` scores the
+images an earlier run of the same --name left, without rendering (after a change to the checker or classifiers). Two mumu processes run at once with one BLAS thread each (2 cores).
 """
 
 import argparse
@@ -87,8 +88,10 @@ def main():
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             sys.exit(f"--score-only: {len(missing)} of the {a.count} images are missing, e.g. {missing[0]}")
-        with open(os.path.join(a.out, a.name + ".json")) as f:
-            extra = json.load(f)["args"]
+        previous = os.path.join(a.out, a.name + ".json")
+        if os.path.exists(previous):    # the mumu arguments that rendered the images
+            with open(previous) as f:
+                extra = json.load(f)["args"]
     else:
         with ThreadPoolExecutor(a.jobs) as pool:
             paths = list(pool.map(render, range(a.count)))

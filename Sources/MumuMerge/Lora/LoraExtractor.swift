@@ -311,7 +311,8 @@ public enum LoraExtractor {
             }
         }
         if convLeftOut > 0 {
-            notes.append("\(convLeftOut) ResBlock / Downsample / Upsample layers not extracted (conv rank 0, as kohya without conv_dim)")
+            let kinds = layers == .full ? "ResBlock / Downsample / Upsample / conv_in / conv_out" : "ResBlock / Downsample / Upsample"
+            notes.append("\(convLeftOut) \(kinds) layers not extracted (conv rank 0, as kohya without conv_dim)")
         }
         modules.sort { $0.name < $1.name }
         for (a, b) in zip(modules, modules.dropFirst()) where a.name == b.name {
