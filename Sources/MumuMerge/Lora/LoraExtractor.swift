@@ -237,7 +237,7 @@ public enum LoraExtractor {
     /// The kohya module names of sgm tensor `key` (bigG's fused in_proj_weight: q, k, v, its row blocks in order)
     /// and whether it is a ResnetBlock2D / Downsample2D / Upsample2D layer (a target only with a conv rank);
     /// nil: not a target.
-    static func targets(of key: String, layers: Layers = .kohya) -> (names: [String], kind: TargetKind)? {
+    static func targets(of key: String, layers: Layers) -> (names: [String], kind: TargetKind)? {
         guard let (prefix, local) = SGMPrefix.split(key) else { return nil }
         func underscored(_ s: Substring) -> String { String(s.map { $0 == "." ? "_" : $0 }) }
         switch prefix {
@@ -282,7 +282,7 @@ public enum LoraExtractor {
 
     /// The modules of two models (headers only): targets present in both, shapes checked, ranks chosen.
     static func plan(base: [TensorInfo], tuned: [TensorInfo], rank: Int, convRank: Int,
-                     layers: Layers = .kohya) throws -> (modules: [Module], notes: [String]) {
+                     layers: Layers) throws -> (modules: [Module], notes: [String]) {
         let baseInfo = Dictionary(base.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var modules: [Module] = []
         var notes: [String] = []
@@ -518,7 +518,7 @@ public enum LoraExtractor {
 
     // MARK: - metadata
 
-    static func metadata(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers = .kohya,
+    static func metadata(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers,
                          output: String) -> [String: String] {
         let family = ModelDetector.detect(tuned.tensors, metadata: tuned.metadata).family
         var m: [String: String] = [
