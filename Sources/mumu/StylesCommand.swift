@@ -305,6 +305,7 @@ struct LoraCommand: ParsableCommand {
                 bar.finish()
                 if out.quiet { return }
                 print("wrote \(output): \(report.modules) modules, rank \(rank), relative error of the kept delta \(String(format: "%.4f", report.relativeError))")
+                for note in report.summary { print("note: \(note)") }
             }
         }
     }

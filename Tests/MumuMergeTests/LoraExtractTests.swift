@@ -178,6 +178,10 @@ final class LoraExtractTests: XCTestCase {
             XCTAssertNil(lora.infoByName[name + ".lora_up.weight"], name)
             XCTAssertTrue(report.skipped.contains { $0.hasPrefix(name + ":") && $0.contains("unchanged") }, "\(report.skipped)")
         }
+        // The summary `lora extract` prints folds them into one count.
+        XCTAssertEqual(report.unchanged, report.skipped.filter { $0.contains("unchanged") }.count)
+        XCTAssertGreaterThanOrEqual(report.unchanged, 2)
+        XCTAssertEqual(report.summary.filter { $0.contains("unchanged") }, ["\(report.unchanged) modules unchanged (zero delta), not extracted"])
 
         // LoraDetector sees a kohya LoCon for SDXL.
         let d = try XCTUnwrap(try LoraDetector.detect(lora))

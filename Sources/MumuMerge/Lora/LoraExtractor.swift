@@ -14,9 +14,18 @@ public struct LoraExtractReport: Sendable {
     /// Notes: unchanged modules (zero delta, not written), targets whose shape is not extracted, targets
     /// missing from the base, conv layers left out at convRank 0.
     public var skipped: [String]
+    /// How many of the notes in `skipped` are unchanged modules.
+    public var unchanged: Int
 
-    public init(modules: Int, relativeError: Double, skipped: [String]) {
-        self.modules = modules; self.relativeError = relativeError; self.skipped = skipped
+    public init(modules: Int, relativeError: Double, skipped: [String], unchanged: Int = 0) {
+        self.modules = modules; self.relativeError = relativeError; self.skipped = skipped; self.unchanged = unchanged
+    }
+
+    /// `skipped` for a person: the unchanged modules (a fine-tune that froze its text encoders has hundreds) as one
+    /// count, the other notes as they are.
+    public var summary: [String] {
+        let others = skipped.filter { !$0.hasSuffix(LoraExtractor.unchangedNote) }
+        return others + (unchanged > 0 ? ["\(unchanged) modules unchanged (zero delta), not extracted"] : [])
     }
 }
 
@@ -84,6 +93,8 @@ public enum LoraExtractError: Error, CustomStringConvertible, Equatable {
 public enum LoraExtractor {
     /// kohya's CLAMP_QUANTILE.
     public static let clampQuantile: Float = 0.99
+    /// The end of an unchanged module's note in `LoraExtractReport.skipped`.
+    static let unchangedNote = ": unchanged (zero delta), not extracted"
 
     /// Which layers an extraction targets: kohya's LoRANetwork targets, or every UNet Linear and Conv2d.
     public enum Layers: String, Sendable, CaseIterable {
@@ -122,7 +133,7 @@ public enum LoraExtractor {
         let changed = try parallelMap(modules.count, workers: workers) { i in
             try isChanged(modules[i], base: base, tuned: tuned)
         }
-        for (m, c) in zip(modules, changed) where !c { notes.append("\(m.name): unchanged (zero delta), not extracted") }
+        for (m, c) in zip(modules, changed) where !c { notes.append(m.name + unchangedNote) }
         modules = zip(modules, changed).filter { $0.1 }.map(\.0)
         guard !modules.isEmpty else {
             throw LoraExtractError.nothingToExtract("\(tuned.path) and \(base.path) are identical on every LoRA target: nothing to extract")
@@ -156,7 +167,7 @@ public enum LoraExtractor {
         var residual = 0.0, norm = 0.0
         for e in errors { residual += e.residual; norm += e.norm }
         return LoraExtractReport(modules: modules.count, relativeError: norm > 0 ? (residual / norm).squareRoot() : 0,
-                                 skipped: notes)
+                                 skipped: notes, unchanged: changed.filter { !$0 }.count)
     }
 
     /// The tensors an extraction writes when every target has changed (a zero delta drops its module's three):
