@@ -14,17 +14,19 @@ public struct LoraExtractReport: Sendable {
     /// Notes: unchanged modules (zero delta, not written), targets whose shape is not extracted, targets
     /// missing from the base, conv layers left out at convRank 0.
     public var skipped: [String]
-    /// How many of the notes in `skipped` are unchanged modules.
-    public var unchanged: Int
 
-    public init(modules: Int, relativeError: Double, skipped: [String], unchanged: Int = 0) {
-        self.modules = modules; self.relativeError = relativeError; self.skipped = skipped; self.unchanged = unchanged
+    public init(modules: Int, relativeError: Double, skipped: [String]) {
+        self.modules = modules; self.relativeError = relativeError; self.skipped = skipped
     }
+
+    /// How many of the notes in `skipped` are unchanged modules.
+    public var unchanged: Int { skipped.filter { $0.hasSuffix(LoraExtractor.unchangedNote) }.count }
 
     /// `skipped` for a person: the unchanged modules (a fine-tune that froze its text encoders has hundreds) as one
     /// count, the other notes as they are.
     public var summary: [String] {
         let others = skipped.filter { !$0.hasSuffix(LoraExtractor.unchangedNote) }
+        let unchanged = skipped.count - others.count
         return others + (unchanged > 0 ? ["\(unchanged) modules unchanged (zero delta), not extracted"] : [])
     }
 }
@@ -167,7 +169,7 @@ public enum LoraExtractor {
         var residual = 0.0, norm = 0.0
         for e in errors { residual += e.residual; norm += e.norm }
         return LoraExtractReport(modules: modules.count, relativeError: norm > 0 ? (residual / norm).squareRoot() : 0,
-                                 skipped: notes, unchanged: changed.filter { !$0 }.count)
+                                 skipped: notes)
     }
 
     /// The tensors an extraction writes when every target has changed (a zero delta drops its module's three):
