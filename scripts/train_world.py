@@ -533,14 +533,13 @@ def cmd_finetune(a):
         start, seconds = state["step"], state["seconds"]
         if start >= a.steps:
             sys.exit(f"finetune --resume: {a.style}.pt is at step {start} already; give --steps above it")
+        log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
     else:
         state = resume_state(a.work, "base")
     vae = load_vae(a.work)
     mean, std = latents(a.work, vae, a.style, 0, a.count)
     ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
     torch.manual_seed(a.seed)
-    if a.resume:
-        log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
     unet = build_unet()
     te1, te2 = build_text_encoders()
     unet.load_state_dict(state["unet"])
@@ -818,7 +817,7 @@ def main(argv=None):
     e.add_argument("--style-rank", type=int, help="rank of the styles' LoRA extractions (default: the shipped one, SHIPPED_RANKS, else 8)")
     e.add_argument("--style-conv-rank", type=int,
                    help="their rank on 3x3 convolutions, default the shipped one (docs/world-models.md: with 0, kohya's default, the rank-8 "
-                        "LoRA keeps none of the outline and pastel styles; 8 keeps most of pastel, at 6.6%% of the "
+                        "LoRA keeps none of the outline and pastel styles; 8 keeps most of pastel, at 6.7%% of the "
                         "fine-tune's size)")
     e.add_argument("--style-layers", default="full", choices=["kohya", "full"],
                    help="the extractions' layers (mumu lora extract --layers; full adds the UNet's time and label "
