@@ -459,10 +459,72 @@ def ema_weights(trainable, ema):
                 p.copy_(s)
 
 
+class LowRankDelta(torch.nn.Module):
+    """A layer's weight plus a trained low-rank delta, W + up @ down, as a parametrization of the weight: kohya's
+    LoRA for linear layers and 1x1 convolutions, LoCon for 3x3 ones (down: the layer's kernel into `rank` channels,
+    up: a 1x1 convolution back). up starts at zero (the layer starts as the base's), down at nn.Linear's init."""
+
+    def __init__(self, weight, rank):
+        super().__init__()
+        self.shape = weight.shape
+        self.down = torch.nn.Parameter(torch.empty(rank, weight[0].numel()))
+        torch.nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
+        self.up = torch.nn.Parameter(torch.zeros(weight.shape[0], rank))
+
+    def forward(self, w):
+        return w + (self.up @ self.down).view(self.shape)
+
+
+def add_lora(unet, rank, conv_rank):
+    """Freezes the UNet and puts a LowRankDelta on every linear layer and convolution, the layers `mumu lora extract
+    --layers full` extracts (kohya's LoCon targets plus the time and label embeddings, conv_in and conv_out): 3x3
+    convolutions at conv_rank, the rest at rank. Returns {module name: its LowRankDelta}."""
+    from torch.nn.utils import parametrize
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    deltas = {}
+    for name, m in list(unet.named_modules()):
+        if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        r = conv_rank if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) else rank
+        if r == 0:
+            continue
+        delta = LowRankDelta(m.weight, min(r, m.weight.shape[0], m.weight[0].numel()))
+        parametrize.register_parametrization(m, "weight", delta)
+        deltas[name] = delta
+    return deltas
+
+
+def lora_state(unet, deltas):
+    """The UNet's state with each delta merged into its weight (what `export` and quick-eval read, as a full
+    fine-tune's), and the factors themselves (what --resume continues)."""
+    from torch.nn.utils import parametrize
+    modules = dict(unet.named_modules())
+    sd = {k: v.detach().clone() for k, v in unet.state_dict().items() if ".parametrizations." not in k}
+    for name in deltas:
+        with parametrize.cached():
+            sd[name + ".weight"] = modules[name].weight.detach().clone()
+    return sd, {name: {"down": d.down.detach().clone(), "up": d.up.detach().clone()} for name, d in deltas.items()}
+
+
+def lora_from_full(deltas, base_sd, tuned_sd):
+    """Starts each delta at the best rank-r approximation (truncated SVD) of a full fine-tune's change to its layer,
+    the LoRA `mumu lora extract` would give, split evenly between up and down (each takes sqrt of the singular
+    values)."""
+    with torch.no_grad():
+        for name, d in deltas.items():
+            diff = (tuned_sd[name + ".weight"] - base_sd[name + ".weight"]).reshape(d.up.shape[0], -1)
+            u, sv, vh = torch.linalg.svd(diff, full_matrices=False)
+            r = d.up.shape[1]
+            d.up.copy_(u[:, :r] * sv[:r].sqrt())
+            d.down.copy_(sv[:r].sqrt()[:, None] * vh[:r])
+
+
 def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay, start=0, seconds=0.0,
-               fgw=None):
+               fgw=None, deltas=None):
     """Steps start..steps-1 (a resumed run continues the schedule; its data draws are seeded by seed + start; its
-    fresh AdamW warms up again over --rewarm steps). fgw: per-sample latent pixel weights (foreground_weights)."""
+    fresh AdamW warms up again over --rewarm steps). fgw: per-sample latent pixel weights (foreground_weights).
+    deltas: a LoRA's (add_lora), saved merged and as factors."""
     sched = scheduler()
     snr = min_snr(sched)
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
@@ -490,9 +552,14 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
             log(a.work, name, f"step {step} loss {avg:.4f} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s")
         if (step + 1) % 500 == 0 or step == steps - 1:
             with ema_weights(trainable, ema):
-                torch.save({"unet": unet.state_dict(), "te1": te1.state_dict(), "te2": te2.state_dict(),
-                            "step": step + 1, "seconds": time.time() - t0, "loss": avg},
-                           os.path.join(a.work, name + ".pt"))
+                state = {"te1": te1.state_dict(), "te2": te2.state_dict(), "step": step + 1,
+                         "seconds": time.time() - t0, "loss": avg}
+                if deltas is None:
+                    state["unet"] = unet.state_dict()
+                else:
+                    state["unet"], state["lora"] = lora_state(unet, deltas)
+                    state["lora_ranks"] = [a.lora, a.conv_rank]
+                torch.save(state, os.path.join(a.work, name + ".pt"))
     return time.time() - t0, avg
 
 
@@ -522,10 +589,14 @@ def cmd_base(a):
 
 
 def cmd_finetune(a):
+    """A style fine-tune of the base's UNet (the text encoders stay the base's): every weight, or with --lora a
+    LoRA trained directly (kohya-style; saved merged as well, so export and quick-eval read it as a fine-tune)."""
     torch.set_num_threads(a.threads)
     start, seconds = 0, 0.0
-    if a.resume:  # the work folder's fine-tune continues to --steps in all (its text encoders are the base's);
-        # checked before the renders and latents, which take minutes
+    base = resume_state(a.work, "base")
+    state = base
+    if a.resume:  # the work folder's fine-tune continues to --steps in all; checked before the renders and
+        # latents, which take minutes
         resumed = os.path.join(a.work, a.style + ".pt")
         if not os.path.exists(resumed):
             sys.exit(f"finetune --resume: no {resumed} to continue; train it first (finetune --style {a.style})")
@@ -533,23 +604,41 @@ def cmd_finetune(a):
         start, seconds = state["step"], state["seconds"]
         if start >= a.steps:
             sys.exit(f"finetune --resume: {a.style}.pt is at step {start} already; give --steps above it")
+        ranks = state.get("lora_ranks")
+        if ranks != ([a.lora, a.conv_rank] if a.lora else None):
+            was = f"a LoRA of rank {ranks[0]}, 3x3 convolutions {ranks[1]}" if ranks else "a full fine-tune"
+            sys.exit(f"finetune --resume: {resumed} is {was}; resume it with the same --lora / --conv-rank")
         log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
-    else:
-        state = resume_state(a.work, "base")
     vae = load_vae(a.work)
     mean, std = latents(a.work, vae, a.style, 0, a.count)
     ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
     torch.manual_seed(a.seed)
     unet = build_unet()
     te1, te2 = build_text_encoders()
-    unet.load_state_dict(state["unet"])
+    unet.load_state_dict((base if a.lora else state)["unet"])
     te1.load_state_dict(state["te1"])
     te2.load_state_dict(state["te2"])
     for p in list(te1.parameters()) + list(te2.parameters()):
         p.requires_grad_(False)
-    secs, loss = train_unet(a, a.style, unet, te1, te2, list(unet.parameters()), mean, std, ids1, ids2,
+    deltas = None
+    if a.lora:
+        deltas = add_lora(unet, a.lora, a.conv_rank)
+        if a.resume:
+            with torch.no_grad():
+                for name, d in deltas.items():
+                    d.down.copy_(state["lora"][name]["down"])
+                    d.up.copy_(state["lora"][name]["up"])
+        elif a.lora_init:
+            lora_from_full(deltas, base["unet"], torch.load(a.lora_init)["unet"])
+            log(a.work, a.style, f"LoRA started from the truncated SVD of {a.lora_init}")
+        trainable = [p for d in deltas.values() for p in (d.down, d.up)]
+        log(a.work, a.style, f"LoRA rank {a.lora}, 3x3 convolutions {a.conv_rank}: {len(deltas)} layers, "
+                             f"{sum(p.numel() for p in trainable)} parameters")
+    else:
+        trainable = list(unet.parameters())
+    secs, loss = train_unet(a, a.style, unet, te1, te2, trainable, mean, std, ids1, ids2,
                             a.steps, a.lr, 0, start, seconds,
-                            fgw=foreground_weights(a.work, a.style, 0, a.count, a.fg_weight))
+                            fgw=foreground_weights(a.work, a.style, 0, a.count, a.fg_weight), deltas=deltas)
     log(a.work, a.style, f"done {secs:.0f}s loss {loss:.4f}")
 
 
@@ -726,7 +815,8 @@ def cmd_export(a):
             continue
         sd = sgm_state(ck["unet"], vae, ck["te1"], ck["te2"])
         record = {"size": SIZE, "style": "flat" if name == "base" else name, "steps": ck["step"],
-                  "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5)}
+                  "seconds": round(ck["seconds"]), "loss": round(ck["loss"], 5),
+                  **({"lora_ranks": ck["lora_ranks"]} if "lora_ranks" in ck else {})}
         meta = {"modelspec.architecture": "mumu-sdxl-tiny-vae4x", "modelspec.title": f"shapes {name}",
                 "mumu.world": json.dumps(record), "mumu.vae": vae_record(a.work)}
         if name == "base":
@@ -737,7 +827,8 @@ def cmd_export(a):
         full = os.path.join(a.work, name + "-full.safetensors")
         save(sd, full, meta)
         out = os.path.join(a.out, name + ".safetensors")
-        shipped_rank, shipped_conv_rank = SHIPPED_RANKS.get(name, (8, 8))
+        # a LoRA-trained style is extracted at the ranks it trained at: the extraction then gives it back whole
+        shipped_rank, shipped_conv_rank = ck.get("lora_ranks") or SHIPPED_RANKS.get(name, (8, 8))
         rank = a.style_rank if a.style_rank is not None else shipped_rank
         conv_rank = a.style_conv_rank if a.style_conv_rank is not None else shipped_conv_rank
         subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
@@ -792,6 +883,11 @@ def main(argv=None):
     f.add_argument("--style", required=True, choices=STYLES)
     f.add_argument("--count", type=int, default=8000)
     f.add_argument("--resume", action="store_true", help="continue the work folder's fine-tune of the style to --steps")
+    f.add_argument("--lora", type=int, default=0, metavar="RANK",
+                   help="train a LoRA of this rank on every linear layer and 1x1 convolution instead of every weight")
+    f.add_argument("--conv-rank", type=int, metavar="RANK", help="with --lora: its rank on 3x3 convolutions (default --lora's; 0 leaves them out)")
+    f.add_argument("--lora-init", metavar="STATE.pt",
+                   help="with --lora: start from the truncated SVD of this full fine-tune's change (default: up at zero)")
     for sp in (b, f):
         sp.add_argument("--warmup", type=int, default=100)
         sp.add_argument("--uncond", type=float, default=0.1)
@@ -824,6 +920,15 @@ def main(argv=None):
                         "embeddings, conv_in and conv_out, which carry much of a style's timing here: docs/world-models.md)")
     e.add_argument("--mumu", default=os.path.join(ROOT, ".build", "release", "mumu"), help="the mumu binary (lora extract)")
     a = p.parse_args(argv)
+    if a.cmd == "finetune":
+        if a.lora < 0 or (a.conv_rank or 0) < 0:
+            p.error("--lora and --conv-rank are ranks: at least 0")
+        if not a.lora and (a.conv_rank is not None or a.lora_init):
+            p.error("--conv-rank and --lora-init go with --lora RANK")
+        if a.conv_rank is None:
+            a.conv_rank = a.lora
+        if a.lora_init and not os.path.exists(a.lora_init):
+            p.error(f"--lora-init {a.lora_init}: no such file")
     os.makedirs(a.work, exist_ok=True)
     if hasattr(a, "threads"):
         torch.set_num_threads(a.threads)
