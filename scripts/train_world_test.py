@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Tests of train_world.py's LoRA training (torch + diffusers; CI does not run them). Run: python3 scripts/train_world_test.py"""
+import os
+import sys
+import unittest
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_world as T  # noqa: E402
+
+
+class LoraTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        cls.base = {k: v.clone() for k, v in T.build_unet().state_dict().items()}
+
+    def unet(self, rank, conv_rank):
+        unet = T.build_unet()
+        unet.load_state_dict(self.base)
+        return unet, T.add_lora(unet, rank, conv_rank)
+
+    def test_layers_and_ranks(self):
+        """Every linear layer and convolution, as `mumu lora extract --layers full` extracts them (314 modules on
+        sdxl-tiny, the count of its rank-8 extraction): 3x3 convolutions at conv_rank, the rest at rank; only the
+        factors train."""
+        unet, deltas = self.unet(8, 1)
+        modules = dict(unet.named_modules())
+        self.assertEqual(len(deltas), 314)
+        for name, d in deltas.items():
+            m = modules[name]
+            conv3 = isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+            self.assertEqual(d.up.shape[1], 1 if conv3 else min(8, d.up.shape[0], d.down.shape[1]), name)
+        trainable = {id(p) for p in unet.parameters() if p.requires_grad}
+        self.assertEqual(trainable, {id(p) for d in deltas.values() for p in (d.down, d.up)})
+        self.assertEqual(len(self.unet(8, 0)[1]), 274)  # conv rank 0: the 3x3 convolutions stay the base's
+
+    def test_starts_as_the_base_and_merges_exactly(self):
+        """up starts at zero, so the state is the base's; lora_from_full recovers a delta of the LoRA's rank (the SVD
+        is exact there), and lora_state's merged weights are base + up @ down: what export extracts again."""
+        unet, deltas = self.unet(4, 2)
+        merged, _ = T.lora_state(unet, deltas)
+        self.assertEqual(set(merged), set(self.base))
+        self.assertTrue(all(torch.equal(merged[k], self.base[k]) for k in self.base))
+        g = torch.Generator().manual_seed(1)
+        tuned = dict(self.base)
+        for name, d in deltas.items():
+            w = self.base[name + ".weight"]
+            r = d.up.shape[1]
+            low = torch.randn(w.shape[0], r, generator=g) @ torch.randn(r, w[0].numel(), generator=g)
+            tuned[name + ".weight"] = w + 0.01 * low.view(w.shape)
+        T.lora_from_full(deltas, self.base, tuned)
+        merged, factors = T.lora_state(unet, deltas)
+        for k in tuned:  # f32 SVD of deltas of size ~0.01-1: within 1e-5 of them
+            self.assertLess((merged[k] - tuned[k]).abs().max().item(), 1e-5, k)
+        self.assertEqual(set(factors), set(deltas))
+
+
+if __name__ == "__main__":
+    unittest.main()
