@@ -51,9 +51,6 @@ SIZE = 64
 LATENT = SIZE // 4
 SCALING = 0.13025          # SDXL's VAE scaling factor; the trained VAE is rescaled to it (see fix_latent_scale)
 STYLES = ["outline", "striped", "pixel", "pastel"]
-# The (linear, 3x3 convolution) ranks each style's LoRA ships at (models/shapes/README.md): outline's linear layers
-# at rank 4 keep what rank 8 keeps, and the 60 MB budget has no room for a third 1.90 MB LoRA.
-SHIPPED_RANKS = {"outline": (4, 8)}
 MODELS = os.path.join(ROOT, "models", "shapes")
 
 
@@ -507,19 +504,6 @@ def lora_state(unet, deltas):
     return sd, {name: {"down": d.down.detach().clone(), "up": d.up.detach().clone()} for name, d in deltas.items()}
 
 
-def lora_from_full(deltas, base_sd, tuned_sd):
-    """Starts each delta at the best rank-r approximation (truncated SVD) of a full fine-tune's change to its layer,
-    the LoRA `mumu lora extract` would give, split evenly between up and down (each takes sqrt of the singular
-    values)."""
-    with torch.no_grad():
-        for name, d in deltas.items():
-            diff = (tuned_sd[name + ".weight"] - base_sd[name + ".weight"]).reshape(d.up.shape[0], -1)
-            u, sv, vh = torch.linalg.svd(diff, full_matrices=False)
-            r = d.up.shape[1]
-            d.up.copy_(u[:, :r] * sv[:r].sqrt())
-            d.down.copy_(sv[:r].sqrt()[:, None] * vh[:r])
-
-
 def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps, lr, ema_decay, start=0, seconds=0.0,
                fgw=None, deltas=None):
     """Steps start..steps-1 (a resumed run continues the schedule; its data draws are seeded by seed + start; its
@@ -628,9 +612,6 @@ def cmd_finetune(a):
                 for name, d in deltas.items():
                     d.down.copy_(state["lora"][name]["down"])
                     d.up.copy_(state["lora"][name]["up"])
-        elif a.lora_init:
-            lora_from_full(deltas, base["unet"], torch.load(a.lora_init)["unet"])
-            log(a.work, a.style, f"LoRA started from the truncated SVD of {a.lora_init}")
         trainable = [p for d in deltas.values() for p in (d.down, d.up)]
         log(a.work, a.style, f"LoRA rank {a.lora}, 3x3 convolutions {a.conv_rank}: {len(deltas)} layers, "
                              f"{sum(p.numel() for p in trainable)} parameters")
@@ -822,15 +803,15 @@ def cmd_export(a):
         if name == "base":
             save(sd, os.path.join(a.out, name + ".safetensors"), meta)
             continue
-        # A style: the full fine-tune stays in the work folder; what ships is mumu's LoRA extraction of it
-        # (models/shapes/README.md: four full UNets do not fit the 60 MB budget).
+        # A style: the full fine-tune (a LoRA-trained one merged) stays in the work folder; what ships is mumu's LoRA
+        # extraction of it (models/shapes/README.md: four full UNets do not fit the 60 MB budget).
         full = os.path.join(a.work, name + "-full.safetensors")
         save(sd, full, meta)
         out = os.path.join(a.out, name + ".safetensors")
-        # a LoRA-trained style is extracted at the ranks it trained at: the extraction then gives it back whole
-        shipped_rank, shipped_conv_rank = ck.get("lora_ranks") or SHIPPED_RANKS.get(name, (8, 8))
-        rank = a.style_rank if a.style_rank is not None else shipped_rank
-        conv_rank = a.style_conv_rank if a.style_conv_rank is not None else shipped_conv_rank
+        # a LoRA-trained style is extracted at the ranks it trained at (its delta has no more), a full fine-tune at 8
+        trained_rank, trained_conv_rank = ck.get("lora_ranks") or (8, 8)
+        rank = a.style_rank if a.style_rank is not None else trained_rank
+        conv_rank = a.style_conv_rank if a.style_conv_rank is not None else trained_conv_rank
         subprocess.run([a.mumu, "lora", "extract", "--base", os.path.join(a.out, "base.safetensors"), "--tuned", full,
                         "--rank", str(rank), "--conv-rank", str(conv_rank), "--layers", a.style_layers,
                         "--quiet", "--force", "-o", out], check=True)
@@ -886,8 +867,6 @@ def main(argv=None):
     f.add_argument("--lora", type=int, default=0, metavar="RANK",
                    help="train a LoRA of this rank on every linear layer and 1x1 convolution instead of every weight")
     f.add_argument("--conv-rank", type=int, metavar="RANK", help="with --lora: its rank on 3x3 convolutions (default --lora's; 0 leaves them out)")
-    f.add_argument("--lora-init", metavar="STATE.pt",
-                   help="with --lora: start from the truncated SVD of this full fine-tune's change (default: up at zero)")
     for sp in (b, f):
         sp.add_argument("--warmup", type=int, default=100)
         sp.add_argument("--uncond", type=float, default=0.1)
@@ -910,11 +889,12 @@ def main(argv=None):
     e.add_argument("--out", default=MODELS)
     e.add_argument("--wip", action="store_true", help="write unfinished runs as models/shapes/NAME-wip.safetensors")
     e.add_argument("--only", help="comma-separated models to export (base, outline, ...; default: every one trained)")
-    e.add_argument("--style-rank", type=int, help="rank of the styles' LoRA extractions (default: the shipped one, SHIPPED_RANKS, else 8)")
+    e.add_argument("--style-rank", type=int,
+                   help="rank of the styles' LoRA extractions (default: a LoRA-trained style's own rank, else 8)")
     e.add_argument("--style-conv-rank", type=int,
-                   help="their rank on 3x3 convolutions, default the shipped one (docs/world-models.md: with 0, kohya's default, the rank-8 "
-                        "LoRA keeps none of the outline and pastel styles; 8 keeps most of pastel, at 6.7%% of the "
-                        "fine-tune's size)")
+                   help="their rank on 3x3 convolutions (default: a LoRA-trained style's own, else 8; docs/world-models.md: "
+                        "extracted from full fine-tunes, rank 0, kohya's default, keeps none of the outline and pastel "
+                        "styles, 8 most of pastel at 6.7%% of the fine-tune's size)")
     e.add_argument("--style-layers", default="full", choices=["kohya", "full"],
                    help="the extractions' layers (mumu lora extract --layers; full adds the UNet's time and label "
                         "embeddings, conv_in and conv_out, which carry much of a style's timing here: docs/world-models.md)")
@@ -923,12 +903,10 @@ def main(argv=None):
     if a.cmd == "finetune":
         if a.lora < 0 or (a.conv_rank or 0) < 0:
             p.error("--lora and --conv-rank are ranks: at least 0")
-        if not a.lora and (a.conv_rank is not None or a.lora_init):
-            p.error("--conv-rank and --lora-init go with --lora RANK")
+        if not a.lora and a.conv_rank is not None:
+            p.error("--conv-rank goes with --lora RANK")
         if a.conv_rank is None:
             a.conv_rank = a.lora
-        if a.lora_init and not os.path.exists(a.lora_init):
-            p.error(f"--lora-init {a.lora_init}: no such file")
     os.makedirs(a.work, exist_ok=True)
     if hasattr(a, "threads"):
         torch.set_num_threads(a.threads)

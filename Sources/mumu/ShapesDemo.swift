@@ -117,12 +117,12 @@ struct ShapesDemo {
         try sheet(tiles, columns: 3, name: "shapes-merge")
     }
 
-    /// Rank: the shipped style is already mumu's rank-8 extraction of its full fine-tune (the full fine-tunes do not
-    /// fit the repository's budget; docs/world-models.md shows each beside its rank-8 extraction and measures what
-    /// the extraction keeps). Here a rank-2 extraction of the shipped style, beside it.
+    /// Rank: the shipped style is a rank-8 LoRA, mumu's extraction of its fine-tune (trained as a LoRA, the
+    /// fine-tune is the base with it merged; models/shapes/README.md, docs/world-models.md measure what the extraction
+    /// keeps). Baked into the base it is that fine-tune again; here a rank-2 extraction of it, beside it.
     func rankSection(_ base: String, _ style: String, number: Int) throws {
-        print("\(number). ranks: the shipped \(style) style is a rank-8 LoRA extracted from its full fine-tune (docs/world-models.md")
-        print("   shows the two side by side); a rank-2 extraction of it, beside it:")
+        print("\(number). ranks: the shipped \(style) style is a rank-8 LoRA extracted from its fine-tune (docs/world-models.md")
+        print("   measures what it keeps); baked into the base, and a rank-2 extraction of that, beside it:")
         let full = folder + "/\(style)-full.safetensors"
         if !FileManager.default.fileExists(atPath: full) {
             let args = ["--method", "lora", "--a", base, "--lora", try shipped.path("\(style).safetensors"), "--force", "-o", full]
