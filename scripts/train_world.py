@@ -498,8 +498,8 @@ def lora_state(unet, deltas):
     from torch.nn.utils import parametrize
     modules = dict(unet.named_modules())
     sd = {k: v.detach().clone() for k, v in unet.state_dict().items() if ".parametrizations." not in k}
-    for name in deltas:
-        with parametrize.cached():
+    with parametrize.cached():
+        for name in deltas:
             sd[name + ".weight"] = modules[name].weight.detach().clone()
     return sd, {name: {"down": d.down.detach().clone(), "up": d.up.detach().clone()} for name, d in deltas.items()}
 
@@ -577,8 +577,6 @@ def cmd_finetune(a):
     LoRA trained directly (kohya-style; saved merged as well, so export and quick-eval read it as a fine-tune)."""
     torch.set_num_threads(a.threads)
     start, seconds = 0, 0.0
-    base = resume_state(a.work, "base")
-    state = base
     if a.resume:  # the work folder's fine-tune continues to --steps in all; checked before the renders and
         # latents, which take minutes
         resumed = os.path.join(a.work, a.style + ".pt")
@@ -593,6 +591,10 @@ def cmd_finetune(a):
             was = f"a LoRA of rank {ranks[0]}, 3x3 convolutions {ranks[1]}" if ranks else "a full fine-tune"
             sys.exit(f"finetune --resume: {resumed} is {was}; resume it with the same --lora / --conv-rank")
         log(a.work, a.style, f"resuming at step {start} ({seconds:.0f}s so far)")
+    # a LoRA trains on top of the base; a full fine-tune starts from the base or continues its own state
+    base = resume_state(a.work, "base") if a.lora or not a.resume else None
+    if not a.resume:
+        state = base
     vae = load_vae(a.work)
     mean, std = latents(a.work, vae, a.style, 0, a.count)
     ids1, ids2 = token_ids(clip_tokenizers(a.work), captions(0, a.count))
