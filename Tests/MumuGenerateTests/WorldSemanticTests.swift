@@ -126,10 +126,10 @@ final class WorldSemanticTests: XCTestCase {
     /// The outline fine-tune (trained as a LoRA; its rank-8 extraction, 3x3 convolutions rank 1, with the UNet's
     /// embeddings) draws hollow shapes: on 12 held-out prompts the outline classifier claims 9 of its images here,
     /// where it claims 1 of the base's 24 (testBasePutsColorsWherePromptsSay); the extraction of the earlier full
-    /// fine-tune at rank 4 with rank-8 convolutions claimed 6. eval_world.py with the run-17 VAE on 200 prompts: 82%
-    /// (the LoRA-trained fine-tune 84.5%, the base 0.5%), below the 90%: the VAE brings 94% of judged true
-    /// outline renders back hollow, its large rings 68% (docs/world-models.md). The bound (6) leaves three images of
-    /// margin and fails a LoRA that changed nothing.
+    /// fine-tune at rank 4 with rank-8 convolutions claimed 6 (with the run-15 VAE). eval_world.py with the run-17
+    /// VAE on 200 prompts: 82% (the LoRA-trained fine-tune 84.5%, the base 0.5%), below the 90%: the VAE
+    /// brings 94% of judged true outline renders back hollow, its large rings 68% (docs/world-models.md). The bound
+    /// (6) leaves three images of margin and fails a LoRA that changed nothing.
     func testOutlineStyleDrawsHollowShapes() throws {
         guard let claimed = try Self.styleClaims("outline", count: 12) else {
             throw XCTSkip("models/shapes does not ship the outline fine-tune yet (docs/world-models.md)")
