@@ -288,17 +288,24 @@ struct LoraCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Which layers: kohya (its LoRANetwork targets) or full (also the UNet's time and label embeddings at --rank and conv_in / conv_out at --conv-rank, as LyCORIS's full preset).",
                                    valueName: "kohya|full"))
         var layers: LoraExtractor.Layers = .kohya
+        @Option(help: ArgumentHelp("Clamp the factors to this quantile of their values, as kohya's --clamp_quantile (1: no clamp; a fine-tune trained as a LoRA of at most --rank then comes back whole).",
+                                   valueName: "q"))
+        var clampQuantile: Float = LoraExtractor.defaultClampQuantile
         @Option(name: [.short, .customLong("output")], help: "Output .safetensors file.") var output: String
         @OptionGroup var out: OutputOptions
         func validate() throws {
             guard rank >= 1, (convRank ?? 0) >= 0 else { throw ValidationError("--rank must be at least 1 and --conv-rank at least 0") }
+            guard clampQuantile > 0, clampQuantile <= 1 else {
+                throw ValidationError("--clamp-quantile must be above 0 and at most 1 (1: no clamp; got \(clampQuantile))")
+            }
         }
         func run() throws {
             try runReportingErrors {
                 try OutputPath.check(output, overwrite: out.force)
                 let b = try ModelFile.open(base).source, t = try ModelFile.open(tuned).source
                 let bar = ProgressBar("extract", quiet: out.quiet)
-                let report = try LoraExtractor.extract(base: b, tuned: t, rank: rank, convRank: convRank ?? 0, layers: layers, to: output,
+                let report = try LoraExtractor.extract(base: b, tuned: t, rank: rank, convRank: convRank ?? 0, layers: layers,
+                                                       clampQuantile: clampQuantile, to: output,
                                                        threads: max(1, out.threads), overwrite: out.force) { done, total in
                     bar.update(WorkProgress(done: done, total: total, unit: .modules))
                 }

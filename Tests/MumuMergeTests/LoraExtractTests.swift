@@ -78,11 +78,13 @@ final class LoraExtractTests: XCTestCase {
 
     @discardableResult
     func extract(rank: Int = 4, convRank: Int = 2, threads: Int = 2, dtype: DType = .f16, name: String = "out.safetensors",
+                 clampQuantile: Float = LoraExtractor.defaultClampQuantile,
                  base: TensorSource? = nil, tuned: TensorSource? = nil) throws -> (path: String, report: LoraExtractReport) {
         let (b, t) = try models()
         let path = tmp + "/" + name
-        let report = try LoraExtractor.extract(base: base ?? b, tuned: tuned ?? t, rank: rank, convRank: convRank, to: path,
-                                               threads: threads, overwrite: false, dtype: dtype)
+        let report = try LoraExtractor.extract(base: base ?? b, tuned: tuned ?? t, rank: rank, convRank: convRank,
+                                               clampQuantile: clampQuantile, to: path, threads: threads, overwrite: false,
+                                               dtype: dtype)
         return (path, report)
     }
 
@@ -220,6 +222,25 @@ final class LoraExtractTests: XCTestCase {
         print("constant delta, full rank: relative error \(rel), report \(report.relativeError)")
         XCTAssertLessThan(rel, 1e-5)
         XCTAssertLessThan(report.relativeError, 1e-5)
+    }
+
+    /// `clampQuantile: 1` clamps nothing: at full rank the fixture's delta comes back to f32's precision (measured
+    /// 5.4e-7), where the default 0.99 clamp cuts the largest factor values (measured 0.089); the file records the
+    /// quantile when it is not kohya's default; a quantile outside (0, 1] is refused.
+    func testClampQuantileOneKeepsTheDeltaWhole() throws {
+        let (path, whole) = try extract(rank: 10_000, convRank: 10_000, dtype: .f32, name: "q1.safetensors", clampQuantile: 1)
+        let (clampedPath, clamped) = try extract(rank: 10_000, convRank: 10_000, dtype: .f32, name: "q099.safetensors")
+        print("full rank: relative error \(whole.relativeError) without the clamp, \(clamped.relativeError) with 0.99")
+        XCTAssertLessThan(whole.relativeError, 1e-5)
+        XCTAssertGreaterThan(clamped.relativeError, 100 * whole.relativeError)
+        XCTAssertEqual(try SafetensorsFile(path: path).metadata["mumu_clamp_quantile"], "1.0")
+        XCTAssertNil(try SafetensorsFile(path: clampedPath).metadata["mumu_clamp_quantile"])
+        for q: Float in [0, -0.5, 1.5, .nan] {
+            XCTAssertThrowsError(try extract(name: "bad.safetensors", clampQuantile: q)) {
+                XCTAssertTrue("\($0)".contains("clamp quantile must be above 0 and at most 1"), "\($0)")
+            }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad.safetensors"))
     }
 
     /// kohya as-is takes whatever signs its LAPACK returns, and the signed quantile moves with them: against

@@ -61,8 +61,9 @@ public enum LoraExtractError: Error, CustomStringConvertible, Equatable {
 /// sd-scripts `networks/extract_lora_from_models.py` and ComfyUI's LoraSave (`extract_lora`), per module:
 /// dW = tuned - base in f32 (3x3 convs flattened to [out, in·kh·kw], 1x1 convs squeezed), SVD in f32
 /// (LAPACK `sgesdd`), r = min(rank, out, in·kh·kw) (`convRank` for 3x3 convs), up = U[:, :r]·diag(S[:r]),
-/// down = Vh[:r], both clamped to [-q, q] with q the 0.99 quantile (torch.quantile, linear interpolation)
-/// of the concatenated SIGNED values (as kohya and ComfyUI compute it), alpha = r (scale 1).
+/// down = Vh[:r], both clamped to [-q, q] with q the `clampQuantile` quantile, 0.99 by default (torch.quantile,
+/// linear interpolation) of the concatenated SIGNED values (as kohya and ComfyUI compute it; kohya's
+/// `--clamp_quantile`), alpha = r (scale 1). At a clamp quantile of 1 nothing is clamped.
 /// Conv 3x3: down [r, in, kh, kw], up [out, r, 1, 1]; 1x1 conv: down [r, in, 1, 1], up [out, r, 1, 1];
 /// linear: up [out, r], down [r, in].
 ///
@@ -72,6 +73,9 @@ public enum LoraExtractError: Error, CustomStringConvertible, Equatable {
 ///   own output changes with the LAPACK build; this is one of the outputs kohya can give, reproducibly.
 /// - r is capped at the flattened matrix's rank min(out, in·kh·kw); kohya caps 3x3 convs at the input
 ///   channels (less only when convRank exceeds them).
+/// - a clamp quantile of 1 clamps nothing: kohya's `--clamp_quantile 1` still clamps the values below minus the
+///   largest signed value. An exactly low-rank delta (a fine-tune trained as a LoRA of at most the rank) then
+///   comes back whole, where the 0.99 clamp cuts its largest 1% of factor values.
 /// - modules whose delta is exactly zero are not written (noted in `skipped`); kohya writes zero factors.
 ///   kohya's `min_diff` rule (drop both text encoders when no weight moved by more than 0.01) is not applied.
 ///
@@ -93,8 +97,8 @@ public enum LoraExtractError: Error, CustomStringConvertible, Equatable {
 /// written with `SafetensorsWriter`, atomically. A module's bytes depend only on its inputs, so the file is
 /// the same for any `threads`.
 public enum LoraExtractor {
-    /// kohya's CLAMP_QUANTILE.
-    public static let clampQuantile: Float = 0.99
+    /// kohya's CLAMP_QUANTILE (its `--clamp_quantile`'s default).
+    public static let defaultClampQuantile: Float = 0.99
     /// The end of an unchanged module's note in `LoraExtractReport.skipped`.
     static let unchangedNote = ": unchanged (zero delta), not extracted"
 
@@ -104,17 +108,20 @@ public enum LoraExtractor {
     }
 
     public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers = .kohya,
-                               to path: String, threads: Int, overwrite: Bool,
+                               clampQuantile: Float = defaultClampQuantile, to path: String, threads: Int, overwrite: Bool,
                                progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
-        try extract(base: base, tuned: tuned, rank: rank, convRank: convRank, layers: layers, to: path, threads: threads,
-                    overwrite: overwrite, dtype: .f16, progress: progress)
+        try extract(base: base, tuned: tuned, rank: rank, convRank: convRank, layers: layers, clampQuantile: clampQuantile,
+                    to: path, threads: threads, overwrite: overwrite, dtype: .f16, progress: progress)
     }
 
     /// As above, with the factors (and alpha) written in `dtype` (F16, BF16 or F32; kohya's save_precision).
     public static func extract(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers = .kohya,
-                               to path: String, threads: Int, overwrite: Bool, dtype: DType,
-                               progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
+                               clampQuantile: Float = defaultClampQuantile, to path: String, threads: Int, overwrite: Bool,
+                               dtype: DType, progress: ((Int, Int) -> Void)? = nil) throws -> LoraExtractReport {
         guard rank >= 1 else { throw LoraExtractError.badArgument("rank must be at least 1 (got \(rank))") }
+        guard clampQuantile > 0, clampQuantile <= 1 else {
+            throw LoraExtractError.badArgument("clamp quantile must be above 0 and at most 1 (1: no clamp; got \(clampQuantile))")
+        }
         guard convRank >= 0 else {
             throw LoraExtractError.badArgument("conv rank must be at least 0 (0: no 3x3 conv modules; got \(convRank))")
         }
@@ -142,7 +149,8 @@ public enum LoraExtractor {
         }
 
         let outputs = modules.flatMap { $0.outputs(dtype: dtype) }
-        let metadata = self.metadata(base: base, tuned: tuned, rank: rank, convRank: convRank, layers: layers, output: path)
+        let metadata = self.metadata(base: base, tuned: tuned, rank: rank, convRank: convRank, layers: layers,
+                                     clampQuantile: clampQuantile, output: path)
         let writer = try SafetensorsWriter(path: path, tensors: outputs, metadata: metadata, overwrite: overwrite)
         // Largest first, so the last module to finish is a small one.
         let order = modules.indices.sorted { (modules[$0].cost, modules[$1].name) > (modules[$1].cost, modules[$0].name) }
@@ -153,7 +161,8 @@ public enum LoraExtractor {
         progress?(0, modules.count)
         do {
             let byOrder = try parallelMap(order.count, workers: workers) { j in
-                let e = try extractModule(modules[order[j]], base: base, tuned: tuned, dtype: dtype, into: writer)
+                let e = try extractModule(modules[order[j]], base: base, tuned: tuned, clampQuantile: clampQuantile, dtype: dtype,
+                                          into: writer)
                 if let progress { progressLock.locked { finished += 1; progress(finished, modules.count) } }
                 return e
             }
@@ -363,7 +372,7 @@ public enum LoraExtractor {
     }
 
     /// One module: SVD, truncation, sign convention, clamp, write. Returns ||dW - up·down||² and ||dW||².
-    static func extractModule(_ m: Module, base: TensorSource, tuned: TensorSource, dtype: DType,
+    static func extractModule(_ m: Module, base: TensorSource, tuned: TensorSource, clampQuantile: Float, dtype: DType,
                               into writer: SafetensorsWriter) throws -> (residual: Double, norm: Double) {
         let rows = m.out, cols = m.inner, r = m.rank
         let delta = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
@@ -392,10 +401,12 @@ public enum LoraExtractor {
             for j in 0..<rows { up[j * r + i] = u[j * ldu + i] * sign * s[i] }
             for c in 0..<cols { down[i * cols + c] = vh[i * cols + c] * sign }
         }
-        // kohya: hi = torch.quantile(cat(up, down), 0.99); clamp both to [-hi, hi].
-        let hi = quantile(UnsafeBufferPointer(start: factors, count: upCount + downCount), clampQuantile)
-        let lo = -hi
-        for i in 0..<(upCount + downCount) { factors[i] = Swift.min(Swift.max(factors[i], lo), hi) }
+        // kohya: hi = torch.quantile(cat(up, down), clamp_quantile); clamp both to [-hi, hi]. 1: no clamp.
+        if clampQuantile < 1 {
+            let hi = quantile(UnsafeBufferPointer(start: factors, count: upCount + downCount), clampQuantile)
+            let lo = -hi
+            for i in 0..<(upCount + downCount) { factors[i] = Swift.min(Swift.max(factors[i], lo), hi) }
+        }
 
         // Write in the output dtype, then measure the error of what was written.
         let elementSize = dtype.byteSize!
@@ -532,7 +543,7 @@ public enum LoraExtractor {
     // MARK: - metadata
 
     static func metadata(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers,
-                         output: String) -> [String: String] {
+                         clampQuantile: Float = defaultClampQuantile, output: String) -> [String: String] {
         let family = ModelDetector.detect(tuned.tensors, metadata: tuned.metadata).family
         var m: [String: String] = [
             "ss_network_module": "networks.lora",
@@ -547,6 +558,7 @@ public enum LoraExtractor {
                 + ",\"tuned\":" + JSONWriter.quote((tuned.path as NSString).lastPathComponent) + "}",
         ]
         if layers == .full { m["mumu_layers"] = "full" }   // LyCORIS's preset name; kohya's targets write nothing
+        if clampQuantile != defaultClampQuantile { m["mumu_clamp_quantile"] = String(clampQuantile) }
         switch family {
         case "sdxl"?:
             m["ss_base_model_version"] = "sdxl_base_v1-0"
