@@ -114,7 +114,7 @@ final class WorldSemanticTests: XCTestCase {
     /// The pastel fine-tune (trained as a LoRA, shipped as mumu's rank-8 extraction of it with rank-1 3x3
     /// convolutions and the UNet's embeddings, `lora extract --layers full`) draws in pastel: on 6 held-out prompts
     /// the pastel classifier claims at least 4 of its images (6 here, as the earlier extraction of a full fine-tune);
-    /// eval_world.py on 200 prompts: 97.5% of them (the fine-tune 97%, the base 0%).
+    /// eval_world.py on 200 prompts: 97% of them (the fine-tune 97%, the base 0%).
     /// Skipped until the style ships.
     func testPastelStyleDrawsInPastel() throws {
         guard let claimed = try Self.styleClaims("pastel") else {
@@ -124,12 +124,11 @@ final class WorldSemanticTests: XCTestCase {
     }
 
     /// The outline fine-tune (trained as a LoRA; its rank-8 extraction, 3x3 convolutions rank 1, with the UNet's
-    /// embeddings) draws hollow shapes: on 12 held-out prompts the outline classifier claims 9 of its images here,
-    /// where it claims 1 of the base's 24 (testBasePutsColorsWherePromptsSay); the extraction of the earlier full
-    /// fine-tune at rank 4 with rank-8 convolutions claimed 6 (with the run-15 VAE). eval_world.py with the run-17
-    /// VAE on 200 prompts: 82% (the LoRA-trained fine-tune 84.5%, the base 0.5%), below the 90%: the VAE
-    /// brings 94% of judged true outline renders back hollow, its large rings 68% (docs/world-models.md). The bound
-    /// (6) leaves three images of margin and fails a LoRA that changed nothing.
+    /// embeddings, unclamped) draws hollow shapes: on 12 held-out prompts the outline classifier claims 9 of its
+    /// images here (the earlier LoRA too), where it claims 1 of the base's 24 (testBasePutsColorsWherePromptsSay).
+    /// eval_world.py with the run-17 VAE on 200 prompts: 87.5%, as its fine-tune (the base 0.5%), below the issue's
+    /// 90%: large rings and small stars come out hollow in 40% (docs/world-models.md). The bound (6) leaves three
+    /// images of margin and fails a LoRA that changed nothing.
     func testOutlineStyleDrawsHollowShapes() throws {
         guard let claimed = try Self.styleClaims("outline", count: 12) else {
             throw XCTSkip("models/shapes does not ship the outline fine-tune yet (docs/world-models.md)")
@@ -140,11 +139,11 @@ final class WorldSemanticTests: XCTestCase {
     /// The striped fine-tune (trained as a LoRA; its rank-8 extraction, 3x3 convolutions rank 1, with the UNet's
     /// embeddings) fills shapes with stripes. Inside the shapes of 12 held-out prompts' images (world.py's
     /// interior_fill: pixels near the background's color among the shape's interior), the background shows through
-    /// more under the striped LoRA than in the base's images of the same prompts: measured here 0.289 against 0.071
-    /// (the share of interior pixels at the background's color; the rank-8 extraction of the earlier full
-    /// fine-tune: 0.228 against 0.071). eval_world.py on 200 prompts: 46.5% striped images (the LoRA-trained
-    /// fine-tune 52.5%, the full-parameter one 78%; the base 0.5%), far below the 90% (docs/world-models.md).
-    /// The bound (0.075 above the base) is about a third of the measured gap: a LoRA that changed nothing fails it.
+    /// more under the striped LoRA than in the base's images of the same prompts: measured here 0.389 against 0.071
+    /// (the share of interior pixels at the background's color; the earlier, clamped extraction of a 1e-3 LoRA:
+    /// 0.289). eval_world.py on 200 prompts: 68.5% striped images, as its fine-tune (the base 0.5%), below the
+    /// issue's 90% (docs/world-models.md). The bound (0.1 above the base) is about a third of the measured gap: a
+    /// LoRA that changed nothing fails it.
     func testStripedStyleFillsShapesWithStripes() throws {
         guard let rendered = try Self.styleImages("striped", count: 12) else {
             throw XCTSkip("models/shapes does not ship the striped fine-tune yet (docs/world-models.md)")
@@ -157,16 +156,16 @@ final class WorldSemanticTests: XCTestCase {
         let striped = background(rendered.map { ($0.scene, $0.image) })
         let base = background(Array(zip(rendered.map(\.scene), try Self.baseImages.get())))
         print("WorldSemanticTests striped: background inside the shapes \(striped), the base's \(base)")
-        XCTAssertGreaterThanOrEqual(striped, base + 0.075, "background inside the shapes: striped \(striped), base \(base)")
+        XCTAssertGreaterThanOrEqual(striped, base + 0.1, "background inside the shapes: striped \(striped), base \(base)")
     }
 
     /// A merge of the two style fine-tunes at 0.5 (outline and pastel baked into the base, then a weighted sum: the
     /// recipe `mumu demo` runs) moves the images toward both styles: on the 24 fixture prompts the outline and
-    /// pastel classifiers claim 8 and 9 of its images against the base's 1 and 0, both rendered here (the LoRA-trained
-    /// styles and the run-17 VAE; the extractions of the full fine-tunes with the run-15 VAE: 5 and 9 against 0 and 0;
+    /// pastel classifiers claim 9 and 9 of its images against the base's 1 and 0, both rendered here (the unclamped
+    /// extractions of the LoRA-trained styles, outline at lr 3e-3; the earlier clamped ones: 8 and 9; the extractions of the full fine-tunes with the run-15 VAE: 5 and 9 against 0 and 0;
     /// with the run-12 VAE and the step-7,600 pastel fine-tune: 5 and 7; with the run-8 VAE and the earlier outline LoRA: 4
     /// and 7; on the step-7,600 base: 3 and 6 against 0 and 1). Weak: half of each style is half as strong. The
-    /// bounds (4 and 5 more than the base) leave three and four images of margin.
+    /// bounds (4 and 5 more than the base) leave four images of margin each.
     func testMergeOfTwoStylesMovesTowardBoth() throws {
         let shipped = try ShippedModels(folder: World.models.path)
         guard ["base", "outline", "pastel"].allSatisfy({ shipped.sums["\($0).safetensors"] != nil }) else {
