@@ -543,7 +543,7 @@ public enum LoraExtractor {
     // MARK: - metadata
 
     static func metadata(base: TensorSource, tuned: TensorSource, rank: Int, convRank: Int, layers: Layers,
-                         clampQuantile: Float = defaultClampQuantile, output: String) -> [String: String] {
+                         clampQuantile: Float, output: String) -> [String: String] {
         let family = ModelDetector.detect(tuned.tensors, metadata: tuned.metadata).family
         var m: [String: String] = [
             "ss_network_module": "networks.lora",
