@@ -87,3 +87,11 @@ public enum OutputPath {
         }
     }
 }
+
+extension String {
+    /// The message a C function wrote into an error buffer: the bytes before the first NUL (all of them when the
+    /// function filled the buffer), as UTF-8 (invalid sequences replaced).
+    public init(cMessage buffer: [CChar]) {
+        self = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

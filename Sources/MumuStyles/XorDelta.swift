@@ -227,7 +227,7 @@ public enum XorDelta {
                 guard b.info.byteCount == size else {
                     throw StyleError.corrupt(path, "tensor '\(name)': the base's is \(b.info.shape) \(b.info.dtype.rawValue), the delta's \(e.info.shape)")
                 }
-                try withExtendedLifetime(b) {
+                withExtendedLifetime(b) {
                     let bb = b.bytes.bindMemory(to: UInt8.self)
                     for q in 0..<elementSize {
                         let plane = p + q * count

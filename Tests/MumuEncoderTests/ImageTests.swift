@@ -36,6 +36,9 @@ final class ImageTests: XCTestCase {
             XCTAssertThrowsError(try ImageLoader.load(path), file) { error in
                 guard let e = error as? ImageError else { return XCTFail("\(file): \(error)") }
                 XCTAssertTrue(e.description.contains(path), "\(file): \(e)")
+                if case let .corrupt(_, _, reason) = e {  // the decoder's own message, read out of its C buffer
+                    XCTAssertFalse(reason.isEmpty || reason.contains("\0"), "\(file): reason \(reason.debugDescription)")
+                }
                 switch (kind, e) {
                 case ("corrupt", .corrupt), ("notAnImage", .notAnImage), ("tooLarge", .tooLarge), ("unreadable", .unreadable):
                     break

@@ -2,6 +2,7 @@ import CJPEG
 import CPNG
 import Foundation
 import MumuSampler
+import MumuFormats
 
 /// Loads a PNG or JPEG as 8-bit RGB with the pixels `PIL.Image.open(path)` gives after
 /// `ImageOps.exif_transpose` and transformers' `convert_to_rgb` (image_transforms.py, the one the Idefics2
@@ -48,7 +49,7 @@ public enum ImageLoader {
         case 0: break
         case 2: throw ImageError.notAnImage(path: path)
         case 3: throw ImageError.tooLarge(path: path, width: Int(img.width), height: Int(img.height), limits: limits)
-        default: throw ImageError.corrupt(path: path, format: "PNG", reason: String(cString: err))
+        default: throw ImageError.corrupt(path: path, format: "PNG", reason: String(cMessage: err))
         }
         let w = Int(img.width), h = Int(img.height), c = Int(img.channels)
         guard (1...4).contains(c), let src = img.pixels else {
@@ -69,7 +70,7 @@ public enum ImageLoader {
         case 0: break
         case 2: throw ImageError.notAnImage(path: path)
         case 3: throw ImageError.tooLarge(path: path, width: Int(img.width), height: Int(img.height), limits: limits)
-        default: throw ImageError.corrupt(path: path, format: "JPEG", reason: String(cString: err))
+        default: throw ImageError.corrupt(path: path, format: "JPEG", reason: String(cMessage: err))
         }
         let w = Int(img.width), h = Int(img.height), c = Int(img.channels)
         guard let src = img.pixels else { throw ImageError.corrupt(path: path, format: "JPEG", reason: "no pixels") }

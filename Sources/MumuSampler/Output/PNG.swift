@@ -116,7 +116,7 @@ public enum PNG {
                             constKeys, constValues, itxt, &out, &outLength, &err, err.count)
         }
         guard rc == 0, let out else {
-            throw OutputError.encode(String(cString: err))
+            throw OutputError.encode(String(cMessage: err))
         }
         return Data(bytesNoCopy: out, count: outLength, deallocator: .free)
     }
@@ -153,7 +153,7 @@ public enum PNG {
         }
         defer { mumu_png_pixels_free(&decoded) }
         guard rc == 0 else {
-            let reason = rc == 3 ? "image too large (\(decoded.width) x \(decoded.height), over 2^30 pixels)" : String(cString: err)
+            let reason = rc == 3 ? "image too large (\(decoded.width) x \(decoded.height), over 2^30 pixels)" : String(cMessage: err)
             throw FormatError.malformed(path: path, reason: rc == 1 ? "not a readable PNG: \(reason)" : reason)
         }
         let width = Int(decoded.width), height = Int(decoded.height), channels = Int(decoded.channels)
