@@ -391,13 +391,31 @@ def load_vae(work):
     return vae.eval()
 
 
-def noised_batch(mean, std, idx, sched, noise_offset, g):
+def timestep_weights(strategy, multiplier, portion):
+    """diffusers' `--timestep_bias_strategy` (train_text_to_image_sdxl.py's generate_timestep_weights): the
+    probability of each of the 1,000 training timesteps, the first (`earlier`: the low-noise end, where fine detail
+    is drawn) or last (`later`) `portion` of them `multiplier` times as likely as the rest; None when uniform."""
+    if strategy == "none" or multiplier == 1:
+        return None
+    if multiplier <= 0 or not 0 < portion < 1:
+        sys.exit(f"--timestep-bias-multiplier {multiplier} / --timestep-bias-portion {portion}: need a multiplier "
+                 "above 0 and a portion between 0 and 1")
+    w = torch.ones(1000)
+    biased = int(portion * 1000)
+    w[slice(0, biased) if strategy == "earlier" else slice(1000 - biased, None)] *= multiplier
+    return w / w.sum()
+
+
+def noised_batch(mean, std, idx, sched, noise_offset, g, t_weights=None):
     """(noised latents, noise, timesteps) for the samples idx: latents drawn from their cached posteriors and scaled,
-    noise with the offset, timesteps uniform over the schedule; drawn from g in this order (a resumed or repeated run
-    sees the same batches)."""
+    noise with the offset, timesteps uniform over the schedule (or drawn with t_weights: timestep_weights); drawn from
+    g in this order (a resumed or repeated run sees the same batches)."""
     z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * SCALING
     noise = torch.randn(z0.shape, generator=g) + noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=g)
-    t = torch.randint(0, 1000, (len(idx),), generator=g)
+    if t_weights is None:
+        t = torch.randint(0, 1000, (len(idx),), generator=g)
+    else:
+        t = torch.multinomial(t_weights, len(idx), replacement=True, generator=g)
     return sched.add_noise(z0, noise, t), noise, t
 
 
@@ -516,13 +534,14 @@ def train_unet(a, name, unet, te1, te2, trainable, mean, std, ids1, ids2, steps,
     g = torch.Generator().manual_seed(a.seed + start)
     n = len(mean)
     tid = time_ids(a.batch)
+    t_weights = timestep_weights(a.timestep_bias_strategy, a.timestep_bias_multiplier, a.timestep_bias_portion)
     t0 = time.time() - seconds
     avg = None
     for step in range(start, steps):
         for pg in opt.param_groups:
             pg["lr"] = resumed_lr(step, start, steps, lr, a.warmup, a.rewarm)
         idx = torch.randint(n, (a.batch,), generator=g)
-        zt, noise, t = noised_batch(mean, std, idx, sched, a.noise_offset, g)
+        zt, noise, t = noised_batch(mean, std, idx, sched, a.noise_offset, g, t_weights)
         ctx, pooled = encode_text(te1, te2, ids1[idx], ids2[idx])
         drop = (torch.rand(a.batch, generator=g) < a.uncond).float()
         ctx = ctx * (1 - drop)[:, None, None]
@@ -881,6 +900,11 @@ def main(argv=None):
         sp.add_argument("--rewarm", type=int, default=100, help="a resumed run's fresh AdamW warms up over these steps")
         sp.add_argument("--snr-gamma", type=float, default=5.0,
                         help="min-SNR weighting's gamma (0: plain epsilon MSE, which weighs the low-noise steps that draw fine texture more)")
+        sp.add_argument("--timestep-bias-strategy", choices=["none", "earlier", "later"], default="none",
+                        help="diffusers' timestep bias: draw the earlier (low-noise, fine detail) or later timesteps more often")
+        sp.add_argument("--timestep-bias-multiplier", type=float, default=1.0,
+                        help="how many times as often the biased timesteps are drawn")
+        sp.add_argument("--timestep-bias-portion", type=float, default=0.25, help="the share of the timesteps biased")
     q = sub.add_parser("quick-eval", help="follow a run: held-out prompts through diffusers (eval_world.py gives the figures)")
     q.add_argument("--work", default="/tmp/mumu-world")
     q.add_argument("--state", help="a training state (.pt); default the work folder's base.pt")

@@ -58,5 +58,30 @@ class LoraTest(unittest.TestCase):
         untouched = set(self.base) - {n + ".weight" for n in deltas}
         self.assertTrue(all(torch.equal(merged[k], self.base[k]) for k in untouched))
 
+
+class TimestepBiasTest(unittest.TestCase):
+    def test_earlier_and_later(self):
+        """diffusers' generate_timestep_weights: the first (earlier) or last (later) portion of the 1,000 timesteps
+        `multiplier` times as likely as the rest; uniform sampling (None) when not biased."""
+        self.assertIsNone(T.timestep_weights("none", 4, 0.25))
+        self.assertIsNone(T.timestep_weights("earlier", 1, 0.25))
+        w = T.timestep_weights("earlier", 4, 0.25)
+        self.assertAlmostEqual(w.sum().item(), 1, places=5)
+        self.assertAlmostEqual(w[0].item() / w[999].item(), 4, places=5)
+        self.assertAlmostEqual(w[:250].sum().item(), 4 * 250 / (4 * 250 + 750), places=5)
+        self.assertEqual(w[249].item(), w[0].item())
+        self.assertEqual(w[250].item(), w[999].item())
+        w = T.timestep_weights("later", 2, 0.5)
+        self.assertAlmostEqual(w[999].item() / w[0].item(), 2, places=5)
+        self.assertEqual(w[500].item(), w[999].item())
+
+    def test_draws_follow_the_weights(self):
+        g = torch.Generator().manual_seed(0)
+        mean = torch.zeros(4, 4, 2, 2)
+        _, _, t = T.noised_batch(mean, mean, torch.zeros(20000, dtype=torch.long), T.scheduler(), 0, g,
+                                 T.timestep_weights("earlier", 4, 0.25))
+        self.assertAlmostEqual((t < 250).float().mean().item(), 4 / 7, delta=0.02)
+
+
 if __name__ == "__main__":
     unittest.main()
