@@ -398,8 +398,8 @@ def timestep_weights(strategy, multiplier, portion):
     if strategy == "none" or multiplier == 1:
         return None
     if multiplier <= 0 or not 0 < portion < 1:
-        sys.exit(f"--timestep-bias-multiplier {multiplier} / --timestep-bias-portion {portion}: need a multiplier "
-                 "above 0 and a portion between 0 and 1")
+        raise ValueError(f"--timestep-bias-multiplier {multiplier} / --timestep-bias-portion {portion}: need a "
+                         "multiplier above 0 and a portion between 0 and 1")
     w = torch.ones(1000)
     biased = int(portion * 1000)
     w[slice(0, biased) if strategy == "earlier" else slice(1000 - biased, None)] *= multiplier
@@ -936,6 +936,11 @@ def main(argv=None):
             p.error("--conv-rank goes with --lora RANK")
         if a.conv_rank is None:
             a.conv_rank = a.lora
+    if a.cmd in ("base", "finetune"):  # before the renders and latents, which take minutes
+        try:
+            timestep_weights(a.timestep_bias_strategy, a.timestep_bias_multiplier, a.timestep_bias_portion)
+        except ValueError as e:
+            p.error(str(e))
     os.makedirs(a.work, exist_ok=True)
     if hasattr(a, "threads"):
         torch.set_num_threads(a.threads)

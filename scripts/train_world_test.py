@@ -74,6 +74,9 @@ class TimestepBiasTest(unittest.TestCase):
         w = T.timestep_weights("later", 2, 0.5)
         self.assertAlmostEqual(w[999].item() / w[0].item(), 2, places=5)
         self.assertEqual(w[500].item(), w[999].item())
+        for multiplier, portion in [(0, 0.25), (-1, 0.25), (2, 0), (2, 1.5)]:
+            with self.assertRaises(ValueError):
+                T.timestep_weights("earlier", multiplier, portion)
 
     def test_draws_follow_the_weights(self):
         g = torch.Generator().manual_seed(0)

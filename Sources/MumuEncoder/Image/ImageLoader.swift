@@ -1,8 +1,8 @@
 import CJPEG
 import CPNG
 import Foundation
-import MumuSampler
 import MumuFormats
+import MumuSampler
 
 /// Loads a PNG or JPEG as 8-bit RGB with the pixels `PIL.Image.open(path)` gives after
 /// `ImageOps.exif_transpose` and transformers' `convert_to_rgb` (image_transforms.py, the one the Idefics2
